@@ -1,0 +1,157 @@
+"""The ``agir-retrain`` command line.
+
+    agir-retrain synth --runs 200 --out corpus --seed 0
+    agir-retrain ingest corpus --out out
+
+Every setting can also come from ``--config FILE.yaml``, ``AGIR_*`` environment
+variables, or ``--set key=value``; flags win over the environment, which wins over
+the file. ``agir-retrain config show COMMAND`` prints the effective settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from tasks.config import field_description, load_config
+from tasks.errors import AgirError
+from tasks.settings import IngestConfig
+
+app = typer.Typer(
+    help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML file of settings (overridden by env and flags).")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any setting: --set read.max_file_bytes=1000000 (repeatable)."),
+]
+
+
+def _help(model: type, key: str) -> str:
+    return field_description(model, key)
+
+
+def _overrides(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
+    """Collect flags (None = not given) and ``--set key=value`` pairs into dotted overrides."""
+    import yaml
+
+    overrides = {key.replace("__", "."): value for key, value in flags.items()}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes key=value, got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(raw) if raw else raw
+    return overrides
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+@app.command()
+def ingest(
+    inputs: Annotated[list[str], typer.Argument(help=_help(IngestConfig, "inputs"))],
+    out: Annotated[str | None, typer.Option(help=_help(IngestConfig, "out"))] = None,
+    workers: Annotated[int | None, typer.Option(help=_help(IngestConfig, "workers"))] = None,
+    shard_bytes: Annotated[int | None, typer.Option(help=_help(IngestConfig, "shard_bytes"))] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Read, validate, score and pair run files: runs, scored, pairs, quarantine, report."""
+    from tasks.ingest import ingest as run_ingest
+
+    loaded = load_config(
+        IngestConfig,
+        config,
+        _overrides(set_, inputs=inputs or None, out=out, workers=workers, shard_bytes=shard_bytes),
+    )
+    settings = loaded.config
+    with _progress() as progress:
+        task = progress.add_task("ingest", total=None)
+        report = run_ingest(
+            settings.inputs,
+            settings.out,
+            limits=settings.read.limits(),
+            shard_bytes=settings.shard_bytes,
+            workers=settings.workers,
+            on_plan=lambda shards: progress.update(task, total=sum(s.size_bytes for s in shards)),
+            on_shard_done=lambda shard: progress.advance(task, shard.size_bytes),
+        )
+    _print_report(report.to_dict(), settings.out)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder for the corpus and its ground_truth.json.")],
+    runs: Annotated[int, typer.Option(help="Copy strategy agents (runs) to write, in all.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
+    env_kib: Annotated[
+        int, typer.Option(help="Mean size of the pasted container listings, in KiB per file.")
+    ] = 8,
+) -> None:
+    """Write an upstream-shaped synthetic corpus covering every class and quirk, with ground truth."""
+    from tasks.synth import write_corpus
+
+    truth = write_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
+    console.print(
+        f"wrote {truth.files} files ({truth.runs} runs, {truth.bytes / 1e6:.1f} MB) to {out}; "
+        f"ground truth in {out / 'ground_truth.json'}"
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _print_report(report: dict[str, Any], out: str) -> None:
+    table = Table(title=f"ingest -> {out}", show_header=True)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("files in / read / quarantined", f"{report['files_in']} / {report['files_read']} / {report['files_quarantined']}")
+    table.add_row("runs in / quarantined", f"{report['runs_in']} / {report['runs_quarantined']}")
+    for run_class, count in report["runs_by_class"].items():
+        table.add_row(f"  runs {run_class}", str(count))
+    for rule, count in report["pairs_by_rule"].items():
+        if count:
+            table.add_row(f"  pairs {rule}", str(count))
+    table.add_row("garble requests", str(report["garble_requests"]))
+    for reason, count in report["quarantine_reasons"].items():
+        table.add_row(f"  quarantined: {reason}", str(count))
+    Console().print(table)
+
+
+def main() -> None:
+    """Run the CLI, turning project errors into a clear message and exit status 2."""
+    try:
+        app()
+    except AgirError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise SystemExit(2) from error

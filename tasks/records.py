@@ -1,0 +1,286 @@
+"""The record type of each stage, with its polars schema right beside it.
+
+A run file becomes ``Run`` records (one per copy strategy agent); a run becomes
+``ScoredRecord`` rows (seed table 1) and ``Pair`` rows (seed table 2); anything that
+could not be read becomes a ``Quarantined`` entry. Frames are always built with the
+schema named here, never inferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import polars as pl
+
+
+class Role(StrEnum):
+    """Who wrote a chat message."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Outcome(StrEnum):
+    """How one code attempt ended, in the order the agent checks them."""
+
+    AST_FAIL = "ast_fail"
+    COMPILE_FAIL = "compile_fail"
+    CONTAINER_FAIL = "container_fail"
+    DELETION_FAIL = "deletion_fail"
+    SUCCESS = "success"
+
+    @property
+    def ran(self) -> bool:
+        """Whether the code compiled and ran (it may still have freed nothing)."""
+        return self in (Outcome.DELETION_FAIL, Outcome.SUCCESS)
+
+
+class RunClass(StrEnum):
+    """The seed's table-2 class of a run; each run falls in exactly one."""
+
+    NO_RUNNABLE = "no_runnable"
+    NEVER_FREED = "never_freed"
+    MIXED = "mixed"
+    FIRST_TRY = "first_try"
+    INCONSISTENT = "inconsistent"
+
+
+class FileSchema(StrEnum):
+    """Which writer produced a run file."""
+
+    V4 = "v4"
+    LEGACY_2024_12 = "legacy_2024_12"
+
+
+class UnitConvention(StrEnum):
+    """How a file's ``space_freed`` was measured, and so how it becomes bytes."""
+
+    KIB_NEW_MINUS_OLD = "kib_new_minus_old"  # v4 with env_agent.model_name (2025-05-20 on)
+    MB_OLD_MINUS_NEW = "mb_old_minus_new"  # older v4 and 2024-12: sign reversed
+
+
+class PromptKind(StrEnum):
+    """Which prompt a scored record or pair answers."""
+
+    STRATEGY = "strategy"  # P_s: the turns that asked for strategies
+    CODE = "code"  # P_c: the turns up to the run's code request, which quotes the strategy
+    ENV_GETTER = "env_getter"  # the env agent's discovery scripts (the seed's new_sp_egc_s)
+
+
+class ResponseKind(StrEnum):
+    """What a scored record's response holds."""
+
+    STRAT = "strat"
+    CODE = "code"
+
+
+class PairRule(StrEnum):
+    """The rule that made a pair."""
+
+    MIXED = "mixed"
+    FIRST_TRY_STRAT = "first_try_strat"
+    FIRST_TRY_CODE = "first_try_code"
+    BORROWED_CHOSEN = "borrowed_chosen"
+    CROSS_RUN_STRAT = "cross_run_strat"
+
+
+class GarbleMethod(StrEnum):
+    """How a pair's rejected side was made."""
+
+    NONE = "none"  # a natural rejected response from the run itself
+    PENDING = "pending"  # a garble request: the rejected side is still to be sampled
+    MODEL = "model"  # sampled from the base model at high temperature
+    FALLBACK = "fallback"  # model-free corruption of the chosen text
+
+
+class QuarantineReason(StrEnum):
+    """Why a file or run could not be read. Each is counted in the report."""
+
+    READ_ERROR = "read_error"
+    FILE_TOO_LARGE = "file_too_large"
+    EMPTY_FILE = "empty_file"
+    NOT_UTF8 = "not_utf8"
+    TRUNCATED_JSON = "truncated_json"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_SCHEMA = "unknown_schema"
+    V5_ATTEMPT_FILE = "v5_attempt_file"
+    MISSING_KEY = "missing_key"
+    WRONG_TYPE = "wrong_type"
+    NON_FINITE_NUMBER = "non_finite_number"
+    BAD_HISTORY_ENTRY = "bad_history_entry"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNEXPECTED_ERROR = "unexpected_error"  # a bug in the reader: the detail holds the exception
+    SHARD_FAILED = "shard_failed"  # the worker reading the file's shard died, retries spent
+
+
+def _enum(values: type[StrEnum]) -> pl.Enum:
+    return pl.Enum([member.value for member in values])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One chat message, as TRL's conversational format holds it."""
+
+    role: Role
+    content: str
+
+
+MESSAGE_DTYPE = pl.Struct({"role": _enum(Role), "content": pl.String})
+MESSAGES_DTYPE = pl.List(MESSAGE_DTYPE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One code attempt of a run, in the order the agent made it."""
+
+    index: int
+    outcome: Outcome
+    message: str  # the assistant message verbatim, fence included
+    code: str | None  # the text inside the ```python fence; None when there is no fence
+
+
+ATTEMPT_DTYPE = pl.Struct(
+    {"index": pl.Int32, "outcome": _enum(Outcome), "message": pl.String, "code": pl.String}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One copy strategy agent of a run file: one strategy and its code attempts."""
+
+    run_id: str  # "<file stem>#<copy index>"
+    source: str  # the file's path or URL
+    copy_index: int
+    file_schema: FileSchema
+    model_name: str | None
+    strategy: str
+    strategy_prompt: tuple[Message, ...]
+    code_prompt: tuple[Message, ...]
+    env_getter_prompt: tuple[Message, ...]
+    attempts: tuple[Attempt, ...]
+    space_freed_raw: float | None  # as written in the file, in its own unit and sign
+    space_freed_bytes: float  # normalised: bytes, positive when space was freed
+    unit_convention: UnitConvention
+    run_class: RunClass
+    class_reason: str  # a short stable code, counted in the report ("no_attempt_ran")
+    class_detail: str  # the same for a person, with the figures ("2 ast_fail, 1 compile_fail")
+
+
+RUN_SCHEMA = pl.Schema(
+    {
+        "run_id": pl.String,
+        "source": pl.String,
+        "copy_index": pl.Int32,
+        "file_schema": _enum(FileSchema),
+        "model_name": pl.String,
+        "strategy": pl.String,
+        "strategy_prompt": MESSAGES_DTYPE,
+        "code_prompt": MESSAGES_DTYPE,
+        "env_getter_prompt": MESSAGES_DTYPE,
+        "attempts": pl.List(ATTEMPT_DTYPE),
+        "space_freed_raw": pl.Float64,
+        "space_freed_bytes": pl.Float64,
+        "unit_convention": _enum(UnitConvention),
+        "run_class": _enum(RunClass),
+        "class_reason": pl.String,
+        "class_detail": pl.String,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoredRecord:
+    """One row of the seed's table 1: (prompt, response, score) for one attempt.
+
+    The prompt is named by ``(run_id, prompt_kind)``, and its messages live once in
+    ``runs.parquet``: a run's prompts would otherwise be copied into every row.
+    """
+
+    run_id: str
+    attempt_index: int
+    outcome: Outcome
+    prompt_kind: PromptKind
+    response_kind: ResponseKind
+    response: str
+    score_bytes: float
+
+
+SCORED_SCHEMA = pl.Schema(
+    {
+        "run_id": pl.String,
+        "attempt_index": pl.Int32,
+        "outcome": _enum(Outcome),
+        "prompt_kind": _enum(PromptKind),
+        "response_kind": _enum(ResponseKind),
+        "response": pl.String,
+        "score_bytes": pl.Float64,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pair:
+    """One preference pair (seed table 2), or a garble request still to be filled.
+
+    A pair with ``garble_method == PENDING`` has ``rejected is None``: the garbling
+    stage samples it from the base model.
+    """
+
+    run_id: str
+    source: str
+    rule: PairRule
+    prompt_kind: PromptKind
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str | None
+    score_chosen: float
+    score_rejected: float
+    garble_method: GarbleMethod
+    rejected_attempt_index: int | None  # which failed attempt, for natural pairs
+
+    @property
+    def garbled(self) -> bool:
+        """Whether the rejected side is (to be) made rather than taken from a run."""
+        return self.garble_method is not GarbleMethod.NONE
+
+
+PAIR_SCHEMA = pl.Schema(
+    {
+        "run_id": pl.String,
+        "source": pl.String,
+        "rule": _enum(PairRule),
+        "prompt_kind": _enum(PromptKind),
+        "prompt": MESSAGES_DTYPE,
+        "chosen": pl.String,
+        "rejected": pl.String,
+        "score_chosen": pl.Float64,
+        "score_rejected": pl.Float64,
+        "garble_method": _enum(GarbleMethod),
+        "rejected_attempt_index": pl.Int32,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quarantined:
+    """A file, or one run of a file, that could not be read, and why."""
+
+    source: str
+    run_id: str | None  # None when the whole file is quarantined
+    reason: QuarantineReason
+    detail: str
+
+
+QUARANTINE_SCHEMA = pl.Schema(
+    {
+        "source": pl.String,
+        "run_id": pl.String,
+        "reason": _enum(QuarantineReason),
+        "detail": pl.String,
+    }
+)
