@@ -17,7 +17,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from tasks.config import field_description, load_config
@@ -32,11 +38,14 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="YAML file of settings (overridden by env and flags).")
+    Path | None,
+    typer.Option("--config", help="YAML file of settings (overridden by env and flags)."),
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override any setting: --set read.max_file_bytes=1000000 (repeatable)."),
+    typer.Option(
+        "--set", help="Override any setting: --set read.max_file_bytes=1000000 (repeatable)."
+    ),
 ]
 
 
@@ -73,7 +82,9 @@ def ingest(
     inputs: Annotated[list[str], typer.Argument(help=_help(IngestConfig, "inputs"))],
     out: Annotated[str | None, typer.Option(help=_help(IngestConfig, "out"))] = None,
     workers: Annotated[int | None, typer.Option(help=_help(IngestConfig, "workers"))] = None,
-    shard_bytes: Annotated[int | None, typer.Option(help=_help(IngestConfig, "shard_bytes"))] = None,
+    shard_bytes: Annotated[
+        int | None, typer.Option(help=_help(IngestConfig, "shard_bytes"))
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -114,8 +125,8 @@ def synth(
 
     truth = write_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
     console.print(
-        f"wrote {truth.files} files ({truth.runs} runs, {truth.bytes / 1e6:.1f} MB) to {out}; "
-        f"ground truth in {out / 'ground_truth.json'}"
+        f"wrote {truth.files} files ({truth.runs} runs, {truth.bytes / 1e6:.1f} MB) to "
+        f"{out / 'runs'}; ground truth in {out / 'ground_truth.json'}"
     )
 
 
@@ -135,7 +146,10 @@ def _print_report(report: dict[str, Any], out: str) -> None:
     table = Table(title=f"ingest -> {out}", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_row("files in / read / quarantined", f"{report['files_in']} / {report['files_read']} / {report['files_quarantined']}")
+    table.add_row(
+        "files in / read / quarantined",
+        f"{report['files_in']} / {report['files_read']} / {report['files_quarantined']}",
+    )
     table.add_row("runs in / quarantined", f"{report['runs_in']} / {report['runs_quarantined']}")
     for run_class, count in report["runs_by_class"].items():
         table.add_row(f"  runs {run_class}", str(count))

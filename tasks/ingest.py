@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 
 from tasks.io import InputFile, atomic_output, expand_inputs, write_json_atomic
 from tasks.pairing import pair_run
+from tasks.parquet_concat import concat_parquet
 from tasks.records import Pair, Quarantined, QuarantineReason, Run, ScoredRecord
 from tasks.report import Report
 from tasks.runs import ReadLimits, RunFileResult, read_run_file
 from tasks.scoring import score_run
 from tasks.shards import Shard, plan_shards
-from tasks.tables import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, ParquetSink
+from tasks.tables import ParquetSink
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ def read_shard_report(directory: str) -> Report:
 def merge_shards(directories: Sequence[str], out: str) -> Report:
     """Concatenate shard outputs, in the order given, into the dataset files under ``out``.
 
-    Tables stream row group by row group; the report is the sum of the shards'.
+    Parquet parts are joined without decoding (``concat_parquet``); the report is
+    the sum of the shards'.
     """
     report = Report()
     for directory in directories:
@@ -126,20 +127,7 @@ def merge_shards(directories: Sequence[str], out: str) -> Report:
     report.check_balance()
     for name in TABLE_FILES:
         with atomic_output(_join(out, name)) as staged:
-            writer: pq.ParquetWriter | None = None
-            for directory in directories:
-                part = pq.ParquetFile(Path(directory, name))
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        staged,
-                        part.schema_arrow,
-                        compression=PARQUET_COMPRESSION,
-                        compression_level=PARQUET_COMPRESSION_LEVEL,
-                    )
-                for group in range(part.num_row_groups):
-                    writer.write_table(part.read_row_group(group))
-            if writer is not None:
-                writer.close()
+            concat_parquet([Path(directory, name) for directory in directories], staged)
     with atomic_output(_join(out, QUARANTINE_FILE)) as staged, open(staged, "wb") as merged:
         for directory in directories:
             with open(Path(directory, QUARANTINE_FILE), "rb") as part:

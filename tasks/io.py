@@ -15,11 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import fsspec
 import orjson
 
 RUN_FILE_SUFFIX = ".json"
+# mkstemp creates files 0600; outputs get the mode a plain open() would give them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -78,8 +81,16 @@ def _expand_local(location: str) -> dict[str, int]:
     return {os.path.abspath(p): os.path.getsize(p) for p in candidates}
 
 
+def _fs(location: str) -> tuple[Any, str]:
+    """The fsspec filesystem and path of a URL (imported lazily: workers reading local
+    files never pay for it)."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(location)
+
+
 def _expand_url(location: str) -> dict[str, int]:
-    fs, path = fsspec.core.url_to_fs(location)
+    fs, path = _fs(location)
     if any(char in path for char in _GLOB_CHARS):
         infos = fs.glob(path, detail=True)
     elif fs.isdir(path):
@@ -98,8 +109,8 @@ def _expand_url(location: str) -> dict[str, int]:
 def read_bytes(location: str) -> bytes:
     """Read a whole file from a local path or an fsspec URL."""
     if is_url(location):
-        with fsspec.open(location, "rb") as handle:
-            return handle.read()
+        fs, path = _fs(location)
+        return fs.cat_file(path)
     with open(local_path(location), "rb") as handle:
         return handle.read()
 
@@ -112,7 +123,11 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(location: str, chunk_bytes: int = 1 << 22) -> str:
     """Hex sha256 of a file's content, read in chunks so memory stays flat."""
     digest = hashlib.sha256()
-    opener = fsspec.open(location, "rb") if is_url(location) else open(local_path(location), "rb")
+    if is_url(location):
+        fs, path = _fs(location)
+        opener = fs.open(path, "rb")
+    else:
+        opener = open(local_path(location), "rb")
     with opener as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
@@ -129,7 +144,7 @@ def join(base: str, *parts: str) -> str:
 def make_dirs(location: str) -> None:
     """Create a folder (local or URL) and its parents; an existing one is fine."""
     if is_url(location):
-        fs, path = fsspec.core.url_to_fs(location)
+        fs, path = _fs(location)
         fs.makedirs(path, exist_ok=True)
     else:
         os.makedirs(local_path(location), exist_ok=True)
@@ -138,7 +153,7 @@ def make_dirs(location: str) -> None:
 def exists(location: str) -> bool:
     """Tell whether a file or folder exists, locally or at a URL."""
     if is_url(location):
-        fs, path = fsspec.core.url_to_fs(location)
+        fs, path = _fs(location)
         return fs.exists(path)
     return os.path.exists(local_path(location))
 
@@ -156,7 +171,7 @@ def atomic_output(target: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="agir-") as scratch:
             staged = Path(scratch) / Path(target).name
             yield staged
-            fs, path = fsspec.core.url_to_fs(target)
+            fs, path = _fs(target)
             fs.makedirs(os.path.dirname(path), exist_ok=True)
             fs.put_file(str(staged), path)
         return
@@ -167,6 +182,7 @@ def atomic_output(target: str) -> Iterator[Path]:
     staged = Path(staged_name)
     try:
         yield staged
+        os.chmod(staged, 0o666 & ~_UMASK)
         os.replace(staged, final)
     except BaseException:
         staged.unlink(missing_ok=True)

@@ -54,7 +54,6 @@ def _pair_mixed(run: Run) -> RunPairs:
                 source=run.source,
                 rule=PairRule.MIXED,
                 prompt_kind=PromptKind.CODE,
-                prompt=run.code_prompt,
                 chosen=success.message,
                 rejected=failed.message,
                 score_chosen=run.space_freed_bytes,
@@ -70,28 +69,22 @@ def _garble_requests(run: Run) -> tuple[Pair, ...]:
     (success,) = run.attempts
     if success.outcome is not Outcome.SUCCESS:  # classify_run guarantees it; guard the invariant
         raise ValueError(f"{run.run_id}: first_try run whose only attempt is {success.outcome}")
-    common = {
-        "run_id": run.run_id,
-        "source": run.source,
-        "rejected": None,
-        "score_chosen": run.space_freed_bytes,
-        "score_rejected": 0.0,
-        "garble_method": GarbleMethod.PENDING,
-        "rejected_attempt_index": None,
-    }
     return (
-        Pair(
-            rule=PairRule.FIRST_TRY_STRAT,
-            prompt_kind=PromptKind.STRATEGY,
-            prompt=run.strategy_prompt,
-            chosen=run.strategy,
-            **common,
-        ),
-        Pair(
-            rule=PairRule.FIRST_TRY_CODE,
-            prompt_kind=PromptKind.CODE,
-            prompt=run.code_prompt,
-            chosen=success.message,
-            **common,
-        ),
+        _garble_request(run, PairRule.FIRST_TRY_STRAT, PromptKind.STRATEGY, run.strategy),
+        _garble_request(run, PairRule.FIRST_TRY_CODE, PromptKind.CODE, success.message),
+    )
+
+
+def _garble_request(run: Run, rule: PairRule, prompt_kind: PromptKind, chosen: str) -> Pair:
+    return Pair(
+        run_id=run.run_id,
+        source=run.source,
+        rule=rule,
+        prompt_kind=prompt_kind,
+        chosen=chosen,
+        rejected=None,
+        score_chosen=run.space_freed_bytes,
+        score_rejected=0.0,
+        garble_method=GarbleMethod.PENDING,
+        rejected_attempt_index=None,
     )

@@ -58,7 +58,7 @@ class UnitConvention(StrEnum):
     """How a file's ``space_freed`` was measured, and so how it becomes bytes."""
 
     KIB_NEW_MINUS_OLD = "kib_new_minus_old"  # v4 with env_agent.model_name (2025-05-20 on)
-    MB_OLD_MINUS_NEW = "mb_old_minus_new"  # older v4 and 2024-12: sign reversed
+    MIB_OLD_MINUS_NEW = "mib_old_minus_new"  # older v4 and 2024-12: `df -m`, sign reversed
 
 
 class PromptKind(StrEnum):
@@ -159,8 +159,12 @@ class Run:
     file_schema: FileSchema
     model_name: str | None
     strategy: str
-    strategy_prompt: tuple[Message, ...]
-    code_prompt: tuple[Message, ...]
+    # The copy agent's chat up to its code request, a repeated strategy block dropped.
+    # Both prompts are prefixes of it, kept once: P_s = conversation[:strategy_turns],
+    # P_c = conversation[:code_turns]; a count of 0 means the file lacks that turn.
+    conversation: tuple[Message, ...]
+    strategy_turns: int
+    code_turns: int
     env_getter_prompt: tuple[Message, ...]
     attempts: tuple[Attempt, ...]
     space_freed_raw: float | None  # as written in the file, in its own unit and sign
@@ -169,6 +173,24 @@ class Run:
     run_class: RunClass
     class_reason: str  # a short stable code, counted in the report ("no_attempt_ran")
     class_detail: str  # the same for a person, with the figures ("2 ast_fail, 1 compile_fail")
+
+    @property
+    def strategy_prompt(self) -> tuple[Message, ...]:
+        """``P_s``: the turns through the first strategy request."""
+        return self.conversation[: self.strategy_turns]
+
+    @property
+    def code_prompt(self) -> tuple[Message, ...]:
+        """``P_c``: the turns through the run's code request, which quotes the strategy."""
+        return self.conversation[: self.code_turns]
+
+    def prompt(self, kind: PromptKind) -> tuple[Message, ...]:
+        """The prompt of one kind."""
+        if kind is PromptKind.STRATEGY:
+            return self.strategy_prompt
+        if kind is PromptKind.CODE:
+            return self.code_prompt
+        return self.env_getter_prompt
 
 
 RUN_SCHEMA = pl.Schema(
@@ -179,8 +201,9 @@ RUN_SCHEMA = pl.Schema(
         "file_schema": _enum(FileSchema),
         "model_name": pl.String,
         "strategy": pl.String,
-        "strategy_prompt": MESSAGES_DTYPE,
-        "code_prompt": MESSAGES_DTYPE,
+        "conversation": MESSAGES_DTYPE,
+        "strategy_turns": pl.Int32,
+        "code_turns": pl.Int32,
         "env_getter_prompt": MESSAGES_DTYPE,
         "attempts": pl.List(ATTEMPT_DTYPE),
         "space_freed_raw": pl.Float64,
@@ -227,15 +250,16 @@ SCORED_SCHEMA = pl.Schema(
 class Pair:
     """One preference pair (seed table 2), or a garble request still to be filled.
 
-    A pair with ``garble_method == PENDING`` has ``rejected is None``: the garbling
-    stage samples it from the base model.
+    Like a scored record, a pair names its prompt by ``(run_id, prompt_kind)``; the
+    messages live once in ``runs.parquet`` and the export joins them in. A pair with
+    ``garble_method == PENDING`` has ``rejected is None``: the garbling stage samples
+    it from the base model.
     """
 
     run_id: str
     source: str
     rule: PairRule
     prompt_kind: PromptKind
-    prompt: tuple[Message, ...]
     chosen: str
     rejected: str | None
     score_chosen: float
@@ -255,7 +279,6 @@ PAIR_SCHEMA = pl.Schema(
         "source": pl.String,
         "rule": _enum(PairRule),
         "prompt_kind": _enum(PromptKind),
-        "prompt": MESSAGES_DTYPE,
         "chosen": pl.String,
         "rejected": pl.String,
         "score_chosen": pl.Float64,

@@ -7,11 +7,11 @@ are kept. See ``docs/run-format.md`` for the format and its quirks.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -35,14 +35,17 @@ from tasks.scoring import classify_run, normalise_space_freed
 
 log = logging.getLogger(__name__)
 
-# Tag base names (a tag may carry suffixes: `genned_strat_code(qwen)(success)`).
-TAG_STRATS_REQUEST = "get_strats_req_plist"
-TAG_STRATS_REPLIES = frozenset({"genned_strats", "gen_strats"})
+# Tag base names. A tag may carry a model suffix, `get_strats_req_plist(qwen)` (v4) or
+# `get_special_egc_req_plist,qwen` (older), and an outcome, `genned_strat_code(success)`.
+# 2024-12 files name the same turns `get_strat_req_plist`, `gen_strats`, `strat_codegen(...)`.
+TAG_STRATS_REQUESTS = frozenset({"get_strats_req_plist", "get_strat_req_plist"})
+TAG_STRATS_BLOCK = TAG_STRATS_REQUESTS | {"genned_strats", "gen_strats", "get_strat_regen_plist"}
 TAG_CODE_REQUEST = "get_strat_code_req_plist"
-TAG_CODE_ATTEMPT = "genned_strat_code"
+TAG_CODE_ATTEMPTS = frozenset({"genned_strat_code", "strat_codegen"})
 
 _ROLES = {role.value: role for role in Role}
 _OUTCOMES = {outcome.value: outcome for outcome in Outcome}
+_TAG_BASE = re.compile(r"[^(,]*")
 _TAG_ARGS = re.compile(r"\(([^()]*)\)")
 _CODE_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -194,7 +197,7 @@ def _read_document(source: str, size: int, document: Any, limits: ReadLimits) ->
     convention = (
         UnitConvention.KIB_NEW_MINUS_OLD
         if "model_name" in env_agent
-        else UnitConvention.MB_OLD_MINUS_NEW
+        else UnitConvention.MIB_OLD_MINUS_NEW
     )
     getter_codes = _optional(source, env_agent, "special_env_info_getter_codes", list, "env_agent")
     env_getter_prompt = _env_getter_prompt(source, getter_codes or [])
@@ -209,55 +212,46 @@ def _read_document(source: str, size: int, document: Any, limits: ReadLimits) ->
     )
 
     stem = PurePosixPath(source).stem
-    runs: list[Run] = []
+    parsed: list[_ParsedAgent] = []
     quarantined: list[Quarantined] = []
     for index, agent in enumerate(agents):
         run_id = f"{stem}#{index}"
         try:
-            runs.append(
-                _read_copy_agent(
-                    source=source,
-                    run_id=run_id,
-                    index=index,
-                    agent=agent,
-                    file_schema=file_schema,
-                    model_name=model_name,
-                    convention=convention,
-                    env_getter_prompt=env_getter_prompt,
-                    legacy_file_space_freed=file_space_freed,
-                    legacy_agent_count=len(agents),
-                    limits=limits,
-                )
-            )
+            parsed.append(_parse_copy_agent(source, run_id, index, agent, file_schema, limits))
         except RunFileError as error:
             quarantined.append(
                 Quarantined(source=source, run_id=run_id, reason=error.reason, detail=error.detail)
             )
+    if file_schema is FileSchema.LEGACY_2024_12:
+        _attribute_legacy_total(parsed, file_space_freed)
+    runs = tuple(
+        _build_run(source, agent, file_schema, model_name, convention, env_getter_prompt)
+        for agent in parsed
+    )
     if quarantined:
-        log.info("%s: %d of %d runs quarantined", source, len(quarantined), len(agents))
+        log.debug("%s: %d of %d runs quarantined", source, len(quarantined), len(agents))
     return RunFileResult(
         source=source,
         size_bytes=size,
-        runs=tuple(runs),
+        runs=runs,
         quarantined=tuple(quarantined),
         runs_found=len(agents),
     )
 
 
-def _read_copy_agent(
-    *,
-    source: str,
-    run_id: str,
-    index: int,
-    agent: Any,
-    file_schema: FileSchema,
-    model_name: str | None,
-    convention: UnitConvention,
-    env_getter_prompt: tuple[Message, ...],
-    legacy_file_space_freed: float | None,
-    legacy_agent_count: int,
-    limits: ReadLimits,
-) -> Run:
+@dataclass(slots=True, kw_only=True)
+class _ParsedAgent:
+    run_id: str
+    index: int
+    strategy: str
+    entries: list[_Entry]
+    attempts: tuple[Attempt, ...]
+    space_freed_raw: float | None
+
+
+def _parse_copy_agent(
+    source: str, run_id: str, index: int, agent: Any, file_schema: FileSchema, limits: ReadLimits
+) -> _ParsedAgent:
     where = f"copy agent {index}"
     if not isinstance(agent, dict):
         raise RunFileError(
@@ -269,45 +263,76 @@ def _read_copy_agent(
     strategy = _require(source, agent, "chosen_strat", str, where, run_id)
     history = _require(source, agent, "tagged_chat_history", list, where, run_id)
     entries = [_parse_entry(source, run_id, i, item, limits) for i, item in enumerate(history)]
-
+    space_freed_raw = None
     if file_schema is FileSchema.V4:
         space_freed_raw = _optional_number(source, agent, "space_freed", where, run_id)
         if space_freed_raw is None:
             raise RunFileError(
                 source, QuarantineReason.MISSING_KEY, f"{where}: no 'space_freed'", run_id
             )
-    elif legacy_agent_count == 1:
-        # 2024-12 files have no per-agent figure; with one agent the file total is its own.
-        space_freed_raw = legacy_file_space_freed
-    else:
-        space_freed_raw = None
-
-    attempts, code_request_at = _attempts(source, run_id, entries)
-    strategy_prompt = _prompt_through(entries, TAG_STRATS_REQUEST, stop=len(entries))
-    code_prompt = (
-        _dedupe_strategy_turns(entries[: code_request_at + 1]) if code_request_at >= 0 else ()
-    )
-    space_freed_bytes = normalise_space_freed(space_freed_raw, convention)
-    verdict = classify_run(
-        attempts=attempts,
-        space_freed_bytes=space_freed_bytes,
-        space_freed_known=space_freed_raw is not None,
-        strategy=strategy,
-        has_strategy_prompt=bool(strategy_prompt),
-        has_code_prompt=bool(code_prompt),
-    )
-    return Run(
+    attempts = _attempts(source, run_id, entries)
+    return _ParsedAgent(
         run_id=run_id,
-        source=source,
-        copy_index=index,
-        file_schema=file_schema,
-        model_name=model_name,
+        index=index,
         strategy=strategy,
-        strategy_prompt=strategy_prompt,
-        code_prompt=code_prompt,
-        env_getter_prompt=env_getter_prompt,
+        entries=entries,
         attempts=attempts,
         space_freed_raw=space_freed_raw,
+    )
+
+
+def _attribute_legacy_total(agents: list[_ParsedAgent], file_total: float | None) -> None:
+    """Give 2024-12 runs a figure from the file total where that is exact.
+
+    Those files record only the sum over copies, and only copies whose code ran in
+    the real container add to it (the others add 0). So runs that never ran code get
+    0, and when exactly one run ran code the whole total is its own. When several
+    did, their shares are unknown (``None``), which ``classify_run`` reports.
+    """
+    ran = [agent for agent in agents if any(a.outcome.ran for a in agent.attempts)]
+    for agent in agents:
+        if agent not in ran:
+            agent.space_freed_raw = 0.0
+        elif len(ran) == 1:
+            agent.space_freed_raw = file_total
+        else:
+            agent.space_freed_raw = None
+
+
+def _build_run(
+    source: str,
+    agent: _ParsedAgent,
+    file_schema: FileSchema,
+    model_name: str | None,
+    convention: UnitConvention,
+    env_getter_prompt: tuple[Message, ...],
+) -> Run:
+    entries = _drop_repeated_strategy_block(agent.entries)
+    strategy_turns = _turns_through(entries, TAG_STRATS_REQUESTS)
+    code_turns = _turns_through(entries, frozenset({TAG_CODE_REQUEST}))
+    conversation = tuple(entry.message for entry in entries[: max(strategy_turns, code_turns)])
+    space_freed_bytes = normalise_space_freed(agent.space_freed_raw, convention)
+    verdict = classify_run(
+        attempts=agent.attempts,
+        space_freed_bytes=space_freed_bytes,
+        space_freed_known=agent.space_freed_raw is not None,
+        strategy=agent.strategy,
+        has_strategy_prompt=strategy_turns > 0,
+        has_code_prompt=code_turns > 0,
+    )
+    return Run(
+        run_id=agent.run_id,
+        source=source,
+        copy_index=agent.index,
+        file_schema=file_schema,
+        model_name=model_name,
+        strategy=agent.strategy,
+        conversation=conversation,
+        strategy_turns=strategy_turns,
+        code_turns=code_turns,
+        env_getter_prompt=env_getter_prompt,
+        attempts=agent.attempts,
+        space_freed_raw=agent.space_freed_raw,
         space_freed_bytes=space_freed_bytes,
         unit_convention=convention,
         run_class=verdict.run_class,
@@ -351,19 +376,22 @@ def _parse_entry(source: str, run_id: str, position: int, item: Any, limits: Rea
             f"max_message_chars={limits.max_message_chars}",
             run_id,
         )
-    base, _, rest = tag.partition("(")
-    args = tuple(arg.strip() for arg in _TAG_ARGS.findall("(" + rest)) if rest else ()
-    return _Entry(Message(role=role, content=content), tag, base.strip(), args)
+    base, args = _parse_tag(tag)
+    return _Entry(Message(role=role, content=content), tag, base, args)
 
 
-def _attempts(source: str, run_id: str, entries: list[_Entry]) -> tuple[tuple[Attempt, ...], int]:
-    """Find the run's code request and the code attempts after it."""
-    code_request_at = next(
-        (i for i, entry in enumerate(entries) if entry.base == TAG_CODE_REQUEST), -1
-    )
+@functools.lru_cache(maxsize=4096)
+def _parse_tag(tag: str) -> tuple[str, tuple[str, ...]]:
+    """Split a tag into its base name and its parenthesised arguments (tags repeat: cached)."""
+    base = _TAG_BASE.match(tag).group(0).strip()  # type: ignore[union-attr]
+    return base, tuple(arg.strip() for arg in _TAG_ARGS.findall(tag))
+
+
+def _attempts(source: str, run_id: str, entries: list[_Entry]) -> tuple[Attempt, ...]:
+    """The run's code attempts, in order, each with its outcome and fenced code."""
     attempts: list[Attempt] = []
     for entry in entries:
-        if entry.base != TAG_CODE_ATTEMPT:
+        if entry.base not in TAG_CODE_ATTEMPTS:
             continue
         outcomes = [_OUTCOMES[arg] for arg in entry.args if arg in _OUTCOMES]
         if len(outcomes) != 1:
@@ -382,7 +410,7 @@ def _attempts(source: str, run_id: str, entries: list[_Entry]) -> tuple[tuple[At
                 code=extract_code(entry.message.content),
             )
         )
-    return tuple(attempts), code_request_at
+    return tuple(attempts)
 
 
 def extract_code(message: str) -> str | None:
@@ -391,28 +419,37 @@ def extract_code(message: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _prompt_through(entries: list[_Entry], base: str, stop: int) -> tuple[Message, ...]:
-    for i, entry in enumerate(entries[:stop]):
-        if entry.base == base:
-            return tuple(e.message for e in entries[: i + 1])
-    return ()
+def _turns_through(entries: list[_Entry], bases: frozenset[str]) -> int:
+    """How many turns lead up to and include the first turn of a kind; 0 if none."""
+    return next((i + 1 for i, entry in enumerate(entries) if entry.base in bases), 0)
 
 
-def _dedupe_strategy_turns(entries: Iterable[_Entry]) -> tuple[Message, ...]:
-    """Drop strategy request/reply turns that repeat an earlier one word for word.
+def _drop_repeated_strategy_block(entries: list[_Entry]) -> list[_Entry]:
+    """Return the history with a back-to-back repeat of the strategy block kept once.
 
-    The main agent records its strategy request and reply twice; a copy agent inherits both.
+    The main agent appends its whole strategy block (request, failed replies and
+    regen prompts, final reply) twice; copy agents are taken between the two
+    appends, but a history holding the block twice in a row must not teach it twice.
+    Only an exact repeat of the whole block is dropped, never two turns that merely match.
     """
-    seen: set[tuple[str, Role, str]] = set()
-    kept: list[Message] = []
-    for entry in entries:
-        if entry.base == TAG_STRATS_REQUEST or entry.base in TAG_STRATS_REPLIES:
-            key = (entry.base, entry.message.role, entry.message.content)
-            if key in seen:
-                continue
-            seen.add(key)
-        kept.append(entry.message)
-    return tuple(kept)
+    start = _turns_through(entries, TAG_STRATS_REQUESTS) - 1
+    if start < 0:
+        return entries
+    end = start
+    while end < len(entries) and entries[end].base in TAG_STRATS_BLOCK:
+        end += 1
+    half = (end - start) // 2
+    if (
+        (end - start) % 2 == 0
+        and half
+        and _same_turns(entries[start : start + half], entries[start + half : end])
+    ):
+        return entries[: start + half] + entries[end:]
+    return entries
+
+
+def _same_turns(a: list[_Entry], b: list[_Entry]) -> bool:
+    return all(x.tag == y.tag and x.message == y.message for x, y in zip(a, b, strict=True))
 
 
 def _env_getter_prompt(source: str, codes: list[Any]) -> tuple[Message, ...]:

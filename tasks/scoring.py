@@ -19,12 +19,12 @@ from tasks.records import (
     UnitConvention,
 )
 
-KIB = 1024
-MB = 1_000_000  # psutil's bytes / 10**6, as the pre-2025-05-20 agent measured it
+KIB = 1 << 10
+MIB = 1 << 20  # the spec's "MB": the agent read `df -m /`, whose unit is the MiB
 
 _BYTES_PER_RAW_UNIT = {
     UnitConvention.KIB_NEW_MINUS_OLD: KIB,
-    UnitConvention.MB_OLD_MINUS_NEW: -MB,  # the sign is reversed: freed space was negative
+    UnitConvention.MIB_OLD_MINUS_NEW: -MIB,  # the sign is reversed: freed space was negative
 }
 
 
