@@ -10,9 +10,11 @@ the file. ``agir-retrain config show COMMAND`` prints the effective settings.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -49,6 +51,23 @@ SetOption = Annotated[
 ]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(command: F) -> F:
+    """Turn the project's errors and missing inputs into a one-line message and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (AgirError, FileNotFoundError) as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from error
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _help(model: type, key: str) -> str:
     return field_description(model, key)
 
@@ -78,6 +97,7 @@ def _main(
 
 
 @app.command()
+@friendly_errors
 def ingest(
     inputs: Annotated[list[str], typer.Argument(help=_help(IngestConfig, "inputs"))],
     out: Annotated[str | None, typer.Option(help=_help(IngestConfig, "out"))] = None,
@@ -89,29 +109,17 @@ def ingest(
     set_: SetOption = None,
 ) -> None:
     """Read, validate, score and pair run files: runs, scored, pairs, quarantine, report."""
-    from tasks.ingest import ingest as run_ingest
-
     loaded = load_config(
         IngestConfig,
         config,
         _overrides(set_, inputs=inputs or None, out=out, workers=workers, shard_bytes=shard_bytes),
     )
     settings = loaded.config
-    with _progress() as progress:
-        task = progress.add_task("ingest", total=None)
-        report = run_ingest(
-            settings.inputs,
-            settings.out,
-            limits=settings.read.limits(),
-            shard_bytes=settings.shard_bytes,
-            workers=settings.workers,
-            on_plan=lambda shards: progress.update(task, total=sum(s.size_bytes for s in shards)),
-            on_shard_done=lambda shard: progress.advance(task, shard.size_bytes),
-        )
-    _print_report(report.to_dict(), settings.out)
+    _ingest_with_progress(settings)
 
 
 @app.command()
+@friendly_errors
 def synth(
     out: Annotated[Path, typer.Option(help="Folder for the corpus and its ground_truth.json.")],
     runs: Annotated[int, typer.Option(help="Copy strategy agents (runs) to write, in all.")] = 200,
@@ -128,6 +136,56 @@ def synth(
         f"wrote {truth.files} files ({truth.runs} runs, {truth.bytes / 1e6:.1f} MB) to "
         f"{out / 'runs'}; ground truth in {out / 'ground_truth.json'}"
     )
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
+        "demo-out"
+    ),
+    runs: Annotated[int, typer.Option(help="Runs in the synthetic corpus.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic corpus.")] = 0,
+) -> None:
+    """Run the main job on the embedded default: a synthetic corpus, then ingest it."""
+    from tasks.synth import write_corpus
+
+    corpus = out / "corpus"
+    if not (corpus / "runs").is_dir():
+        truth = write_corpus(corpus, runs=runs, seed=seed)
+        console.print(
+            f"synthetic corpus: {truth.files} files, {truth.runs} runs in {corpus / 'runs'}"
+        )
+    settings = load_config(
+        IngestConfig, flags={"inputs": [str(corpus / "runs")], "out": str(out / "dataset")}
+    ).config
+    _ingest_with_progress(settings)
+
+
+def _ingest_with_progress(settings: IngestConfig) -> None:
+    from tasks.ingest import ingest as run_ingest
+
+    progress = _progress()
+    task = progress.add_task("ingest", total=None)
+
+    def on_plan(shards: list) -> None:
+        # Started only now: the worker pool forks before this display starts its thread.
+        progress.update(task, total=sum(s.size_bytes for s in shards))
+        progress.start()
+
+    try:
+        report = run_ingest(
+            settings.inputs,
+            settings.out,
+            limits=settings.read.limits(),
+            shard_bytes=settings.shard_bytes,
+            workers=settings.workers,
+            on_plan=on_plan,
+            on_shard_done=lambda shard: progress.advance(task, shard.size_bytes),
+        )
+    finally:
+        progress.stop()
+    _print_report(report.to_dict(), settings.out)
 
 
 def _progress() -> Progress:
@@ -163,9 +221,9 @@ def _print_report(report: dict[str, Any], out: str) -> None:
 
 
 def main() -> None:
-    """Run the CLI, turning project errors into a clear message and exit status 2."""
-    try:
-        app()
-    except AgirError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise SystemExit(2) from error
+    """Run the CLI."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tasks.records import QuarantineReason
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # records import polars; the CLI imports errors and must start fast
+    from tasks.records import QuarantineReason
 
 
 class AgirError(Exception):

@@ -1,7 +1,8 @@
-"""Ingest: read, score and pair a shard of run files; merge shard outputs into one dataset.
+"""Ingest: read, score and pair a shard of run files; gather shard outputs into one dataset.
 
 ``ingest_shard`` is the unit of work the flows fan out (on Ray); ``ingest`` runs the
-same units in a local process pool for the ``agir-retrain ingest`` command.
+same units in a local process pool for the ``agir-retrain ingest`` command, and a
+``DatasetWriter`` appends each finished shard to the outputs in shard order.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import orjson
 
-from tasks.io import InputFile, atomic_output, expand_inputs, write_json_atomic
+from tasks.io import InputFile, atomic_output, expand_inputs, join, write_json_atomic
 from tasks.pairing import pair_run
-from tasks.parquet_concat import concat_parquet
+from tasks.parquet_concat import ParquetConcatenator
 from tasks.records import Pair, Quarantined, QuarantineReason, Run, ScoredRecord
 from tasks.report import Report
 from tasks.runs import ReadLimits, RunFileResult, read_run_file
@@ -41,16 +43,7 @@ TABLE_FILES = {RUNS_FILE: Run, SCORED_FILE: ScoredRecord, PAIRS_FILE: Pair}
 FLUSH_INPUT_BYTES = 32 << 20
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShardOutput:
-    """Where a shard's outputs are, and its report."""
-
-    shard_index: int
-    directory: str
-    report: Report
-
-
-def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits) -> ShardOutput:
+def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits) -> Report:
     """Read, score and pair a shard's files into ``directory``; never fails on bad input.
 
     The folder is written under a temporary name and renamed when complete, so a
@@ -87,14 +80,22 @@ def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits)
     write_json_atomic(str(staging / REPORT_FILE), report.to_dict())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
-    return ShardOutput(shard_index=-1, directory=str(final), report=report)
+    log.info(
+        "shard %s: %d files, %d runs, %d quarantined %s",
+        final.name,
+        report.files_in,
+        report.runs_in,
+        sum(report.quarantine_reasons.values()),
+        dict(report.quarantine_reasons) or "",
+    )
+    return report
 
 
 def _read_guarded(file: InputFile, limits: ReadLimits) -> RunFileResult:
     """Read one file; a bug in the reader quarantines that file instead of the batch."""
     try:
         return read_run_file(file.location, limits=limits)
-    except Exception as error:
+    except Exception as error:  # one file must never stop the batch
         log.exception("unexpected error reading %s", file.location)
         entry = Quarantined(
             source=file.location,
@@ -115,29 +116,77 @@ def read_shard_report(directory: str) -> Report:
     return Report.from_dict(orjson.loads(Path(directory, REPORT_FILE).read_bytes()))
 
 
-def merge_shards(directories: Sequence[str], out: str) -> Report:
-    """Concatenate shard outputs, in the order given, into the dataset files under ``out``.
+class DatasetWriter:
+    """Gather shard folders, in order, into the dataset files under ``out``.
 
-    Parquet parts are joined without decoding (``concat_parquet``); the report is
-    the sum of the shards'.
+    Parquet parts are joined without decoding (``ParquetConcatenator``), quarantine
+    lines are copied, and the report is the sum of the shards'. Nothing appears under
+    ``out`` until ``close``, and then each file appears whole.
     """
-    report = Report()
-    for directory in directories:
-        report.merge(read_shard_report(directory))
-    report.check_balance()
-    for name in TABLE_FILES:
-        with atomic_output(_join(out, name)) as staged:
-            concat_parquet([Path(directory, name) for directory in directories], staged)
-    with atomic_output(_join(out, QUARANTINE_FILE)) as staged, open(staged, "wb") as merged:
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.report = Report()
+        self._stack = ExitStack()
+        self._tables = {
+            name: ParquetConcatenator(self._stack.enter_context(atomic_output(join(out, name))))
+            for name in TABLE_FILES
+        }
+        staged = self._stack.enter_context(atomic_output(join(out, QUARANTINE_FILE)))
+        self._quarantine = self._stack.enter_context(open(staged, "wb"))
+
+    def add(self, directory: str) -> None:
+        """Append one finished shard folder."""
+        self.report.merge(read_shard_report(directory))
+        for name, concatenator in self._tables.items():
+            concatenator.append(Path(directory, name))
+        with open(Path(directory, QUARANTINE_FILE), "rb") as part:
+            shutil.copyfileobj(part, self._quarantine)
+
+    def close(self) -> Report:
+        """Finish every file and write ``report.json``; return the report."""
+        self.report.check_balance()
+        for concatenator in self._tables.values():
+            concatenator.close()
+        self._quarantine.close()
+        self._stack.close()  # atomic_output swaps each finished file in
+        write_json_atomic(join(self.out, REPORT_FILE), self.report.to_dict())
+        return self.report
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        for concatenator in self._tables.values():
+            concatenator.abort()
+        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def merge_shards(directories: Sequence[str], out: str) -> Report:
+    """Gather finished shard folders, in the order given, into the dataset under ``out``."""
+    writer = DatasetWriter(out)
+    try:
         for directory in directories:
-            with open(Path(directory, QUARANTINE_FILE), "rb") as part:
-                shutil.copyfileobj(part, merged)
-    write_json_atomic(_join(out, REPORT_FILE), report.to_dict())
-    return report
+            writer.add(directory)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
-def _join(out: str, name: str) -> str:
-    return out.rstrip("/") + "/" + name
+@contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers are up before the caller starts any thread.
+
+    Forking is cheap (workers inherit the imports) but unsafe once other threads
+    exist (one may hold a lock the child then waits on forever), so fork is used
+    only while this process is single-threaded, and spawn otherwise.
+    """
+    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        pool.submit(int).result()  # start every worker now, before callers start threads
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def ingest(
@@ -147,13 +196,14 @@ def ingest(
     limits: ReadLimits,
     shard_bytes: int,
     workers: int,
-    on_shard_done: Callable[[Shard], None] | None = None,
     on_plan: Callable[[list[Shard]], None] | None = None,
+    on_shard_done: Callable[[Shard], None] | None = None,
 ) -> Report:
     """Read, score and pair run files into ``out`` with a local process pool.
 
     Writes ``runs.parquet``, ``scored.parquet``, ``pairs.parquet``,
-    ``quarantine.jsonl`` and ``report.json``.
+    ``quarantine.jsonl`` and ``report.json``. ``on_plan`` is called once the shards
+    are known and the workers are up; ``on_shard_done`` as each shard is gathered.
     """
     files = expand_inputs(locations)
     shards = plan_shards(files, shard_bytes)
@@ -163,25 +213,41 @@ def ingest(
         sum(f.size_bytes for f in files),
         len(shards),
     )
-    if on_plan:
-        on_plan(shards)
-    with tempfile.TemporaryDirectory(prefix="agir-ingest-") as scratch:
+    with ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="agir-ingest-"))
+        pool = (
+            stack.enter_context(_worker_pool(workers)) if workers > 1 and len(shards) > 1 else None
+        )
+        if on_plan:
+            on_plan(shards)
         directories = [os.path.join(scratch, f"shard-{s.index:05d}") for s in shards]
-        if workers <= 1 or len(shards) <= 1:
-            for shard, directory in zip(shards, directories, strict=True):
-                ingest_shard(shard.files, directory, limits)
-                if on_shard_done:
-                    on_shard_done(shard)
-        else:
-            # spawn, not fork: polars' thread pool does not survive a fork.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = {
-                    pool.submit(ingest_shard, shard.files, directory, limits): shard
+        writer = DatasetWriter(out)
+        try:
+            if pool is None:
+                for shard, directory in zip(shards, directories, strict=True):
+                    ingest_shard(shard.files, directory, limits)
+                    _gathered(writer, shard, directory, on_shard_done)
+            else:
+                futures: list[Future[Report]] = [
+                    pool.submit(ingest_shard, shard.files, directory, limits)
                     for shard, directory in zip(shards, directories, strict=True)
-                }
-                for future in as_completed(futures):
-                    future.result()
-                    if on_shard_done:
-                        on_shard_done(futures[future])
-        return merge_shards(directories, out)
+                ]
+                for shard, directory, future in zip(shards, directories, futures, strict=True):
+                    future.result()  # in shard order: the dataset's row order never varies
+                    _gathered(writer, shard, directory, on_shard_done)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close()
+
+
+def _gathered(
+    writer: DatasetWriter,
+    shard: Shard,
+    directory: str,
+    on_shard_done: Callable[[Shard], None] | None,
+) -> None:
+    writer.add(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    if on_shard_done:
+        on_shard_done(shard)

@@ -203,41 +203,78 @@ def _shift_row_group(row_group: Struct, shift: int, ordinal: int) -> None:
                         meta[2] += shift
 
 
+class ParquetConcatenator:
+    """Append parquet parts of one schema to a file as they come; ``close`` writes the footer.
+
+    Parts are copied as soon as they are appended, so a caller can feed shards while
+    others are still being computed.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = Path(target)
+        self.rows = 0
+        self._out = open(self.target, "wb")  # closed by close() or abort()
+        self._out.write(MAGIC)
+        self._first: Struct | None = None
+        self._first_part: Path | None = None
+        self._row_groups: list[Struct] = []
+
+    def append(self, part: Path) -> None:
+        """Copy one part's column chunks and keep its row groups, offsets shifted.
+
+        Raises:
+            ValueError: the part is not parquet, or its schema differs from the first's.
+        """
+        footer, data_end = _read_footer(Path(part))
+        if self._first is None:
+            self._first, self._first_part = footer, Path(part)
+        elif _field(footer, 2) != _field(self._first, 2):
+            raise ValueError(f"{part}: schema differs from {self._first_part}'s")
+        shift = self._out.tell() - len(MAGIC)
+        _copy_range(Path(part), len(MAGIC), data_end, self._out)
+        for row_group in _field(footer, _FMD_ROW_GROUPS)[2][1]:  # type: ignore[index]
+            _shift_row_group(row_group, shift, len(self._row_groups))
+            self._row_groups.append(row_group)
+        self.rows += _field(footer, _FMD_NUM_ROWS)[2]  # type: ignore[index]
+
+    def abort(self) -> None:
+        """Close the file without a footer (the caller discards it)."""
+        self._out.close()
+
+    def close(self) -> int:
+        """Write the merged footer and close the file; return the rows written."""
+        if self._first is None:
+            self._out.close()
+            raise ValueError("nothing to concatenate")
+        merged = [list(field) for field in self._first]
+        for field in merged:
+            if field[0] == _FMD_NUM_ROWS:
+                field[2] = self.rows
+            elif field[0] == _FMD_ROW_GROUPS:
+                field[2] = (_STRUCT, self._row_groups)
+        writer = _Writer()
+        writer.struct(merged)
+        self._out.write(writer.out)
+        self._out.write(struct.pack("<I", len(writer.out)))
+        self._out.write(MAGIC)
+        self._out.close()
+        return self.rows
+
+
 def concat_parquet(parts: Sequence[Path], target: Path) -> int:
     """Write the parts' rows, in order, to ``target`` as one parquet file; return rows.
 
     Raises:
         ValueError: no parts, a part is not parquet, or the parts' schemas differ.
     """
-    if not parts:
-        raise ValueError("nothing to concatenate")
-    footers = [_read_footer(Path(part)) for part in parts]
-    merged = [list(field) for field in footers[0][0]]
-    schema = _field(merged, 2)
-    row_groups: list[Struct] = []
-    total_rows = 0
-    with open(target, "wb") as out:
-        out.write(MAGIC)
-        for part, (footer, data_end) in zip(parts, footers, strict=True):
-            if _field(footer, 2) != schema:
-                raise ValueError(f"{part}: schema differs from {parts[0]}'s")
-            shift = out.tell() - len(MAGIC)
-            _copy_range(Path(part), len(MAGIC), data_end, out)
-            for row_group in _field(footer, _FMD_ROW_GROUPS)[2][1]:  # type: ignore[index]
-                _shift_row_group(row_group, shift, len(row_groups))
-                row_groups.append(row_group)
-            total_rows += _field(footer, _FMD_NUM_ROWS)[2]  # type: ignore[index]
-        for field in merged:
-            if field[0] == _FMD_NUM_ROWS:
-                field[2] = total_rows
-            elif field[0] == _FMD_ROW_GROUPS:
-                field[2] = (_STRUCT, row_groups)
-        writer = _Writer()
-        writer.struct(merged)
-        out.write(writer.out)
-        out.write(struct.pack("<I", len(writer.out)))
-        out.write(MAGIC)
-    return total_rows
+    concatenator = ParquetConcatenator(target)
+    try:
+        for part in parts:
+            concatenator.append(Path(part))
+    except BaseException:
+        concatenator.abort()
+        raise
+    return concatenator.close()
 
 
 def _copy_range(path: Path, start: int, end: int, out: Any, chunk_bytes: int = 1 << 22) -> None:

@@ -8,10 +8,12 @@ validation.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from tasks.runs import ReadLimits
+if TYPE_CHECKING:
+    from tasks.runs import ReadLimits
 
 
 class _Section(BaseModel):
@@ -33,6 +35,8 @@ class ReadSettings(_Section):
 
     def limits(self) -> ReadLimits:
         """The reader's limits from these settings."""
+        from tasks.runs import ReadLimits  # the reader imports polars; config must not
+
         return ReadLimits(
             max_file_bytes=self.max_file_bytes, max_message_chars=self.max_message_chars
         )

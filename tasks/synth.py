@@ -40,6 +40,7 @@ RUN_QUIRKS = (
 RUNS_FOLDER = "runs"
 FILE_QUIRKS = (
     "truncated_json",
+    "invalid_json",
     "not_utf8",
     "empty_file",
     "not_an_object",
@@ -405,6 +406,8 @@ def _quirk_file(
     good = json.dumps(_build_file(rng, "v4_kib", [_plan_run(rng, "v4_kib")], env_chars), indent=2)
     if quirk == "truncated_json":
         return name, good[: len(good) * 2 // 3].encode()
+    if quirk == "invalid_json":  # a bare value mid-file: not JSON, and not cut short
+        return name, good.replace('"in_con_path": "/"', '"in_con_path": /', 1).encode()
     if quirk == "not_utf8":
         cut = good.index("free up storage")
         return name, good[:cut].encode() + b"\xff\xfe" + good[cut:].encode()

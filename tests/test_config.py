@@ -1,0 +1,51 @@
+"""Config layering: defaults < YAML < environment < flags, with provenance and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.config import field_description, leaf_keys, load_config
+from tasks.errors import ConfigError
+from tasks.settings import IngestConfig
+
+
+def test_defaults_then_file_then_env_then_flags(tmp_path):
+    config_file = tmp_path / "ingest.yaml"
+    config_file.write_text("out: from-file\nshard_bytes: 1000\nread:\n  max_message_chars: 50\n")
+    env = {"AGIR_SHARD_BYTES": "2000", "AGIR_READ__MAX_FILE_BYTES": "3000", "AGIR_OTHER": "x"}
+    loaded = load_config(IngestConfig, config_file, {"shard_bytes": 4000, "workers": None}, env)
+    config = loaded.config
+    assert (config.out, config.shard_bytes) == ("from-file", 4000)
+    assert (config.read.max_message_chars, config.read.max_file_bytes) == (50, 3000)
+    assert loaded.sources["out"] == f"file:{config_file}"
+    assert loaded.sources["shard_bytes"] == "flag"
+    assert loaded.sources["read.max_file_bytes"] == "env:AGIR_READ__MAX_FILE_BYTES"
+    assert loaded.sources["workers"] == "default"
+
+
+def test_unknown_key_is_named_with_its_origin(tmp_path):
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text("shard_byte: 10\n")
+    with pytest.raises(ConfigError, match=r"shard_byte \(from file:.*\): unknown setting"):
+        load_config(IngestConfig, config_file, environ={})
+
+
+def test_invalid_value_is_named_with_its_origin():
+    with pytest.raises(ConfigError, match=r"shard_bytes \(from env:AGIR_SHARD_BYTES\)"):
+        load_config(IngestConfig, environ={"AGIR_SHARD_BYTES": "-5"})
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(IngestConfig, tmp_path / "missing.yaml", environ={})
+
+
+def test_configs_are_frozen():
+    config = load_config(IngestConfig, environ={}).config
+    with pytest.raises(ValueError, match="frozen"):
+        config.out = "elsewhere"  # type: ignore[misc]
+
+
+def test_every_setting_has_help_text():
+    for key in leaf_keys(IngestConfig):
+        assert field_description(IngestConfig, key), key
