@@ -30,7 +30,7 @@ from rich.table import Table
 
 from tasks.config import field_description, load_config
 from tasks.errors import AgirError
-from tasks.settings import IngestConfig
+from tasks.settings import BuildDatasetConfig, IngestConfig
 
 app = typer.Typer(
     help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
@@ -116,6 +116,51 @@ def ingest(
     )
     settings = loaded.config
     _ingest_with_progress(settings)
+
+
+@app.command()
+@friendly_errors
+def dataset(
+    inputs: Annotated[list[str], typer.Argument(help=_help(BuildDatasetConfig, "inputs"))],
+    out: Annotated[str | None, typer.Option(help=_help(BuildDatasetConfig, "out"))] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help=_help(BuildDatasetConfig, "base_model"))
+    ] = None,
+    work_dir: Annotated[
+        str | None, typer.Option(help=_help(BuildDatasetConfig, "work_dir"))
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help=_help(BuildDatasetConfig, "ray_address"))
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Build DPO and KTO data: shards on Ray, garbling on a Ray actor pool, Prefect flow."""
+    loaded = load_config(
+        BuildDatasetConfig,
+        config,
+        _overrides(
+            set_,
+            inputs=inputs or None,
+            out=out,
+            base_model=base_model,
+            work_dir=work_dir,
+            ray_address=ray_address,
+        ),
+    )
+    result = run_build_dataset(loaded.config)
+    _print_build_report(result.report, result.out)
+
+
+def run_build_dataset(settings: BuildDatasetConfig):
+    """Run the build-dataset flow on the configured (or a local) Prefect API and Ray."""
+    from flows.runtime import prefect_api, ray_task_runner
+
+    with prefect_api():
+        from flows.build_dataset import build_dataset
+
+        runner = ray_task_runner(settings.ray_address, settings.ray_num_cpus)
+        return build_dataset.with_options(task_runner=runner)(settings)
 
 
 @app.command()
@@ -218,6 +263,30 @@ def _print_report(report: dict[str, Any], out: str) -> None:
     for reason, count in report["quarantine_reasons"].items():
         table.add_row(f"  quarantined: {reason}", str(count))
     Console().print(table)
+
+
+def _print_build_report(report: dict[str, Any], out: str) -> None:
+    _print_report(report, out)
+    export, garbling = report["export"], report["garbling"]
+    table = Table(title="dataset", show_header=True)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row(
+        "DPO rows train / eval", f"{export['dpo_train_rows']} / {export['dpo_eval_rows']}"
+    )
+    table.add_row("duplicates dropped", str(export["duplicates_dropped"]))
+    table.add_row("KTO rows", str(export["kto_rows"]))
+    table.add_row(
+        "garbled (model / fallback / cached)",
+        f"{garbling['model']} / {garbling['fallback']} / {garbling['cached']}",
+    )
+    table.add_row("shards (reused)", f"{report['shards']['total']} ({report['shards']['cached']})")
+    for stage, seconds in report["timing_s"].items():
+        table.add_row(f"time {stage}", f"{seconds:.1f} s")
+    Console().print(table)
+    Console().print(
+        f"DPO files: {out}/dpo/train.jsonl, {out}/dpo/eval.jsonl; KTO: {out}/kto/train.jsonl"
+    )
 
 
 def main() -> None:

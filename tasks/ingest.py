@@ -20,10 +20,11 @@ from pathlib import Path
 
 import orjson
 
+from tasks.garble import garble_requests
 from tasks.io import InputFile, atomic_output, expand_inputs, join, write_json_atomic
 from tasks.pairing import pair_run
 from tasks.parquet_concat import ParquetConcatenator
-from tasks.records import Pair, Quarantined, QuarantineReason, Run, ScoredRecord
+from tasks.records import GarbleRequest, Pair, Quarantined, QuarantineReason, Run, ScoredRecord
 from tasks.report import Report
 from tasks.runs import ReadLimits, RunFileResult, read_run_file
 from tasks.scoring import score_run
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 RUNS_FILE = "runs.parquet"
 SCORED_FILE = "scored.parquet"
 PAIRS_FILE = "pairs.parquet"
+GARBLE_REQUESTS_FILE = "garble_requests.parquet"
 QUARANTINE_FILE = "quarantine.jsonl"
 REPORT_FILE = "report.json"
 TABLE_FILES = {RUNS_FILE: Run, SCORED_FILE: ScoredRecord, PAIRS_FILE: Pair}
@@ -55,6 +57,7 @@ def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits)
     staging.mkdir(parents=True)
     report = Report()
     sinks = {name: ParquetSink(staging / name, kind) for name, kind in TABLE_FILES.items()}
+    sinks[GARBLE_REQUESTS_FILE] = ParquetSink(staging / GARBLE_REQUESTS_FILE, GarbleRequest)
     pending_bytes = 0
     with open(staging / QUARANTINE_FILE, "wb") as quarantine:
         for file in files:
@@ -68,6 +71,9 @@ def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits)
                 sinks[RUNS_FILE].extend((run,))
                 sinks[SCORED_FILE].extend(scored)
                 sinks[PAIRS_FILE].extend(run_pairs.pairs)
+                pending = [(p.prompt_kind, p.chosen) for p in run_pairs.pairs if p.rejected is None]
+                if pending:
+                    sinks[GARBLE_REQUESTS_FILE].extend(garble_requests(run, pending))
                 report.add_run(run, len(scored), run_pairs)
             pending_bytes += result.size_bytes
             if pending_bytes >= FLUSH_INPUT_BYTES:
@@ -124,13 +130,13 @@ class DatasetWriter:
     ``out`` until ``close``, and then each file appears whole.
     """
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, tables: Sequence[str] = tuple(TABLE_FILES)) -> None:
         self.out = out
         self.report = Report()
         self._stack = ExitStack()
         self._tables = {
             name: ParquetConcatenator(self._stack.enter_context(atomic_output(join(out, name))))
-            for name in TABLE_FILES
+            for name in tables
         }
         staged = self._stack.enter_context(atomic_output(join(out, QUARANTINE_FILE)))
         self._quarantine = self._stack.enter_context(open(staged, "wb"))

@@ -38,10 +38,12 @@ def local_path(location: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input file found by ``expand_inputs``: where it is and how big."""
+    """One input file found by ``expand_inputs``: where it is, how big, and (for object
+    storage) the store's own content fingerprint, such as an S3 ETag."""
 
     location: str
     size_bytes: int
+    fingerprint: str | None = None
 
 
 def expand_inputs(locations: list[str]) -> list[InputFile]:
@@ -54,16 +56,16 @@ def expand_inputs(locations: list[str]) -> list[InputFile]:
     Raises:
         FileNotFoundError: a location matches nothing.
     """
-    found: dict[str, int] = {}
+    found: dict[str, InputFile] = {}
     for location in locations:
         matches = _expand_url(location) if is_url(location) else _expand_local(location)
         if not matches:
             raise FileNotFoundError(f"no run files at {location!r}: check the path or pattern")
-        found.update(matches)
-    return [InputFile(location, size) for location, size in sorted(found.items())]
+        found.update((file.location, file) for file in matches)
+    return [found[location] for location in sorted(found)]
 
 
-def _expand_local(location: str) -> dict[str, int]:
+def _expand_local(location: str) -> list[InputFile]:
     path = local_path(location)
     if any(char in path for char in _GLOB_CHARS):
         candidates = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
@@ -78,7 +80,7 @@ def _expand_local(location: str) -> dict[str, int]:
         candidates = [path]
     else:
         candidates = []
-    return {os.path.abspath(p): os.path.getsize(p) for p in candidates}
+    return [InputFile(os.path.abspath(p), os.path.getsize(p)) for p in candidates]
 
 
 def _fs(location: str) -> tuple[Any, str]:
@@ -89,7 +91,7 @@ def _fs(location: str) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(location)
 
 
-def _expand_url(location: str) -> dict[str, int]:
+def _expand_url(location: str) -> list[InputFile]:
     fs, path = _fs(location)
     if any(char in path for char in _GLOB_CHARS):
         infos = fs.glob(path, detail=True)
@@ -99,11 +101,19 @@ def _expand_url(location: str) -> dict[str, int]:
         infos = {path: fs.info(path)}
     else:
         infos = {}
-    return {
-        fs.unstrip_protocol(p): int(info.get("size") or 0)
+    return [
+        InputFile(fs.unstrip_protocol(p), int(info.get("size") or 0), _store_fingerprint(info))
         for p, info in infos.items()
         if info.get("type", "file") == "file"
-    }
+    ]
+
+
+def _store_fingerprint(info: dict[str, Any]) -> str | None:
+    """What an object store says identifies a file's content, without reading it."""
+    for key in ("ETag", "etag", "md5Hash", "content_md5", "checksum"):
+        if info.get(key):
+            return f"{key}:{info[key]}"
+    return None
 
 
 def read_bytes(location: str) -> bytes:

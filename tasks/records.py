@@ -307,3 +307,54 @@ QUARANTINE_SCHEMA = pl.Schema(
         "detail": pl.String,
     }
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GarbleRequest:
+    """A pending pair's prompt and chosen text, to be answered by a high-temperature sample."""
+
+    run_id: str
+    prompt_kind: PromptKind
+    prompt: tuple[Message, ...]
+    chosen: str
+
+    @property
+    def request_id(self) -> str:
+        """Unique within a dataset: a run has at most one pending pair per prompt kind."""
+        return f"{self.run_id}/{self.prompt_kind.value}"
+
+
+GARBLE_REQUEST_SCHEMA = pl.Schema(
+    {
+        "run_id": pl.String,
+        "prompt_kind": _enum(PromptKind),
+        "prompt": MESSAGES_DTYPE,
+        "chosen": pl.String,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GarbleResult:
+    """The rejected text made for one garble request, and how."""
+
+    run_id: str
+    prompt_kind: PromptKind
+    rejected: str
+    garble_method: GarbleMethod  # MODEL, or FALLBACK after every draw failed
+    draws: int  # samples drawn from the model (the last one accepted unless FALLBACK)
+    seed: int  # the seed of the accepted (or last) draw
+    new_tokens: int
+
+
+GARBLE_RESULT_SCHEMA = pl.Schema(
+    {
+        "run_id": pl.String,
+        "prompt_kind": _enum(PromptKind),
+        "rejected": pl.String,
+        "garble_method": _enum(GarbleMethod),
+        "draws": pl.Int32,
+        "seed": pl.Int64,
+        "new_tokens": pl.Int32,
+    }
+)

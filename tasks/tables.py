@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.records import (
+    GARBLE_REQUEST_SCHEMA,
+    GARBLE_RESULT_SCHEMA,
     PAIR_SCHEMA,
     QUARANTINE_SCHEMA,
     RUN_SCHEMA,
@@ -24,6 +26,8 @@ from tasks.records import (
     Attempt,
     FileSchema,
     GarbleMethod,
+    GarbleRequest,
+    GarbleResult,
     Message,
     Outcome,
     Pair,
@@ -50,6 +54,8 @@ PARQUET_OPTIONS: dict[str, Any] = {
 BULKY_TEXT = frozenset({"strategy", "response", "chosen", "rejected", "class_detail", "detail"})
 
 SCHEMAS: dict[type, pl.Schema] = {
+    GarbleRequest: GARBLE_REQUEST_SCHEMA,
+    GarbleResult: GARBLE_RESULT_SCHEMA,
     Run: RUN_SCHEMA,
     ScoredRecord: SCORED_SCHEMA,
     Pair: PAIR_SCHEMA,
@@ -145,6 +151,7 @@ def _attempts(rows: list[dict] | None) -> tuple[Attempt, ...]:
 
 _NESTED_READERS = {
     "conversation": _messages,
+    "prompt": _messages,
     "env_getter_prompt": _messages,
     "attempts": _attempts,
 }

@@ -1,0 +1,78 @@
+"""Where flows run: a Prefect API for every Ray worker, and a Ray task runner from settings.
+
+With no Prefect server configured, a flow would start a temporary server in this
+process, and every Ray worker would start its own (about 10 s each). ``prefect_api``
+starts one temporary server here instead and pins its URL in the settings that
+Prefect sends with each task, so workers report to it. With ``PREFECT_API_URL``
+set, it does nothing: the configured server is used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+# Defaults for the embedded server; anything the user sets wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """Yield the Prefect API URL flows in this block use, starting a local server if none is set."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    server = SubprocessASGIServer()
+    server.start()
+    log.info("started a local Prefect server at %s", server.api_url)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+            _drain_prefect_services()
+    finally:
+        server.stop()
+
+
+def _drain_prefect_services() -> None:
+    """Send buffered logs and events before the server goes, or the process waits on them."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:  # never started: nothing to drain
+            pass
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
+
+
+def ray_task_runner(address: str | None, num_cpus: int | None):
+    """A Prefect task runner on Ray: a cluster at ``address`` (or RAY_ADDRESS), else a local Ray."""
+    from prefect_ray import RayTaskRunner
+
+    init_kwargs: dict = {"runtime_env": {"env_vars": {"PREFECT_LOGGING_EXTRA_LOGGERS": "tasks"}}}
+    if not (address or os.environ.get("RAY_ADDRESS")):  # a local Ray: size it here
+        init_kwargs |= {
+            "num_cpus": num_cpus or os.cpu_count(),
+            "include_dashboard": False,
+            "object_store_memory": 1 << 30,
+        }
+    return RayTaskRunner(address=address, init_kwargs=init_kwargs)

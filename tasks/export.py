@@ -1,0 +1,277 @@
+"""Export a built dataset as TRL files: DPO preference rows and KTO unpaired rows.
+
+    dpo/train.jsonl, dpo/eval.jsonl   {"prompt": [...], "chosen": [...], "rejected": [...], ...}
+    kto/train.jsonl                   {"prompt": [...], "completion": [...], "label": bool, ...}
+
+Everything is a polars lazy pipeline over ``runs.parquet``, ``pairs.parquet`` (rejected
+sides filled) and ``scored.parquet``: prompts are joined in from the runs'
+conversations only here, at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from tasks.io import atomic_output, join
+from tasks.records import GarbleMethod, PairRule, PromptKind, RunClass
+from tasks.settings import ExportSettings
+
+log = logging.getLogger(__name__)
+
+DPO_TRAIN = "dpo/train.jsonl"
+DPO_EVAL = "dpo/eval.jsonl"
+KTO_TRAIN = "kto/train.jsonl"
+DPO_COLUMNS = (
+    "prompt", "chosen", "rejected", "score_chosen", "score_rejected", "rule", "garbled",
+    "garble_method", "run_id", "source",
+)  # fmt: skip
+KTO_COLUMNS = (
+    "prompt", "completion", "label", "score", "prompt_kind", "response_kind", "outcome",
+    "run_id", "source",
+)  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
+class ExportReport:
+    """What the export wrote."""
+
+    dpo_train_rows: int = 0
+    dpo_eval_rows: int = 0
+    train_runs: int = 0
+    eval_runs: int = 0
+    duplicates_dropped: int = 0
+    pairs_by_rule: dict[str, int] = field(default_factory=dict)
+    unfilled_pairs_dropped: int = 0
+    kto_rows: int = 0
+    kto_desirable: int = 0
+    kto_skipped_inconsistent: int = 0
+
+
+def split_of(run_id: str, seed: int, eval_share: float) -> str:
+    """``"eval"`` or ``"train"`` for a run: a stable hash of (seed, run id) against the share."""
+    digest = hashlib.blake2b(f"{seed}\x1f{run_id}".encode(), digest_size=8).digest()
+    return "eval" if int.from_bytes(digest, "big") / 2**64 < eval_share else "train"
+
+
+def _prompt() -> pl.Expr:
+    """A row's prompt messages, from its run's conversation and its prompt kind."""
+    kind = pl.col("prompt_kind").cast(pl.String)
+    return (
+        pl.when(kind == PromptKind.STRATEGY.value)
+        .then(pl.col("conversation").list.head(pl.col("strategy_turns")))
+        .when(kind == PromptKind.CODE.value)
+        .then(pl.col("conversation").list.head(pl.col("code_turns")))
+        .otherwise(pl.col("env_getter_prompt"))
+        .alias("prompt")
+    )
+
+
+def _assistant(column: str) -> pl.Expr:
+    return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col(column)))
+
+
+def borrowed_chosen_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
+    """Pair each failed attempt of a never_freed run with the best success of its strategy."""
+    success = pl.col("attempts").list.last().struct.field("message")
+    donors = (
+        runs.filter(pl.col("run_class").is_in([RunClass.MIXED.value, RunClass.FIRST_TRY.value]))
+        .select(
+            "strategy",
+            success.alias("chosen"),
+            pl.col("space_freed_bytes").alias("score_chosen"),
+            "run_id",
+        )
+        .sort(["score_chosen", "run_id"], descending=[True, False])
+        .unique(subset="strategy", keep="first", maintain_order=True)
+        .drop("run_id")
+    )
+    failed = (
+        runs.filter(pl.col("run_class") == RunClass.NEVER_FREED.value)
+        .select("run_id", "source", "strategy", "attempts")
+        .explode("attempts")
+        .select(
+            "run_id",
+            "source",
+            "strategy",
+            pl.col("attempts").struct.field("message").alias("rejected"),
+            pl.col("attempts").struct.field("index").alias("rejected_attempt_index"),
+        )
+    )
+    return (
+        failed.join(donors, on="strategy", how="inner", maintain_order="left")
+        .filter(pl.col("chosen") != pl.col("rejected"))
+        .select(
+            "run_id",
+            "source",
+            pl.lit(PairRule.BORROWED_CHOSEN.value).alias("rule"),
+            pl.lit(PromptKind.CODE.value).alias("prompt_kind"),
+            "chosen",
+            "rejected",
+            "score_chosen",
+            pl.lit(0.0).alias("score_rejected"),
+            pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
+            "rejected_attempt_index",
+        )
+    )
+
+
+def cross_run_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
+    """Strategy pairs across runs sharing a strategy prompt, env figures normalised.
+
+    Each run that freed nothing is paired with the best run of its group that freed
+    space and pursued another strategy; the prompt is the freed run's own ``P_s``.
+    """
+    normalised = (
+        pl.col("conversation")
+        .list.head(pl.col("strategy_turns"))
+        .list.eval(pl.element().struct.field("content").str.replace_all(r"\d+(\.\d+)?", "#"))
+        .list.join("\x1f")
+        .alias("group")
+    )
+    keyed = runs.filter(pl.col("strategy_turns") > 0).select(
+        "run_id", "source", "strategy", "run_class", "space_freed_bytes", normalised
+    )
+    freed = (
+        keyed.filter(pl.col("run_class").is_in([RunClass.MIXED.value, RunClass.FIRST_TRY.value]))
+        .sort(["space_freed_bytes", "run_id"], descending=[True, False])
+        .select(
+            "group",
+            "run_id",
+            "source",
+            pl.col("strategy").alias("chosen"),
+            pl.col("space_freed_bytes").alias("score_chosen"),
+        )
+    )
+    unfreed = keyed.filter(pl.col("run_class") == RunClass.NEVER_FREED.value).select(
+        "group", pl.col("strategy").alias("rejected"), pl.col("run_id").alias("rejected_run")
+    )
+    return (
+        unfreed.join(freed, on="group", how="inner")
+        .filter(pl.col("chosen") != pl.col("rejected"))
+        .sort(["rejected_run", "score_chosen", "run_id"], descending=[False, True, False])
+        .unique(subset="rejected_run", keep="first", maintain_order=True)
+        .select(
+            "run_id",
+            "source",
+            pl.lit(PairRule.CROSS_RUN_STRAT.value).alias("rule"),
+            pl.lit(PromptKind.STRATEGY.value).alias("prompt_kind"),
+            "chosen",
+            "rejected",
+            "score_chosen",
+            pl.lit(0.0).alias("score_rejected"),
+            pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
+            pl.lit(None, dtype=pl.Int32).alias("rejected_attempt_index"),
+        )
+    )
+
+
+def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportReport:
+    """Write the DPO (and KTO) files for the dataset tables in ``folder`` under ``out``."""
+    runs = pl.scan_parquet(join(folder, "runs.parquet"))
+    pairs = pl.scan_parquet(join(folder, "pairs.parquet")).with_columns(
+        pl.col("rule", "prompt_kind", "garble_method").cast(pl.String)
+    )
+    string_runs = runs.with_columns(pl.col("run_class").cast(pl.String))
+    extra = []
+    if settings.borrowed_chosen:
+        extra.append(borrowed_chosen_pairs(string_runs))
+    if settings.cross_run_pairs:
+        extra.append(cross_run_pairs(string_runs))
+    all_pairs = pl.concat([pairs, *extra], how="vertical_relaxed") if extra else pairs
+    report = ExportReport()
+    unfilled = all_pairs.filter(pl.col("rejected").is_null()).select(pl.len()).collect().item()
+    report.unfilled_pairs_dropped = unfilled
+    if unfilled:
+        log.warning(
+            "%d pairs still have no rejected side and are left out of the DPO files", unfilled
+        )
+
+    prompts = runs.select(
+        "run_id", "conversation", "strategy_turns", "code_turns", "env_getter_prompt"
+    )
+    rows = (
+        all_pairs.filter(pl.col("rejected").is_not_null())
+        .join(prompts, on="run_id", how="left", maintain_order="left")
+        .select(
+            _prompt(),
+            _assistant("chosen").alias("chosen"),
+            _assistant("rejected").alias("rejected"),
+            "score_chosen",
+            "score_rejected",
+            "rule",
+            (pl.col("garble_method") != GarbleMethod.NONE.value).alias("garbled"),
+            "garble_method",
+            "run_id",
+            "source",
+        )
+    )
+    deduped = rows.unique(
+        subset=["prompt", "chosen", "rejected"], keep="first", maintain_order=True
+    ).collect()
+    report.duplicates_dropped = rows.select(pl.len()).collect().item() - deduped.height
+    report.pairs_by_rule = dict(sorted(deduped.group_by("rule").len().iter_rows()))
+    run_ids = deduped.get_column("run_id").unique(maintain_order=True).to_list()
+    splits = pl.DataFrame(
+        {
+            "run_id": run_ids,
+            "split": [split_of(r, settings.split_seed, settings.eval_share) for r in run_ids],
+        }
+    )
+    deduped = deduped.join(splits, on="run_id", how="left", maintain_order="left")
+    for split, path in (("train", DPO_TRAIN), ("eval", DPO_EVAL)):
+        part = deduped.filter(pl.col("split") == split).select(DPO_COLUMNS)
+        _write_ndjson(part, join(out, path))
+        setattr(report, f"dpo_{split}_rows", part.height)
+        setattr(report, f"{split}_runs", part.get_column("run_id").n_unique())
+    if settings.kto:
+        _export_kto(runs, join(folder, "scored.parquet"), join(out, KTO_TRAIN), report)
+    log.info(
+        "exported %d train and %d eval DPO rows (%d duplicates dropped), %d KTO rows",
+        report.dpo_train_rows, report.dpo_eval_rows, report.duplicates_dropped, report.kto_rows,
+    )  # fmt: skip
+    return report
+
+
+def _export_kto(runs: pl.LazyFrame, scored_path: str, target: str, report: ExportReport) -> None:
+    scored = pl.scan_parquet(scored_path).join(
+        runs.select(
+            "run_id",
+            "source",
+            "run_class",
+            "conversation",
+            "strategy_turns",
+            "code_turns",
+            "env_getter_prompt",
+        ),
+        on="run_id",
+        how="left",
+        maintain_order="left",
+    )
+    inconsistent = pl.col("run_class") == RunClass.INCONSISTENT.value
+    report.kto_skipped_inconsistent = scored.filter(inconsistent).select(pl.len()).collect().item()
+    rows = (
+        scored.filter(~inconsistent)
+        .select(
+            _prompt(),
+            _assistant("response").alias("completion"),
+            (pl.col("score_bytes") > 0).alias("label"),
+            pl.col("score_bytes").alias("score"),
+            pl.col("prompt_kind", "response_kind", "outcome").cast(pl.String),
+            "run_id",
+            "source",
+        )
+        .select(KTO_COLUMNS)
+        .collect()
+    )
+    _write_ndjson(rows, target)
+    report.kto_rows = rows.height
+    report.kto_desirable = int(rows.get_column("label").sum())
+
+
+def _write_ndjson(frame: pl.DataFrame, target: str) -> None:
+    with atomic_output(target) as staged:
+        frame.write_ndjson(staged)
