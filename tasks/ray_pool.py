@@ -27,41 +27,71 @@ from tasks.settings import GarbleSettings
 log = logging.getLogger(__name__)
 
 
+class GarblerPool:
+    """Ray actors, each holding the base model once, that garble batches in order.
+
+    An actor that dies is restarted and its batch retried (``max_restarts`` and
+    ``max_task_retries``); since each request is seeded on its own, a retried batch
+    gives the same text.
+    """
+
+    def __init__(
+        self, model_name: str, settings: GarbleSettings, actors: int | None = None
+    ) -> None:
+        actor_class = ray.remote(Garbler).options(
+            num_cpus=settings.cpus_per_actor,
+            num_gpus=settings.gpus_per_actor,
+            max_restarts=2,
+            max_task_retries=2,
+        )
+        count = actors if actors is not None else settings.actors
+        self.actors = [actor_class.remote(model_name, settings) for _ in range(count)]
+        self._pool = ActorPool(self.actors)
+
+    def wait_ready(self) -> None:
+        """Block until every actor has loaded its model."""
+        ray.get([actor.__ray_ready__.remote() for actor in self.actors])
+
+    def garble(
+        self,
+        batches: Sequence[list[GarbleRequest]],
+        on_batch_done: Callable[[int], None] | None = None,
+    ) -> list[GarbleResult]:
+        """Garble batches across the actors; results come back in batch order."""
+        results: list[GarbleResult] = []
+        for batch_results in self._pool.map(
+            lambda actor, batch: actor.garble.remote(batch), batches
+        ):
+            results.extend(batch_results)
+            if on_batch_done:
+                on_batch_done(len(batch_results))
+        return results
+
+    def close(self) -> None:
+        """Stop the actors."""
+        for actor in self.actors:
+            ray.kill(actor)
+
+    def __enter__(self) -> GarblerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def garble_on_actor_pool(
     batches: Sequence[list[GarbleRequest]],
     model_name: str,
     settings: GarbleSettings,
     on_batch_done: Callable[[int], None] | None = None,
 ) -> list[GarbleResult]:
-    """Garble batches on a pool of Ray actors, each holding the base model once.
-
-    Results come back in batch order. An actor that dies is restarted and its batch
-    retried (``max_restarts``/``max_task_retries``); since each request is seeded on
-    its own, a retried batch gives the same text.
-    """
+    """Garble batches on a pool of at most ``settings.actors`` actors (fewer for few batches)."""
     if not batches:
         return []
-    actor_class = ray.remote(Garbler).options(
-        num_cpus=settings.cpus_per_actor,
-        num_gpus=settings.gpus_per_actor,
-        max_restarts=2,
-        max_task_retries=2,
-    )
-    actors = [
-        actor_class.remote(model_name, settings) for _ in range(min(settings.actors, len(batches)))
-    ]
-    log.info("garbling %d batches on %d actors", len(batches), len(actors))
-    pool = ActorPool(actors)
-    results: list[GarbleResult] = []
-    try:
-        for batch_results in pool.map(lambda actor, batch: actor.garble.remote(batch), batches):
-            results.extend(batch_results)
-            if on_batch_done:
-                on_batch_done(len(batch_results))
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    return results
+    actors = min(settings.actors, len(batches))
+    log.info("garbling %d batches on %d actors", len(batches), actors)
+    with GarblerPool(model_name, settings, actors) as pool:
+        return pool.garble(batches, on_batch_done)
 
 
 def garble_shards(

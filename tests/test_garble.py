@@ -1,0 +1,166 @@
+"""Garbling: seeds, batching, redraws and fallback, and real samples from the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.garble import (
+    Garbler,
+    corrupt,
+    garble_requests,
+    garble_seed,
+    plan_batches,
+    trim_message,
+)
+from tasks.pairing import pair_run
+from tasks.records import GarbleMethod, Message, PromptKind, Role
+from tasks.runs import read_run_file
+from tasks.settings import GarbleSettings
+
+
+def _requests(data_file):
+    runs = (
+        read_run_file(data_file("v4_kib.json")).runs
+        + read_run_file(data_file("success_no_space.json")).runs
+    )
+    requests = []
+    for run in runs:
+        pending = [(p.prompt_kind, p.chosen) for p in pair_run(run).pairs if p.rejected is None]
+        requests += garble_requests(run, pending)
+    return requests
+
+
+class TestPlanning:
+    def test_seed_depends_on_run_kind_and_draw_only(self):
+        seed = garble_seed(0, "f#1", PromptKind.CODE, 0)
+        assert seed == garble_seed(0, "f#1", PromptKind.CODE, 0)
+        others = {
+            garble_seed(1, "f#1", PromptKind.CODE, 0),
+            garble_seed(0, "f#2", PromptKind.CODE, 0),
+            garble_seed(0, "f#1", PromptKind.STRATEGY, 0),
+            garble_seed(0, "f#1", PromptKind.CODE, 1),
+        }
+        assert seed not in others
+        assert len(others) == 4
+
+    def test_requests_carry_the_prompt_of_their_kind(self, data_file):
+        run = read_run_file(data_file("v4_kib.json")).runs[0]  # first_try
+        strat, code = garble_requests(run, [(p.prompt_kind, p.chosen) for p in pair_run(run).pairs])
+        assert (strat.request_id, strat.prompt, strat.chosen) == (
+            f"{run.run_id}/strategy",
+            run.strategy_prompt,
+            run.strategy,
+        )
+        assert code.prompt == run.code_prompt
+
+    def test_batches_sorted_by_length_and_independent_of_input_order(self, data_file):
+        requests = _requests(data_file)
+        batches = plan_batches(requests, 2)
+        assert [len(b) for b in batches] == [2] * (len(requests) // 2) + [1] * (len(requests) % 2)
+        assert plan_batches(list(reversed(requests)), 2) == batches
+        lengths = [
+            sum(len(m.content) for m in r.prompt) + len(r.chosen) for b in batches for r in b
+        ]
+        assert lengths == sorted(lengths)
+
+    def test_trim_keeps_both_ends(self):
+        text = "a" * 50 + "b" * 50
+        trimmed = trim_message(text, 20)
+        assert trimmed.startswith("a" * 10)
+        assert trimmed.endswith("b" * 10)
+        assert "80 characters cut" in trimmed
+        assert trim_message("short", 20) == "short"
+
+
+class TestCorrupt:
+    @pytest.mark.parametrize(
+        "text", ["print('x')\nprint('y')", "one two three", "ab", "aaaa", "", "x"]
+    )
+    def test_never_equal_and_never_empty(self, text):
+        garbled = corrupt(text, 7)
+        assert garbled.strip()
+        assert garbled.strip() != text.strip()
+        assert corrupt(text, 7) == garbled  # deterministic
+
+
+class _ScriptedGarbler(Garbler):
+    """Garbler whose sampler returns scripted texts: tests the redraw policy alone."""
+
+    def __init__(self, settings, script):  # no model: sample() is replaced
+        self.settings = settings
+        self.script = script
+        self.calls = []
+
+    def sample(self, requests, seeds):
+        self.calls.append(list(seeds))
+        return [(self.script.pop(0), 3) for _ in requests]
+
+
+class TestRedraws:
+    def test_empty_or_identical_samples_are_drawn_again_with_the_next_seed(self):
+        request = _request()
+        garbler = _ScriptedGarbler(GarbleSettings(max_redraws=3), ["", "  chosen text ", "fresh"])
+        (result,) = garbler.garble([request])
+        assert (result.rejected, result.garble_method, result.draws) == (
+            "fresh",
+            GarbleMethod.MODEL,
+            3,
+        )
+        assert [c[0] for c in garbler.calls] == [
+            garble_seed(0, request.run_id, request.prompt_kind, d) for d in range(3)
+        ]
+        assert result.seed == garbler.calls[-1][0]
+
+    def test_fallback_after_the_last_draw(self):
+        request = _request()
+        garbler = _ScriptedGarbler(GarbleSettings(max_redraws=1), ["", ""])
+        (result,) = garbler.garble([request])
+        assert result.garble_method is GarbleMethod.FALLBACK
+        assert result.draws == 2
+        assert result.rejected.strip()
+        assert result.rejected != request.chosen
+
+
+def _run():
+    from tasks.records import Attempt, FileSchema, Outcome, Run, RunClass, UnitConvention
+
+    prompt = (Message(role=Role.USER, content="do it"),)
+    return Run(
+        run_id="f#0", source="f.json", copy_index=0, file_schema=FileSchema.V4, model_name=None,
+        strategy="s", conversation=prompt, strategy_turns=1, code_turns=1, env_getter_prompt=(),
+        attempts=(Attempt(index=0, outcome=Outcome.SUCCESS, message="chosen text", code=None),),
+        space_freed_raw=1.0, space_freed_bytes=1024.0, unit_convention=UnitConvention.KIB_NEW_MINUS_OLD,
+        run_class=RunClass.FIRST_TRY, class_reason="first_attempt_succeeded", class_detail="",
+    )  # fmt: skip
+
+
+def _request():
+    return garble_requests(_run(), [(PromptKind.CODE, "chosen text")])[0]
+
+
+@pytest.mark.slow
+class TestTinyModel:
+    def test_real_samples_differ_from_chosen_and_do_not_depend_on_the_batch(
+        self, tiny_model, data_file
+    ):
+        requests = _requests(data_file)
+        garbler = Garbler(tiny_model, GarbleSettings(max_new_tokens=24, batch_size=4))
+        batched = {
+            (r.run_id, r.prompt_kind): r
+            for batch in plan_batches(requests, 4)
+            for r in garbler.garble(batch)
+        }
+        alone = [garbler.garble([request])[0] for request in requests]
+        assert [batched[(r.run_id, r.prompt_kind)] for r in alone] == alone
+        for request, result in zip(requests, alone, strict=True):
+            assert result.garble_method is GarbleMethod.MODEL
+            assert result.rejected.strip()
+            assert result.rejected != request.chosen
+            assert 0 < result.new_tokens <= 24
+
+    def test_same_seed_same_text_other_seed_other_text(self, tiny_model, data_file):
+        request = _requests(data_file)[0]
+        garbler = Garbler(tiny_model, GarbleSettings(max_new_tokens=16))
+        first = garbler.sample([request], [1])
+        assert garbler.sample([request], [1]) == first
+        assert garbler.sample([request], [2]) != first
