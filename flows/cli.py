@@ -11,6 +11,7 @@ the file. ``agir-retrain config show COMMAND`` prints the effective settings.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from rich.table import Table
 
 from tasks.config import field_description, load_config
 from tasks.errors import AgirError
-from tasks.settings import BuildDatasetConfig, IngestConfig
+from tasks.settings import BuildDatasetConfig, IngestConfig, TrainConfig
 
 app = typer.Typer(
     help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
@@ -165,6 +166,59 @@ def run_build_dataset(settings: BuildDatasetConfig):
 
 @app.command()
 @friendly_errors
+def train(
+    dataset: Annotated[str, typer.Argument(help=_help(TrainConfig, "dataset"))],
+    base_model: Annotated[str | None, typer.Option(help=_help(TrainConfig, "base_model"))] = None,
+    out: Annotated[str | None, typer.Option(help=_help(TrainConfig, "out"))] = None,
+    processes: Annotated[
+        int | None, typer.Option(help=_help(TrainConfig, "launch.num_processes"))
+    ] = None,
+    accelerate_config: Annotated[
+        str | None, typer.Option(help=_help(TrainConfig, "launch.accelerate_config"))
+    ] = None,
+    reference: Annotated[str | None, typer.Option(help=_help(TrainConfig, "reference"))] = None,
+    quantize: Annotated[bool | None, typer.Option(help=_help(TrainConfig, "quantize"))] = None,
+    resume: Annotated[bool | None, typer.Option(help=_help(TrainConfig, "resume"))] = None,
+    merge: Annotated[bool | None, typer.Option(help=_help(TrainConfig, "merge"))] = None,
+    max_steps: Annotated[int | None, typer.Option(help=_help(TrainConfig, "dpo.max_steps"))] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Train a QLoRA DPO adapter; several processes launch through `accelerate launch`."""
+    loaded = load_config(
+        TrainConfig,
+        config,
+        _overrides(
+            set_,
+            dataset=dataset,
+            base_model=base_model,
+            out=out,
+            launch__num_processes=processes,
+            launch__accelerate_config=accelerate_config,
+            reference=reference,
+            quantize=quantize,
+            resume=resume,
+            merge=merge,
+            dpo__max_steps=max_steps,
+        ),
+    )
+    settings = loaded.config
+    if settings.launch.num_processes > 1:
+        from tasks.submit import submit_local
+
+        submit_local(
+            settings, on_line=lambda line: console.print(line, markup=False, highlight=False)
+        )
+        metrics = json.loads((Path(settings.out) / "metrics.json").read_text())
+    else:
+        from tasks.training import main as train_main
+
+        metrics = train_main(settings).metrics
+    _print_train_summary(metrics, settings.out)
+
+
+@app.command()
+@friendly_errors
 def synth(
     out: Annotated[Path, typer.Option(help="Folder for the corpus and its ground_truth.json.")],
     runs: Annotated[int, typer.Option(help="Copy strategy agents (runs) to write, in all.")] = 200,
@@ -262,6 +316,22 @@ def _print_report(report: dict[str, Any], out: str) -> None:
     table.add_row("garble requests", str(report["garble_requests"]))
     for reason, count in report["quarantine_reasons"].items():
         table.add_row(f"  quarantined: {reason}", str(count))
+    Console().print(table)
+
+
+def _print_train_summary(metrics: dict[str, Any], out: str) -> None:
+    table = Table(title=f"train -> {out}", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    params, train_metrics = metrics["parameters"], metrics["train"]
+    table.add_row("trainable / total parameters", f"{params['trainable']:,} / {params['total']:,}")
+    table.add_row("steps", str(train_metrics["global_step"]))
+    table.add_row("train loss", f"{train_metrics.get('train_loss', float('nan')):.4f}")
+    for split, values in metrics.get("evaluation", {}).items():
+        table.add_row(
+            f"eval {split}: reward accuracy / margin",
+            f"{values['rewards/accuracies']:.3f} / {values['rewards/margins']:.4f}",
+        )
     Console().print(table)
 
 

@@ -40,9 +40,8 @@ def trim_message(content: str, max_chars: int) -> str:
     if len(content) <= max_chars:
         return content
     half = max_chars // 2
-    return (
-        f"{content[:half]}\n[... {len(content) - 2 * half} characters cut ...]\n{content[-half:]}"
-    )
+    tail = content[len(content) - half :]  # not content[-half:]: that is everything when half == 0
+    return f"{content[:half]}\n[... {len(content) - 2 * half} characters cut ...]\n{tail}"
 
 
 # Requests are stored with each prompt message cut to this many characters (start and end):

@@ -1,0 +1,268 @@
+"""Preference data for training: find it, check it, and fit it to the token budget.
+
+Any DPO JSONL is accepted: ours (conversational, with provenance), TRL's standard
+format (strings) and TRL's conversational format, with an explicit prompt or an
+implicit one (``chosen``/``rejected`` as whole conversations). Every row is checked
+before a tokenizer or model is loaded, so a bad file stops the program in seconds
+with a message that names the row and the problem.
+
+Rows longer than the budget are fitted here rather than by TRL, which (1.16) drops a
+row whose prompt alone fills ``max_length``: the middle of the longest prompt
+messages is cut (container listings, mostly) until the row fits, and rows that
+cannot fit are dropped. Every trim and drop is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tasks.errors import DatasetError
+from tasks.garble import trim_message
+from tasks.io import exists, is_url, join, read_bytes
+
+log = logging.getLogger(__name__)
+
+# A row keeps at least this many prompt tokens; a row whose completion leaves less is dropped.
+MIN_PROMPT_TOKENS = 16
+_TRAIN_CANDIDATES = ("dpo/train.jsonl", "train.jsonl")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataFiles:
+    """The training file and, if any, the eval file."""
+
+    train: str
+    eval: str | None
+
+
+@dataclass(slots=True, kw_only=True)
+class FitStats:
+    """What fitting did to one split."""
+
+    rows_in: int = 0
+    rows_trimmed: int = 0
+    rows_dropped: int = 0
+    rows_out: int = 0
+    dropped_examples: list[str] = field(default_factory=list)  # a few row numbers, for the log
+
+
+def locate(dataset: str, eval_dataset: str | None = None) -> DataFiles:
+    """Find the training (and eval) JSONL: one file, or a folder holding train.jsonl."""
+    if dataset.endswith(".jsonl"):
+        train = dataset
+        sibling = (
+            train[: -len("train.jsonl")] + "eval.jsonl" if train.endswith("train.jsonl") else None
+        )
+    else:
+        found = [join(dataset, c) for c in _TRAIN_CANDIDATES if exists(join(dataset, c))]
+        if not found:
+            raise DatasetError(
+                f"{dataset}: no training file; expected a .jsonl file or a folder holding "
+                f"{' or '.join(_TRAIN_CANDIDATES)}"
+            )
+        train = found[0]
+        sibling = train[: -len("train.jsonl")] + "eval.jsonl"
+    if not (is_url(train) or exists(train)):
+        raise DatasetError(f"{train}: no such file")
+    if eval_dataset is not None:
+        if not exists(eval_dataset):
+            raise DatasetError(f"{eval_dataset}: no such eval file")
+        return DataFiles(train=train, eval=eval_dataset)
+    return DataFiles(train=train, eval=sibling if sibling and exists(sibling) else None)
+
+
+def load_rows(path: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
+    """Read and check every row of a preference JSONL file.
+
+    Raises:
+        DatasetError: unreadable, empty (unless ``allow_empty``), not JSON lines, or a row
+            lacking ``chosen``/``rejected`` or holding the wrong types; the message names the row.
+    """
+    try:
+        data = read_bytes(path)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read: {error}") from error
+    rows = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise DatasetError(f"{path}, line {number}: not JSON ({error})") from error
+        rows.append(_checked(path, number, row))
+    if not rows and not allow_empty:
+        raise DatasetError(f"{path}: no rows; a preference file needs at least one")
+    formats = {row_format(row) for row in rows}
+    if len(formats) > 1:
+        raise DatasetError(f"{path}: rows mix formats {sorted(formats)}; use one format per file")
+    return rows
+
+
+def row_format(row: dict[str, Any]) -> str:
+    """``conversational`` (lists of messages) or ``standard`` (strings)."""
+    return "standard" if isinstance(row["chosen"], str) else "conversational"
+
+
+def _checked(path: str, number: int, row: Any) -> dict[str, Any]:
+    where = f"{path}, line {number}"
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    missing = [key for key in ("chosen", "rejected") if key not in row]
+    if missing:
+        raise DatasetError(
+            f"{where}: missing column(s) {missing}; a preference row needs chosen and rejected "
+            f"(and prompt, unless they are whole conversations); got {sorted(row)}"
+        )
+    kinds = {key: _kind(row[key]) for key in ("prompt", "chosen", "rejected") if key in row}
+    if None in kinds.values():
+        bad = [key for key, kind in kinds.items() if kind is None]
+        raise DatasetError(
+            f"{where}: {bad} must be a string or a list of {{role, content}} messages, "
+            f"got {[type(row[k]).__name__ for k in bad]}"
+        )
+    if len(set(kinds.values())) > 1:
+        raise DatasetError(
+            f"{where}: prompt, chosen and rejected mix strings and message lists: {kinds}"
+        )
+    if "prompt" not in row and kinds["chosen"] == "standard":
+        raise DatasetError(f"{where}: string rows need a prompt column")
+    return row
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "standard"
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in value
+        )
+    ):
+        return "conversational"
+    return None
+
+
+def explicit_prompt(row: dict[str, Any]) -> dict[str, Any]:
+    """Give a conversational row without ``prompt`` one: the messages before the last turn."""
+    if "prompt" in row:
+        return row
+    chosen, rejected = row["chosen"], row["rejected"]
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    return {
+        **row,
+        "prompt": chosen[:shared],
+        "chosen": chosen[shared:],
+        "rejected": rejected[shared:],
+    }
+
+
+def fit_rows(
+    rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
+) -> tuple[list[dict[str, Any]], FitStats]:
+    """Shorten over-long prompts so prompt + longest completion fits ``max_length`` tokens."""
+    stats = FitStats(rows_in=len(rows))
+    fitted = []
+    for number, row in enumerate(rows, start=1):
+        row = explicit_prompt(row)
+        completion = max(
+            _completion_tokens(tokenizer, row["chosen"]),
+            _completion_tokens(tokenizer, row["rejected"]),
+        )
+        budget = max_length - completion
+        if budget < MIN_PROMPT_TOKENS:
+            stats.rows_dropped += 1
+            if len(stats.dropped_examples) < 5:
+                stats.dropped_examples.append(f"row {number}: completion of {completion} tokens")
+            continue
+        prompt, trimmed = _fit_prompt(tokenizer, row["prompt"], budget)
+        if prompt is None:
+            stats.rows_dropped += 1
+            if len(stats.dropped_examples) < 5:
+                stats.dropped_examples.append(
+                    f"row {number}: prompt cannot shrink to {budget} tokens"
+                )
+            continue
+        stats.rows_trimmed += trimmed
+        fitted.append({**row, "prompt": prompt})
+    stats.rows_out = len(fitted)
+    if stats.rows_trimmed or stats.rows_dropped:
+        log.info(
+            "fitted to %d tokens: %d of %d rows had their prompt shortened, %d dropped %s",
+            max_length, stats.rows_trimmed, stats.rows_in, stats.rows_dropped, stats.dropped_examples,
+        )  # fmt: skip
+    return fitted, stats
+
+
+def _completion_tokens(tokenizer: Any, completion: Any) -> int:
+    text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+    # +8: the chat template's role markers and end-of-turn tokens around the completion
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) + 8
+
+
+def _prompt_tokens(tokenizer: Any, prompt: Any) -> int:
+    if isinstance(prompt, str):
+        return len(tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"])
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def _fit_prompt(tokenizer: Any, prompt: Any, budget: int) -> tuple[Any, bool]:
+    """Shorten a prompt's longest messages until it fits ``budget`` tokens; None if it cannot.
+
+    From the prompt's characters per token, a character target is set, and every message
+    longer than a common cap is cut to it (keeping its start and end), so the longest
+    messages shrink first and short ones are untouched. Each round checks the real
+    count and aims lower by the overshoot; three rounds are almost always enough.
+    """
+    tokens = _prompt_tokens(tokenizer, prompt)
+    if tokens <= budget:
+        return prompt, False
+    messages = [{"content": prompt}] if isinstance(prompt, str) else list(prompt)
+    lengths = [len(m["content"]) for m in messages]
+    # The last message is the request the completion answers: cut the others first.
+    protected = len(messages) - 1 if len(messages) > 1 else None
+    target = sum(lengths) * budget / tokens * 0.95
+    for _ in range(6):
+        spare = target - (lengths[protected] if protected is not None else 0)
+        cuttable = [n for i, n in enumerate(lengths) if i != protected]
+        if protected is not None and spare < 0.05 * target:  # the others cannot absorb it
+            protected, spare, cuttable = None, target, lengths
+        cap = _water_level(cuttable, spare)
+        if cap <= 0:
+            return None, True
+        trimmed = [
+            {**m, "content": trim_message(m["content"], cap)}
+            if i != protected and len(m["content"]) > cap
+            else m
+            for i, m in enumerate(messages)
+        ]
+        candidate = trimmed[0]["content"] if isinstance(prompt, str) else trimmed
+        tokens_now = _prompt_tokens(tokenizer, candidate)
+        if tokens_now <= budget:
+            return candidate, True
+        target *= budget / tokens_now * 0.95
+    return None, True
+
+
+def _water_level(lengths: Sequence[int], target: float) -> int:
+    """The cap C with sum(min(length, C)) just under ``target`` (0 if even C = 0 is too much)."""
+    remaining, count = target, len(lengths)
+    for length in sorted(lengths):
+        if length * count <= remaining:
+            remaining -= length
+            count -= 1
+        else:
+            return int(remaining / count)
+    return max(lengths, default=0)
