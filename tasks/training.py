@@ -230,7 +230,9 @@ def run(prepared: Prepared) -> TrainResult:
             config=config,
             base_model=prepared.base_model,
             out=Path(config.out),
-            train_metrics=train_output.metrics | {"global_step": trainer.state.global_step},
+            train_metrics=train_output.metrics
+            | _peak_memory()
+            | {"global_step": trainer.state.global_step},
             evaluation=evaluation,
             log_history=history,
             parameters=asdict(counts)
@@ -256,6 +258,15 @@ def run(prepared: Prepared) -> TrainResult:
             )
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out=config.out, metrics=metrics)
+
+
+def _peak_memory() -> dict[str, int]:
+    """Peak GPU memory this process allocated, where there is a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gpu_memory_bytes": torch.cuda.max_memory_allocated()}
 
 
 def last_complete_checkpoint(out: str) -> str | None:
