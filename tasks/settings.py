@@ -286,6 +286,50 @@ class LaunchSettings(_Section):
     )
 
 
+class SubmitSettings(_Section):
+    """Where the training job runs: this machine, a Docker engine, or a Prefect GPU work pool."""
+
+    backend: Literal["local", "docker", "prefect"] = Field(
+        "local",
+        description="local: `accelerate launch` here; docker: build container/Dockerfile and run "
+        "it on the Docker engine (every GPU requested when the host has some); prefect: run the "
+        "`train` deployment on a GPU work pool and fetch its outputs from shared storage.",
+    )
+    image: str = Field(
+        "agir-retrain", description="Image repository; the tag is the build context's hash."
+    )
+    base_image: str | None = Field(
+        None,
+        description="BASE_IMAGE build argument (a CUDA PyTorch image); None keeps the Dockerfile's.",
+    )
+    build_network: str | None = Field(
+        None,
+        description="Network of the docker build (e.g. host, where builds cannot reach PyPI otherwise).",
+    )
+    gpus: Literal["auto", "all", "none"] = Field(
+        "auto",
+        description="GPUs for the docker job: auto requests every GPU when the host has some.",
+    )
+    deployment: str = Field(
+        "train/train-docker-gpu",
+        description="Prefect deployment (flow/deployment) the prefect backend runs.",
+    )
+    work_pool_type: Literal["docker", "kubernetes", "process"] = Field(
+        "docker", description="Kind of the deployment's work pool: decides the GPU job variables."
+    )
+    gpus_per_job: PositiveInt = Field(
+        1, description="GPUs a prefect job asks for (Kubernetes nvidia.com/gpu limit)."
+    )
+    shared_storage: str | None = Field(
+        None,
+        description="fsspec URL both sides see (s3://bucket/runs); a prefect job writes its outputs "
+        "there and they are fetched into `out`. None: `out` itself must be such a URL.",
+    )
+    timeout_s: PositiveInt = Field(
+        24 * 3600, description="Longest a submitted job may run, in seconds."
+    )
+
+
 class TrainConfig(_Section):
     """Settings of the QLoRA DPO training program (`python -m tasks.training`)."""
 
@@ -329,3 +373,7 @@ class TrainConfig(_Section):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA.")
     dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO.")
     launch: LaunchSettings = Field(default_factory=LaunchSettings, description="Launch.")
+    submit: SubmitSettings = Field(
+        default_factory=SubmitSettings,
+        description="Where the job runs (the program itself ignores it).",
+    )

@@ -1,8 +1,14 @@
 """Submitting the training job: one interface, several backends.
 
-``local`` runs ``accelerate launch -m tasks.training`` as a subprocess on this machine,
-streams its log, and keeps its exit status; a failed job raises ``SubmitError`` with the
-job's own exit status and last lines.
+- ``local`` runs ``accelerate launch -m tasks.training`` as a subprocess on this machine,
+  streams its log, and keeps its exit status.
+- ``docker`` builds ``container/Dockerfile`` (reused while the build context is
+  unchanged) and runs it on the Docker engine with the dataset mounted read-only
+  (``tasks/docker_jobs.py``).
+- ``prefect`` runs the ``train`` deployment on a GPU work pool (``flows/train.py``,
+  which holds the Prefect side).
+
+A failed job raises ``SubmitError`` with the job's own exit status and last lines.
 """
 
 from __future__ import annotations
@@ -12,16 +18,19 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import ConfigError, SubmitError
+from tasks.io import copy_file_atomic, is_url, join
 from tasks.settings import LaunchSettings, TrainConfig
 
 log = logging.getLogger(__name__)
 
-ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "container" / "accelerate"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ACCELERATE_CONFIGS = PROJECT_ROOT / "container" / "accelerate"
 LOG_TAIL_LINES = 40
 
 
@@ -95,15 +104,96 @@ def run_streaming(
 
 
 def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
-    """Train on this machine under ``accelerate launch``; raise ``SubmitError`` if it fails."""
+    """Train on this machine under ``accelerate launch``; raise ``SubmitError`` if it fails.
+
+    When ``out`` is a URL (shared storage), the job writes to a local folder first and
+    the finished outputs are uploaded file by file.
+    """
     from tasks.training_outputs import CONFIG_FILE, write_config
 
+    if is_url(config.out):
+        with tempfile.TemporaryDirectory(prefix="agir-train-") as staging:
+            result = submit_local(config.model_copy(update={"out": staging}), on_line)
+            upload_folder(Path(staging), config.out)
+            return JobResult(returncode=result.returncode, out=config.out, log_tail=result.log_tail)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     config_file = write_config(config, out / CONFIG_FILE)
     command = accelerate_command(config_file, config.launch)
     log.info("launching: %s", " ".join(command))
-    returncode, tail = run_streaming(command, on_line=on_line)
+    returncode, tail = run_streaming(command, on_line=on_line, timeout_s=config.submit.timeout_s)
     if returncode != 0:
         raise SubmitError(" ".join(command), returncode, tail)
     return JobResult(returncode=returncode, out=str(out), log_tail=tail)
+
+
+def upload_folder(folder: Path, target: str) -> None:
+    """Copy every file under a local folder to a folder URL (each file atomically)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            copy_file_atomic(str(path), join(target, path.relative_to(folder).as_posix()))
+
+
+def download_folder(source: str, target: Path) -> None:
+    """Copy every file under a folder URL into a local folder."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(source)
+    for remote in sorted(fs.find(root)):
+        local = target / remote[len(root.rstrip("/")) + 1 :]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(local))
+
+
+def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
+    """Train in the GPU image on the Docker engine: dataset and model read-only, outputs in ``out``."""
+    from tasks.docker_jobs import DockerJob, Mount, run_docker_job
+    from tasks.tiny_model import resolve_model
+    from tasks.training_outputs import CONFIG_FILE, write_config
+
+    if is_url(config.out) or is_url(config.dataset):
+        raise ConfigError("the docker backend mounts local folders: give a local dataset and out")
+    dataset = Path(config.dataset).resolve()
+    data_root = dataset if dataset.is_dir() else dataset.parent
+    inside = {"dataset": "/data" if dataset.is_dir() else f"/data/{dataset.name}", "out": "/out"}
+    mounts = [
+        Mount(host=data_root, container="/data"),
+        Mount(host=Path(config.out), container="/out", read_only=False),
+    ]
+    base = resolve_model(config.base_model)
+    if Path(base).is_dir():  # a local model is mounted; a hub id is fetched inside
+        mounts.append(Mount(host=Path(base), container="/model"))
+        inside["base_model"] = "/model"
+    if config.eval_dataset:
+        raise ConfigError(
+            "the docker backend takes the eval file from the dataset folder; unset eval_dataset"
+        )
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    write_config(config.model_copy(update=inside), Path(config.out) / CONFIG_FILE)
+    job = DockerJob(
+        context=PROJECT_ROOT,
+        dockerfile="container/Dockerfile",
+        build_args={"BASE_IMAGE": config.submit.base_image} if config.submit.base_image else {},
+        build_network=config.submit.build_network,
+        repository=config.submit.image,
+        command=["--config", f"/out/{CONFIG_FILE}"],
+        mounts=tuple(mounts),
+        env={
+            "NUM_PROCESSES": str(config.launch.num_processes),
+            "ACCELERATE_CONFIG": f"/app/container/accelerate/{accelerate_config_path(config.launch).name}",
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+        },
+        gpus=config.submit.gpus,
+        timeout_s=config.submit.timeout_s,
+    )
+    result = run_docker_job(job, on_line)
+    return JobResult(returncode=result.returncode, out=config.out, log_tail=result.log_tail)
+
+
+def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
+    """Run the training job on the local or docker backend (prefect: ``flows.train``)."""
+    if config.submit.backend == "local":
+        return submit_local(config, on_line)
+    if config.submit.backend == "docker":
+        return submit_docker(config, on_line)
+    raise ConfigError("submit.backend=prefect is run by the train flow (flows/train.py)")
