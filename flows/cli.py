@@ -181,10 +181,11 @@ def train(
     resume: Annotated[bool | None, typer.Option(help=_help(TrainConfig, "resume"))] = None,
     merge: Annotated[bool | None, typer.Option(help=_help(TrainConfig, "merge"))] = None,
     max_steps: Annotated[int | None, typer.Option(help=_help(TrainConfig, "dpo.max_steps"))] = None,
+    backend: Annotated[str | None, typer.Option(help=_help(TrainConfig, "submit.backend"))] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Train a QLoRA DPO adapter; several processes launch through `accelerate launch`."""
+    """Train a QLoRA DPO adapter here, in the GPU image on Docker, or on a Prefect GPU pool."""
     loaded = load_config(
         TrainConfig,
         config,
@@ -200,21 +201,67 @@ def train(
             resume=resume,
             merge=merge,
             dpo__max_steps=max_steps,
+            submit__backend=backend,
         ),
     )
     settings = loaded.config
-    if settings.launch.num_processes > 1:
-        from tasks.submit import submit_local
+    if settings.submit.backend == "prefect":
+        from flows.runtime import prefect_api
+        from flows.train import train as train_flow
 
-        submit_local(
-            settings, on_line=lambda line: console.print(line, markup=False, highlight=False)
-        )
+        with prefect_api():
+            metrics = train_flow(settings)
+    elif settings.submit.backend == "docker" or settings.launch.num_processes > 1:
+        from tasks.submit import submit
+
+        submit(settings, on_line=_echo)
         metrics = json.loads((Path(settings.out) / "metrics.json").read_text())
-    else:
+    else:  # one process here: run the program in this process
         from tasks.training import main as train_main
 
         metrics = train_main(settings).metrics
     _print_train_summary(metrics, settings.out)
+
+
+def _echo(line: str) -> None:
+    console.print(line, markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def archive(
+    training_out: Annotated[
+        Path, typer.Argument(help="A training output folder (adapter, metrics, ...).")
+    ],
+    to: Annotated[
+        str, typer.Option(help="A folder or URL for the archive, or a .tar.gz path.")
+    ] = "archives",
+    dataset: Annotated[
+        Path | None, typer.Option(help="The dataset folder trained on: its hash and report go in.")
+    ] = None,
+) -> None:
+    """Archive a trained adapter with a MANIFEST.json (sha256 and size of every file, versions)."""
+    from tasks.archive import create_archive
+
+    location = create_archive(training_out, to, dataset=dataset)
+    console.print(f"archive: {location}")
+
+
+@app.command()
+@friendly_errors
+def verify(
+    archive_path: Annotated[str, typer.Argument(metavar="ARCHIVE", help="A .tar.gz path or URL.")],
+) -> None:
+    """Check an archive against its MANIFEST.json; exit status 1 if anything differs."""
+    from tasks.archive import verify_archive
+
+    result = verify_archive(archive_path)
+    if result.ok:
+        console.print(f"ok: {result.files} files match the manifest of {archive_path}")
+        return
+    for problem in result.problems:
+        console.print(f"[red]{problem}[/red]")
+    raise typer.Exit(1)
 
 
 @app.command()

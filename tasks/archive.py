@@ -75,10 +75,18 @@ def _git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -102,7 +110,9 @@ def _training_files(training_out: Path) -> dict[str, bytes]:
         if path.is_file() and not relative.startswith(SKIPPED):
             files[relative] = path.read_bytes()
     if "adapter_model.safetensors" not in files:
-        raise AgirError(f"{training_out}: no adapter_model.safetensors; is this a training output folder?")
+        raise AgirError(
+            f"{training_out}: no adapter_model.safetensors; is this a training output folder?"
+        )
     return files
 
 
@@ -124,10 +134,17 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
         "dataset_sha256": dataset_sha,
         "git_commit": _git_commit(),
         "packages": _packages(),
-        "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(files.items())},
+        "files": {
+            name: {"sha256": _sha256(data), "size": len(data)}
+            for name, data in sorted(files.items())
+        },
     }
     files[MANIFEST] = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    location = target if target.endswith(".tar.gz") else join(target, f"agir-adapter-{(dataset_sha or _sha256(files[MANIFEST]))[:12]}.tar.gz")
+    location = (
+        target
+        if target.endswith(".tar.gz")
+        else join(target, f"agir-adapter-{(dataset_sha or _sha256(files[MANIFEST]))[:12]}.tar.gz")
+    )
     with atomic_output(location) as staged:
         staged.write_bytes(_tar_gz(files))
     return location
@@ -136,7 +153,10 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
 def _tar_gz(files: dict[str, bytes]) -> bytes:
     """A gzipped tar of the files, sorted, with times and owners zeroed: the same input, the same bytes."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name in sorted(files):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
@@ -163,11 +183,15 @@ def verify_archive(location: str) -> Verification:
     """Check every file against the manifest: present, same size and sha256, nothing unlisted."""
     files = read_archive(location)
     if MANIFEST not in files:
-        return Verification(location=location, files=len(files), problems=[f"no {MANIFEST} in the archive"])
+        return Verification(
+            location=location, files=len(files), problems=[f"no {MANIFEST} in the archive"]
+        )
     try:
         listed: dict[str, Any] = orjson.loads(files[MANIFEST])["files"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        return Verification(location=location, files=len(files), problems=[f"{MANIFEST} is unreadable: {error}"])
+        return Verification(
+            location=location, files=len(files), problems=[f"{MANIFEST} is unreadable: {error}"]
+        )
     problems = []
     for name, expected in sorted(listed.items()):
         data = files.get(name)
@@ -175,5 +199,8 @@ def verify_archive(location: str) -> Verification:
             problems.append(f"{name}: listed in the manifest but missing")
         elif len(data) != expected["size"] or _sha256(data) != expected["sha256"]:
             problems.append(f"{name}: size or sha256 differs from the manifest")
-    problems += [f"{name}: not listed in the manifest" for name in sorted(set(files) - set(listed) - {MANIFEST})]
+    problems += [
+        f"{name}: not listed in the manifest"
+        for name in sorted(set(files) - set(listed) - {MANIFEST})
+    ]
     return Verification(location=location, files=len(listed), problems=problems)

@@ -118,6 +118,7 @@ def build_image(client: Any, job: DockerJob, on_line: Callable[[str], None]) -> 
     except docker.errors.ImageNotFound:
         pass
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    layers: list[str] = []  # images of finished steps: a failed build leaves them behind
     stream = client.api.build(
         path=str(job.context),
         dockerfile=job.dockerfile,
@@ -129,15 +130,32 @@ def build_image(client: Any, job: DockerJob, on_line: Callable[[str], None]) -> 
         forcerm=True,  # intermediate containers go even when a step fails
         decode=True,
     )
-    for chunk in stream:
+    error = None
+    for chunk in stream:  # read to the end: the engine removes the failed step's container last
         text = chunk.get("stream") or chunk.get("status") or ""
         for line in text.rstrip("\n").splitlines():
             tail.append(line)
             on_line(line)
+            if line.startswith(" ---> ") and len(line.split()) == 2:
+                layers.append(line.split()[1])
         if "error" in chunk:
-            tail.append(chunk["error"])
-            raise SubmitError(f"docker build {tag}", None, "\n".join(tail))
+            error = chunk["error"]
+            tail.append(error)
+    if error is not None:
+        _remove_layers(client, layers)
+        raise SubmitError(f"docker build {tag}", None, "\n".join(tail))
     return tag, False
+
+
+def _remove_layers(client: Any, layers: list[str]) -> None:
+    """Remove a failed build's step images, newest first; ones still in use are kept."""
+    import docker
+
+    for layer in reversed(layers):
+        try:
+            client.images.remove(layer)
+        except docker.errors.APIError:  # in use by another image, or already gone
+            continue
 
 
 def run_docker_job(job: DockerJob, on_line: Callable[[str], None] | None = None) -> DockerJobResult:
@@ -193,11 +211,11 @@ def run_docker_job(job: DockerJob, on_line: Callable[[str], None] | None = None)
 
 
 def _user(job: DockerJob) -> dict[str, str]:
-    """Run as the calling user, so outputs belong to them; root keeps the image's own user."""
-    if os.name != "posix" or os.getuid() == 0:
-        for mount in job.mounts:
-            if not mount.read_only:
-                mount.host.mkdir(parents=True, exist_ok=True)
-                mount.host.chmod(0o777)  # the image's non-root user must be able to write here
+    """Run as the calling user (``--user uid:gid``): mounted files stay readable, and the
+    outputs belong to whoever submitted the job rather than to the image's own user."""
+    if os.name != "posix":
         return {}
+    for mount in job.mounts:
+        if not mount.read_only:
+            mount.host.mkdir(parents=True, exist_ok=True)
     return {"user": f"{os.getuid()}:{os.getgid()}"}

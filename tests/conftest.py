@@ -71,3 +71,75 @@ def prefect_server(tmp_path_factory):
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def _engine_answers() -> bool:
+    import docker
+
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A Docker engine: the running one, or one started here (root installs docker.io).
+
+    Skipped, with the reason, where neither is possible. Tests build their own images
+    locally (no registry is reachable), from scratch with a static busybox.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    started = None
+    if not _engine_answers():
+        if os.geteuid() != 0:
+            pytest.skip("no Docker engine answers, and starting one needs root")
+        if not shutil.which("dockerd"):
+            install = subprocess.run(
+                ["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True, timeout=900
+            )
+            if install.returncode != 0:
+                pytest.skip(
+                    f"no Docker engine, and apt-get install docker.io failed: {install.stderr[-300:]!r}"
+                )
+        root = tmp_path_factory.mktemp("dockerd")
+        log = open(root / "dockerd.log", "wb")
+        started = subprocess.Popen(
+            ["dockerd", "--data-root", str(root / "data")], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 90
+        while not _engine_answers():
+            if started.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-500:]}")
+            time.sleep(0.5)
+    yield
+    if started is not None:
+        started.terminate()
+        started.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def busybox(tmp_path_factory) -> Path:
+    """A static busybox binary for test images built FROM scratch."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("busybox")
+    if (
+        binary is None
+        or "static" not in subprocess.run(["file", binary], capture_output=True, text=True).stdout
+    ):
+        if os.geteuid() != 0:
+            pytest.skip("no static busybox, and installing busybox-static needs root")
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "busybox-static"],
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
+        binary = "/bin/busybox"
+    return Path(binary)

@@ -1,0 +1,123 @@
+"""Jobs on a real Docker engine: outputs come back, failures reach the caller, nothing is left."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import docker
+import pytest
+
+from tasks.docker_jobs import LABEL, DockerJob, Mount, run_docker_job
+from tasks.errors import SubmitError
+
+pytestmark = pytest.mark.integration
+
+
+def _context(folder: Path, busybox: Path, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(busybox, folder / "busybox")
+    (folder / "test-id").write_text(
+        str(folder)
+    )  # a context of its own: no image from another test fits
+    (folder / "Dockerfile").write_text(
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        "COPY test-id /test-id\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        f"{extra}"
+        'ENTRYPOINT ["/bin/sh", "-c"]\n'
+    )
+    return folder
+
+
+def _state() -> tuple[set[str], set[str]]:
+    """Our containers and every dangling image the engine holds."""
+    client = docker.from_env()
+    containers = {c.id for c in client.containers.list(all=True, filters={"label": LABEL})}
+    dangling = {i.id for i in client.images.list(filters={"dangling": True})}
+    return containers, dangling
+
+
+@pytest.fixture
+def engine_state():
+    """Fails the test if it leaves a container of ours or a new dangling image."""
+    _containers, dangling_before = _state()
+    yield
+    containers, dangling_after = _state()
+    assert containers == set()
+    assert dangling_after - dangling_before == set()
+
+
+def _job(context: Path, tmp_path: Path, script: str, **options) -> DockerJob:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "train.jsonl").write_text('{"prompt": "p"}\n')
+    return DockerJob(
+        context=context,
+        repository="agir-retrain-test",
+        command=[script],
+        mounts=(
+            Mount(host=tmp_path / "data", container="/data"),
+            Mount(host=tmp_path / "out", container="/out", read_only=False),
+        ),
+        env={"GREETING": "hello"},
+        timeout_s=120,
+        **options,
+    )
+
+
+def test_outputs_come_back_and_nothing_is_left(docker_engine, busybox, tmp_path, engine_state):
+    context = _context(tmp_path / "ctx", busybox)
+    lines: list[str] = []
+    script = "echo $GREETING from the job; wc -l < /data/train.jsonl > /out/rows.txt; echo done"
+    result = run_docker_job(_job(context, tmp_path, script), on_line=lines.append)
+    assert result.returncode == 0
+    assert (tmp_path / "out" / "rows.txt").read_text().strip() == "1"
+    assert "hello from the job" in lines
+    assert result.log_tail.endswith("done")
+
+
+def test_a_failing_job_raises_its_own_error_and_status_and_leaves_nothing(
+    docker_engine, busybox, tmp_path
+):
+    context = _context(tmp_path / "ctx", busybox)
+    script = (
+        "echo 'loading the model'; echo 'CUDA out of memory: tried to allocate 2 GiB' >&2; exit 3"
+    )
+    with pytest.raises(SubmitError) as failure:
+        run_docker_job(_job(context, tmp_path, script))
+    assert failure.value.returncode == 3
+    assert "CUDA out of memory" in failure.value.log_tail
+    assert "exit status 3" in str(failure.value)
+
+
+def test_the_dataset_is_mounted_read_only(docker_engine, busybox, tmp_path):
+    context = _context(tmp_path / "ctx", busybox)
+    with pytest.raises(SubmitError) as failure:
+        run_docker_job(_job(context, tmp_path, "echo x > /data/train.jsonl"))
+    assert "Read-only file system" in failure.value.log_tail
+
+
+def test_an_unchanged_context_reuses_the_image(docker_engine, busybox, tmp_path):
+    context = _context(tmp_path / "ctx", busybox)
+    (context / ".dockerignore").write_text("notes.txt\n")
+    first = run_docker_job(_job(context, tmp_path, "true"))
+    again = run_docker_job(_job(context, tmp_path, "true"))
+    assert (first.reused_image, again.reused_image) == (False, True)
+    assert first.image == again.image
+    (context / "notes.txt").write_text("ignored by .dockerignore: the build never sees it")
+    assert run_docker_job(_job(context, tmp_path, "true")).image == first.image
+    (context / "extra.txt").write_text("a new file the build does see")
+    changed = run_docker_job(_job(context, tmp_path, "true"))
+    assert changed.reused_image is False
+    assert changed.image != first.image
+
+
+def test_a_failed_build_raises_and_leaves_nothing(docker_engine, busybox, tmp_path, engine_state):
+    context = _context(
+        tmp_path / "ctx", busybox, extra='RUN ["/bin/sh", "-c", "echo broken step; exit 7"]\n'
+    )
+    with pytest.raises(SubmitError) as failure:
+        run_docker_job(_job(context, tmp_path, "true"))
+    assert "docker build" in str(failure.value)
+    assert "broken step" in failure.value.log_tail
