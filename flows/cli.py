@@ -20,18 +20,17 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
+from flows.cli_output import (
+    print_build_report,
+    print_report,
+    print_retrain,
+    print_train_summary,
+    progress,
+)
 from tasks.config import field_description, load_config
 from tasks.errors import AgirError
-from tasks.settings import BuildDatasetConfig, IngestConfig, TrainConfig
+from tasks.settings import BuildDatasetConfig, IngestConfig, RetrainConfig, TrainConfig
 
 app = typer.Typer(
     help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
@@ -150,7 +149,7 @@ def dataset(
         ),
     )
     result = run_build_dataset(loaded.config)
-    _print_build_report(result.report, result.out)
+    print_build_report(result.report, result.out)
 
 
 def run_build_dataset(settings: BuildDatasetConfig):
@@ -220,7 +219,7 @@ def train(
         from tasks.training import main as train_main
 
         metrics = train_main(settings).metrics
-    _print_train_summary(metrics, settings.out)
+    print_train_summary(metrics, settings.out)
 
 
 def _echo(line: str) -> None:
@@ -286,38 +285,101 @@ def synth(
 
 @app.command()
 @friendly_errors
+def retrain(
+    inputs: Annotated[list[str], typer.Argument(help=_help(RetrainConfig, "inputs"))],
+    out: Annotated[str | None, typer.Option(help=_help(RetrainConfig, "out"))] = None,
+    base_model: Annotated[str | None, typer.Option(help=_help(RetrainConfig, "base_model"))] = None,
+    backend: Annotated[
+        str | None, typer.Option(help=_help(RetrainConfig, "train.submit.backend"))
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help=_help(RetrainConfig, "build.ray_address"))
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Build the dataset, train the adapter on it, and archive it: the whole job, as one flow."""
+    flags = _overrides(
+        set_,
+        inputs=inputs or None,
+        out=out,
+        base_model=base_model,
+        train__submit__backend=backend,
+        build__ray_address=ray_address,
+    )
+    result = run_retrain(load_config(RetrainConfig, config, flags).config)
+    print_retrain(result)
+
+
+def run_retrain(settings: RetrainConfig):
+    """Run the retrain flow on the configured (or a local) Prefect API."""
+    from flows.runtime import prefect_api
+
+    with prefect_api():
+        from flows.retrain import retrain as retrain_flow
+
+        return retrain_flow(settings)
+
+
+@app.command()
+@friendly_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
         "demo-out"
     ),
-    runs: Annotated[int, typer.Option(help="Runs in the synthetic corpus.")] = 200,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--inputs", help="Run files to use instead of a synthetic corpus."),
+    ] = None,
+    runs: Annotated[
+        int, typer.Option(help="Runs in the synthetic corpus, when no inputs are given.")
+    ] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic corpus.")] = 0,
 ) -> None:
-    """Run the main job on the embedded default: a synthetic corpus, then ingest it."""
+    """The whole job on the embedded default: corpus, dataset, a short DPO run, archive.
+
+    Makes the tiny local model and a synthetic corpus when none is given, then runs the
+    retrain flow (Prefect's local API, local Ray, the local training backend).
+    """
     from tasks.synth import write_corpus
 
-    corpus = out / "corpus"
-    if not (corpus / "runs").is_dir():
-        truth = write_corpus(corpus, runs=runs, seed=seed)
-        console.print(
-            f"synthetic corpus: {truth.files} files, {truth.runs} runs in {corpus / 'runs'}"
-        )
-    settings = load_config(
-        IngestConfig, flags={"inputs": [str(corpus / "runs")], "out": str(out / "dataset")}
-    ).config
-    _ingest_with_progress(settings)
+    if not inputs:
+        corpus = out / "corpus"
+        if not (corpus / "runs").is_dir():
+            truth = write_corpus(corpus, runs=runs, seed=seed)
+            console.print(
+                f"synthetic corpus: {truth.files} files, {truth.runs} runs in {corpus / 'runs'}"
+            )
+        inputs = [str(corpus / "runs")]
+    settings = RetrainConfig.model_validate(
+        {
+            "inputs": inputs,
+            "out": str(out),
+            # A short run: the point is the whole path, on a CPU, in a few minutes.
+            "train": {
+                "dpo": {
+                    "max_steps": 20,
+                    "max_length": 1024,
+                    "batch_size": 2,
+                    "gradient_accumulation": 2,
+                    "save_steps": 10,
+                }
+            },
+        }
+    )
+    print_retrain(run_retrain(settings))
 
 
 def _ingest_with_progress(settings: IngestConfig) -> None:
     from tasks.ingest import ingest as run_ingest
 
-    progress = _progress()
-    task = progress.add_task("ingest", total=None)
+    bar = progress()
+    task = bar.add_task("ingest", total=None)
 
     def on_plan(shards: list) -> None:
         # Started only now: the worker pool forks before this display starts its thread.
-        progress.update(task, total=sum(s.size_bytes for s in shards))
-        progress.start()
+        bar.update(task, total=sum(s.size_bytes for s in shards))
+        bar.start()
 
     try:
         report = run_ingest(
@@ -327,83 +389,45 @@ def _ingest_with_progress(settings: IngestConfig) -> None:
             shard_bytes=settings.shard_bytes,
             workers=settings.workers,
             on_plan=on_plan,
-            on_shard_done=lambda shard: progress.advance(task, shard.size_bytes),
+            on_shard_done=lambda shard: bar.advance(task, shard.size_bytes),
         )
     finally:
-        progress.stop()
-    _print_report(report.to_dict(), settings.out)
+        bar.stop()
+    print_report(report.to_dict(), settings.out)
 
 
-def _progress() -> Progress:
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+CONFIGS = {
+    "ingest": IngestConfig,
+    "dataset": BuildDatasetConfig,
+    "train": TrainConfig,
+    "retrain": RetrainConfig,
+}
 
 
-def _print_report(report: dict[str, Any], out: str) -> None:
-    table = Table(title=f"ingest -> {out}", show_header=True)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row(
-        "files in / read / quarantined",
-        f"{report['files_in']} / {report['files_read']} / {report['files_quarantined']}",
-    )
-    table.add_row("runs in / quarantined", f"{report['runs_in']} / {report['runs_quarantined']}")
-    for run_class, count in report["runs_by_class"].items():
-        table.add_row(f"  runs {run_class}", str(count))
-    for rule, count in report["pairs_by_rule"].items():
-        if count:
-            table.add_row(f"  pairs {rule}", str(count))
-    table.add_row("garble requests", str(report["garble_requests"]))
-    for reason, count in report["quarantine_reasons"].items():
-        table.add_row(f"  quarantined: {reason}", str(count))
-    Console().print(table)
+@config_app.command("show")
+@friendly_errors
+def config_show(
+    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIGS)}.")],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Print a command's effective settings, one a line, and where each came from.
 
+    Sources: default, file:<path>, env:<NAME> or flag (a default derived from another
+    setting, such as build.out from out, shows as default).
+    """
+    from tasks.config import leaf_keys, masked, value_at
 
-def _print_train_summary(metrics: dict[str, Any], out: str) -> None:
-    table = Table(title=f"train -> {out}", show_header=True)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    params, train_metrics = metrics["parameters"], metrics["train"]
-    table.add_row("trainable / total parameters", f"{params['trainable']:,} / {params['total']:,}")
-    table.add_row("steps", str(train_metrics["global_step"]))
-    table.add_row("train loss", f"{train_metrics.get('train_loss', float('nan')):.4f}")
-    for split, values in metrics.get("evaluation", {}).items():
-        table.add_row(
-            f"eval {split}: reward accuracy / margin",
-            f"{values['rewards/accuracies']:.3f} / {values['rewards/margins']:.4f}",
-        )
-    Console().print(table)
-
-
-def _print_build_report(report: dict[str, Any], out: str) -> None:
-    _print_report(report, out)
-    export, garbling = report["export"], report["garbling"]
-    table = Table(title="dataset", show_header=True)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row(
-        "DPO rows train / eval", f"{export['dpo_train_rows']} / {export['dpo_eval_rows']}"
-    )
-    table.add_row("duplicates dropped", str(export["duplicates_dropped"]))
-    table.add_row("KTO rows", str(export["kto_rows"]))
-    table.add_row(
-        "garbled (model / fallback / cached)",
-        f"{garbling['model']} / {garbling['fallback']} / {garbling['cached']}",
-    )
-    table.add_row("shards (reused)", f"{report['shards']['total']} ({report['shards']['cached']})")
-    for stage, seconds in report["timing_s"].items():
-        table.add_row(f"time {stage}", f"{seconds:.1f} s")
-    Console().print(table)
-    Console().print(
-        f"DPO files: {out}/dpo/train.jsonl, {out}/dpo/eval.jsonl; KTO: {out}/kto/train.jsonl"
-    )
+    if command not in CONFIGS:
+        raise typer.BadParameter(f"{command!r}: choose one of {', '.join(CONFIGS)}")
+    model = CONFIGS[command]
+    loaded = load_config(model, config, _overrides(set_))
+    width = max(map(len, leaf_keys(model)))
+    for key in leaf_keys(model):
+        value = json.dumps(masked(value_at(loaded.config, key)), default=str)
+        print(f"{key:<{width}} = {value}  # {loaded.sources.get(key, 'default')}")
 
 
 def main() -> None:

@@ -69,7 +69,10 @@ def ray_task_runner(address: str | None, num_cpus: int | None):
     from prefect_ray import RayTaskRunner
 
     init_kwargs: dict = {"runtime_env": {"env_vars": {"PREFECT_LOGGING_EXTRA_LOGGERS": "tasks"}}}
-    if not (address or os.environ.get("RAY_ADDRESS")):  # a local Ray: size it here
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # A Ray of our own, sized here. "local" matters: a bare ray.init() would silently join
+        # any cluster a `ray start` left running on this machine.
+        address = "local"
         init_kwargs |= {
             "num_cpus": num_cpus or os.cpu_count(),
             "include_dashboard": False,

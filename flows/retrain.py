@@ -1,0 +1,108 @@
+"""The retrain flow: build the dataset, train on it, archive the adapter.
+
+    agir-retrain retrain corpus/runs --out retrain-out --base-model builtin:tiny --backend local
+
+Every setting has a default that works on the embedded default (a local Prefect server,
+a local Ray, builtin:tiny, the local training backend). Publishes the dataset report,
+the training metrics, the curves and the archive's location as artifacts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
+
+from flows.build_dataset import build_dataset
+from flows.runtime import ray_task_runner
+from flows.train import train
+from tasks.archive import create_archive, verify_archive
+from tasks.io import is_url, join
+from tasks.settings import RetrainConfig
+from tasks.submit import download_folder
+
+CURVES = ("loss.png", "reward_accuracy.png", "reward_margin.png")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainResult:
+    """Where everything is: the dataset, the adapter, the archive, and their reports."""
+
+    dataset: str
+    adapter: str
+    archive: str
+    report: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@task(name="archive-adapter", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=3600)
+def archive_adapter(adapter: str, target: str, dataset: str) -> str:
+    """Archive the adapter (with the dataset's hash and report) and check the archive."""
+    with tempfile.TemporaryDirectory(prefix="agir-archive-") as scratch:
+        adapter_dir = _local(adapter, Path(scratch) / "adapter")
+        dataset_dir = _local(dataset, Path(scratch) / "dataset") if dataset else None
+        location = create_archive(adapter_dir, target, dataset=dataset_dir)
+    result = verify_archive(location)
+    if not result.ok:
+        raise RuntimeError(f"{location} does not match its manifest: {result.problems}")
+    return location
+
+
+def _local(location: str, scratch: Path) -> Path:
+    """A local folder holding a location's files (downloaded when it is a URL)."""
+    if not is_url(location):
+        return Path(location)
+    download_folder(location, scratch)
+    return scratch
+
+
+@flow(name="retrain")
+def retrain(config: RetrainConfig) -> RetrainResult:
+    """Build the dataset, train the adapter on it, and archive the adapter."""
+    logger = get_run_logger()
+    runner = ray_task_runner(config.build.ray_address, config.build.ray_num_cpus)
+    dataset = build_dataset.with_options(task_runner=runner)(config.build)
+    logger.info(
+        "dataset at %s: %d DPO rows", dataset.out, dataset.report["export"]["dpo_train_rows"]
+    )
+    metrics = train(config.train)
+    location = archive_adapter(
+        config.train.out, config.archive_to or join(config.out, "archives"), config.build.out
+    )
+    logger.info("archive at %s", location)
+
+    create_link_artifact(
+        key="retrain-archive",
+        link=location,
+        link_text=Path(location).name,
+        description="The adapter's archive",
+    )
+    for name in CURVES:
+        create_image_artifact(
+            image_url=_url(join(config.train.out, name)),
+            key=f"training-{name.removesuffix('.png').replace('_', '-')}",
+        )
+    create_markdown_artifact(
+        key="retrain-summary",
+        markdown=(
+            f"| what | where |\n|---|---|\n| dataset | `{dataset.out}` |\n| adapter | `{config.train.out}` |\n"
+            f"| archive | `{location}` |\n| DPO rows (train / eval) | {dataset.report['export']['dpo_train_rows']} / "
+            f"{dataset.report['export']['dpo_eval_rows']} |\n| train loss | {metrics['train'].get('train_loss', float('nan')):.4f} |"
+        ),
+        description="What the retrain flow made",
+    )
+    return RetrainResult(
+        dataset=dataset.out,
+        adapter=config.train.out,
+        archive=location,
+        report=dataset.report,
+        metrics=metrics,
+    )
+
+
+def _url(location: str) -> str:
+    return location if is_url(location) else Path(location).resolve().as_uri()
