@@ -72,25 +72,21 @@ def dataset_hash(dataset: Path) -> str | None:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    """The project's commit, with ``-dirty`` when the work tree has changes; None outside git."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}{'-dirty' if dirty else ''}"
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+    )
+    return result.stdout.strip()
 
 
 def _packages() -> dict[str, str | None]:

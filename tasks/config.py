@@ -11,7 +11,7 @@ nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAINING__BETA=0.2`` sets
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -124,27 +124,25 @@ def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[st
     return found
 
 
-def leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every setting of a model as a dotted key, nested sections expanded."""
-    keys: list[str] = []
+def _walk(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, bool]]:
+    """Every setting's dotted key, and whether it is a nested section, in field order."""
     for name, info in model.model_fields.items():
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.extend(leaf_keys(annotation, f"{prefix}{name}."))
+            yield f"{prefix}{name}", True
+            yield from _walk(annotation, f"{prefix}{name}.")
         else:
-            keys.append(f"{prefix}{name}")
-    return keys
+            yield f"{prefix}{name}", False
 
 
-def section_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+def leaf_keys(model: type[BaseModel]) -> list[str]:
+    """Every setting of a model as a dotted key, nested sections expanded."""
+    return [key for key, section in _walk(model) if not section]
+
+
+def section_keys(model: type[BaseModel]) -> list[str]:
     """The dotted keys of a model's nested sections."""
-    keys: list[str] = []
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.append(f"{prefix}{name}")
-            keys.extend(section_keys(annotation, f"{prefix}{name}."))
-    return keys
+    return [key for key, section in _walk(model) if section]
 
 
 def field_description(model: type[BaseModel], dotted: str) -> str:

@@ -105,16 +105,9 @@ def borrowed_chosen_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
         failed.join(donors, on="strategy", how="inner", maintain_order="left")
         .filter(pl.col("chosen") != pl.col("rejected"))
         .select(
-            "run_id",
-            "source",
-            pl.lit(PairRule.BORROWED_CHOSEN.value).alias("rule"),
-            pl.lit(PromptKind.CODE.value).alias("prompt_kind"),
-            "chosen",
-            "rejected",
-            "score_chosen",
-            pl.lit(0.0).alias("score_rejected"),
-            pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
-            "rejected_attempt_index",
+            _natural_pair(
+                PairRule.BORROWED_CHOSEN, PromptKind.CODE, pl.col("rejected_attempt_index")
+            )
         )
     )
 
@@ -155,18 +148,29 @@ def cross_run_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
         .sort(["rejected_run", "score_chosen", "run_id"], descending=[False, True, False])
         .unique(subset="rejected_run", keep="first", maintain_order=True)
         .select(
-            "run_id",
-            "source",
-            pl.lit(PairRule.CROSS_RUN_STRAT.value).alias("rule"),
-            pl.lit(PromptKind.STRATEGY.value).alias("prompt_kind"),
-            "chosen",
-            "rejected",
-            "score_chosen",
-            pl.lit(0.0).alias("score_rejected"),
-            pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
-            pl.lit(None, dtype=pl.Int32).alias("rejected_attempt_index"),
+            _natural_pair(
+                PairRule.CROSS_RUN_STRAT, PromptKind.STRATEGY, pl.lit(None, dtype=pl.Int32)
+            )
         )
     )
+
+
+def _natural_pair(
+    rule: PairRule, prompt_kind: PromptKind, rejected_index: pl.Expr
+) -> list[pl.Expr]:
+    """The pairs-table columns of an extra rule's pairs (a natural rejected side, score 0)."""
+    return [
+        pl.col("run_id"),
+        pl.col("source"),
+        pl.lit(rule.value).alias("rule"),
+        pl.lit(prompt_kind.value).alias("prompt_kind"),
+        pl.col("chosen"),
+        pl.col("rejected"),
+        pl.col("score_chosen"),
+        pl.lit(0.0).alias("score_rejected"),
+        pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
+        rejected_index.alias("rejected_attempt_index"),
+    ]
 
 
 def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportReport:

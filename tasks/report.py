@@ -15,6 +15,18 @@ from tasks.pairing import RunPairs
 from tasks.records import PairRule, Run, RunClass
 from tasks.runs import RunFileResult
 
+_TOTALS = (
+    "files_in", "files_read", "files_quarantined", "bytes_in", "runs_in", "runs_quarantined",
+    "scored_records", "pairs_skipped_identical", "garble_requests",
+)  # fmt: skip
+_COUNTERS = (
+    "runs_by_class",
+    "unit_conventions",
+    "file_schemas",
+    "pairs_by_rule",
+    "quarantine_reasons",
+)
+
 
 def _zeros(members: type) -> Counter[str]:
     return Counter(dict.fromkeys((m.value for m in members), 0))
@@ -68,19 +80,9 @@ class Report:
 
     def merge(self, other: Report) -> None:
         """Add another report's counts into this one."""
-        for name in ("files_in", "files_read", "files_quarantined", "bytes_in", "runs_in"):
+        for name in _TOTALS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.runs_quarantined += other.runs_quarantined
-        self.scored_records += other.scored_records
-        self.pairs_skipped_identical += other.pairs_skipped_identical
-        self.garble_requests += other.garble_requests
-        for name in (
-            "runs_by_class",
-            "unit_conventions",
-            "file_schemas",
-            "pairs_by_rule",
-            "quarantine_reasons",
-        ):
+        for name in _COUNTERS:
             getattr(self, name).update(getattr(other, name))
         for run_class, reasons in other.runs_by_reason.items():
             self.runs_by_reason.setdefault(run_class, Counter()).update(reasons)
@@ -128,25 +130,9 @@ class Report:
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Rebuild a report from ``to_dict`` output."""
         report = cls()
-        for name in (
-            "files_in",
-            "files_read",
-            "files_quarantined",
-            "bytes_in",
-            "runs_in",
-            "runs_quarantined",
-            "scored_records",
-            "pairs_skipped_identical",
-            "garble_requests",
-        ):
+        for name in _TOTALS:
             setattr(report, name, int(data[name]))
-        for name in (
-            "runs_by_class",
-            "unit_conventions",
-            "file_schemas",
-            "pairs_by_rule",
-            "quarantine_reasons",
-        ):
+        for name in _COUNTERS:
             getattr(report, name).update(data[name])
         report.runs_by_reason = {k: Counter(v) for k, v in data["runs_by_reason"].items()}
         return report

@@ -143,3 +143,30 @@ def busybox(tmp_path_factory) -> Path:
         )
         binary = "/bin/busybox"
     return Path(binary)
+
+
+@pytest.fixture(scope="session")
+def ingest_with_stand_ins():
+    """Ingest run files, then give every pending pair a distinct stand-in rejected text.
+
+    For tests of what comes after garbling (export, training), which need no model.
+    """
+    import polars as pl
+
+    from tasks.ingest import ingest
+    from tasks.records import PAIR_SCHEMA
+    from tasks.runs import ReadLimits
+
+    def build(folder: Path, inputs: list[str]) -> Path:
+        ingest(inputs, str(folder), limits=ReadLimits(), shard_bytes=1 << 30, workers=1)
+        pairs = pl.read_parquet(folder / "pairs.parquet")
+        pairs.with_columns(
+            rejected=pl.coalesce("rejected", pl.format("garbled {} {}", "run_id", "prompt_kind")),
+            garble_method=pl.when(pl.col("rejected").is_null())
+            .then(pl.lit("model"))
+            .otherwise(pl.col("garble_method").cast(pl.String))
+            .cast(PAIR_SCHEMA["garble_method"]),
+        ).write_parquet(folder / "pairs.parquet")
+        return folder
+
+    return build

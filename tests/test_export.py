@@ -9,26 +9,8 @@ import polars as pl
 import pytest
 
 from tasks.export import export_dataset, split_of
-from tasks.ingest import ingest
-from tasks.records import PAIR_SCHEMA
-from tasks.runs import ReadLimits
 from tasks.settings import ExportSettings
 from tasks.synth import write_corpus
-
-
-def _dataset(folder: Path, inputs: list[str]) -> Path:
-    """Ingest, then give every pending pair a distinct stand-in rejected text."""
-    ingest(inputs, str(folder), limits=ReadLimits(), shard_bytes=1 << 30, workers=1)
-    pairs = pl.read_parquet(folder / "pairs.parquet")
-    filled = pairs.with_columns(
-        rejected=pl.coalesce("rejected", pl.format("garbled {} {}", "run_id", "prompt_kind")),
-        garble_method=pl.when(pl.col("rejected").is_null())
-        .then(pl.lit("model"))
-        .otherwise(pl.col("garble_method").cast(pl.String))
-        .cast(PAIR_SCHEMA["garble_method"]),
-    )
-    filled.write_parquet(folder / "pairs.parquet")
-    return folder
 
 
 def _rows(path: Path) -> list[dict]:
@@ -36,10 +18,10 @@ def _rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> Path:
+def synthetic(tmp_path_factory, ingest_with_stand_ins) -> Path:
     root = tmp_path_factory.mktemp("export")
     write_corpus(root / "corpus", runs=150, seed=21)
-    return _dataset(root / "dataset", [str(root / "corpus" / "runs")])
+    return ingest_with_stand_ins(root / "dataset", [str(root / "corpus" / "runs")])
 
 
 class TestDpo:
@@ -80,9 +62,9 @@ class TestDpo:
         assert report.dpo_train_rows + report.dpo_eval_rows + report.duplicates_dropped == pairs
         assert sum(report.pairs_by_rule.values()) == report.dpo_train_rows + report.dpo_eval_rows
 
-    def test_identical_rows_are_written_once(self, data_file, tmp_path):
+    def test_identical_rows_are_written_once(self, data_file, tmp_path, ingest_with_stand_ins):
         folder = Path(data_file("v4_kib.json")).parent
-        dataset = _dataset(
+        dataset = ingest_with_stand_ins(
             tmp_path / "d", [str(folder / "v4_kib.json"), str(folder / "bad_runs.json")]
         )
         pairs = pl.read_parquet(dataset / "pairs.parquet")
@@ -114,7 +96,7 @@ class TestKto:
 
 
 class TestOptions:
-    def test_borrowed_chosen(self, data_file, tmp_path):
+    def test_borrowed_chosen(self, data_file, tmp_path, ingest_with_stand_ins):
         document = json.loads(Path(data_file("v4_kib.json")).read_text())
         never_freed = document["copy_strat_agents"][2]
         never_freed["chosen_strat"] = document["copy_strat_agents"][0][
@@ -122,7 +104,7 @@ class TestOptions:
         ]  # a strategy that succeeded elsewhere
         (tmp_path / "runs").mkdir()
         (tmp_path / "runs" / "shared.json").write_text(json.dumps(document))
-        dataset = _dataset(tmp_path / "d", [str(tmp_path / "runs")])
+        dataset = ingest_with_stand_ins(tmp_path / "d", [str(tmp_path / "runs")])
         plain = export_dataset(str(dataset), str(tmp_path / "plain"), ExportSettings(eval_share=0))
         borrowed = export_dataset(
             str(dataset),
@@ -143,8 +125,8 @@ class TestOptions:
         )
         assert row["garbled"] is False
 
-    def test_cross_run_strategy_pairs(self, data_file, tmp_path):
-        dataset = _dataset(tmp_path / "d", [data_file("v4_kib.json")])
+    def test_cross_run_strategy_pairs(self, data_file, tmp_path, ingest_with_stand_ins):
+        dataset = ingest_with_stand_ins(tmp_path / "d", [data_file("v4_kib.json")])
         report = export_dataset(
             str(dataset), str(tmp_path / "o"), ExportSettings(eval_share=0, cross_run_pairs=True)
         )

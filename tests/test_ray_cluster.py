@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -38,14 +42,38 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _ray(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+def _ray_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A Ray node in the foreground (--block) and in its own process group, so stopping it
+    stops exactly its processes (``ray stop`` would also kill this session's own Ray)."""
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *args]
+    return subprocess.Popen(
+        command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop(node: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(node.pid, sig)
+            node.wait(timeout=30)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+def _alive_nodes(address: str, env: dict[str, str]) -> int:
+    probe = f"import ray; ray.init(address='{address}'); print(len([n for n in ray.nodes() if n['Alive']]))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = result.stdout.strip().splitlines()
+    return int(lines[-1]) if lines and lines[-1].isdigit() else 0
 
 
 def _dataset(corpus: Path, out: Path, model: str, env: dict[str, str], *extra: str) -> dict:
@@ -63,41 +91,42 @@ def _dataset(corpus: Path, out: Path, model: str, env: dict[str, str], *extra: s
 def two_node_cluster(tmp_path):
     env = _env(tmp_path)
     port = _free_port()
-    head = _ray(
-        [
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=1",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        env,
-    )
-    assert head.returncode == 0, head.stderr
-    try:
-        worker = _ray(
-            [
-                "start",
-                f"--address=127.0.0.1:{port}",
-                "--num-cpus=1",
-                '--resources={"second_node": 1}',
-            ],
+    address = f"127.0.0.1:{port}"
+    # Short: Ray's Unix socket paths under it must stay within 107 bytes.
+    ray_dir = tempfile.mkdtemp(prefix="agir-ray-", dir="/tmp")
+    common = ["--num-cpus=1", f"--temp-dir={ray_dir}", "--disable-usage-stats"]
+    nodes = [
+        _ray_node(
+            ["--head", f"--port={port}", "--include-dashboard=false", *common],
             env,
+            tmp_path / "head.log",
         )
-        assert worker.returncode == 0, worker.stderr
-        yield f"127.0.0.1:{port}", env
+    ]
+    try:
+        deadline = time.monotonic() + 180
+        while not _listening(port):  # probing before the GCS listens only makes ray.init wait
+            assert time.monotonic() < deadline, (tmp_path / "head.log").read_text()[-2000:]
+            time.sleep(0.5)
+        nodes.append(
+            _ray_node(
+                [f"--address={address}", '--resources={"second_node": 1}', *common],
+                env,
+                tmp_path / "worker.log",
+            )
+        )
+        while _alive_nodes(address, env) < 2:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
+            time.sleep(1)
+        yield address, env
     finally:
-        _ray(["stop", "--force"], env)
+        for node in reversed(nodes):
+            _stop(node)
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def test_cluster_output_equals_the_embedded_run(two_node_cluster, tiny_model, tmp_path):
     address, env = two_node_cluster
-    check = subprocess.run(
-        [sys.executable, "-c", f"import ray; ray.init(address='{address}'); print(len([n for n in ray.nodes() if n['Alive']]))"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert check.stdout.strip().splitlines()[-1] == "2", check.stderr[-2000:]
+    assert _alive_nodes(address, env) == 2
 
     write_corpus(tmp_path / "corpus", runs=80, seed=41)
     on_cluster = _dataset(

@@ -10,16 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
 import pytest
 import torch
 
 from tasks.errors import DatasetError
 from tasks.export import export_dataset
-from tasks.ingest import ingest
 from tasks.model_setup import load_adapter, load_base, lora_targets, parameter_counts
-from tasks.records import PAIR_SCHEMA
-from tasks.runs import ReadLimits
 from tasks.settings import DpoSettings, ExportSettings, LaunchSettings, TrainConfig
 from tasks.synth import write_corpus
 
@@ -27,25 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def dataset(tmp_path_factory, ingest_with_stand_ins) -> Path:
     """A small DPO dataset built from a synthetic corpus (rejected sides filled by stand-ins)."""
     root = tmp_path_factory.mktemp("train-data")
     write_corpus(root / "corpus", runs=40, seed=3)
-    ingest(
-        [str(root / "corpus" / "runs")],
-        str(root / "d"),
-        limits=ReadLimits(),
-        shard_bytes=1 << 30,
-        workers=1,
-    )
-    pairs = pl.read_parquet(root / "d" / "pairs.parquet")
-    pairs.with_columns(
-        rejected=pl.coalesce("rejected", pl.format("garbled {}", "run_id")),
-        garble_method=pl.when(pl.col("rejected").is_null())
-        .then(pl.lit("model"))
-        .otherwise(pl.col("garble_method").cast(pl.String))
-        .cast(PAIR_SCHEMA["garble_method"]),
-    ).write_parquet(root / "d" / "pairs.parquet")
+    ingest_with_stand_ins(root / "d", [str(root / "corpus" / "runs")])
     export_dataset(str(root / "d"), str(root / "d"), ExportSettings(eval_share=0.5))
     evaluation = [
         json.loads(line) for line in (root / "d" / "dpo" / "eval.jsonl").read_text().splitlines()
