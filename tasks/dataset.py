@@ -124,7 +124,9 @@ def build_shard(planned: PlannedShard, read: ReadSettings) -> ShardManifest:
         report = read_shard_report(planned.directory)
         log.info("shard %d: unchanged, reusing %s", planned.shard.index, planned.directory)
     else:
-        report = ingest_shard(planned.shard.files, planned.directory, read.limits())
+        report = ingest_shard(
+            planned.shard.files, planned.directory, read.limits(), with_garble_requests=True
+        )
     requests = (
         pl.scan_parquet(join(planned.directory, GARBLE_REQUESTS_FILE))
         .select(pl.len())

@@ -45,9 +45,18 @@ TABLE_FILES = {RUNS_FILE: Run, SCORED_FILE: ScoredRecord, PAIRS_FILE: Pair}
 FLUSH_INPUT_BYTES = 32 << 20
 
 
-def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits) -> Report:
+def ingest_shard(
+    files: Sequence[InputFile],
+    directory: str,
+    limits: ReadLimits,
+    *,
+    with_garble_requests: bool = False,
+) -> Report:
     """Read, score and pair a shard's files into ``directory``; never fails on bad input.
 
+    ``with_garble_requests`` also writes ``garble_requests.parquet`` (each pending
+    pair with its rendered prompt) for the dataset flow's garbling; ``ingest`` alone
+    does not need it, and it repeats each first-try run's prompt.
     The folder is written under a temporary name and renamed when complete, so a
     folder that exists holds a whole shard.
     """
@@ -57,7 +66,8 @@ def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits)
     staging.mkdir(parents=True)
     report = Report()
     sinks = {name: ParquetSink(staging / name, kind) for name, kind in TABLE_FILES.items()}
-    sinks[GARBLE_REQUESTS_FILE] = ParquetSink(staging / GARBLE_REQUESTS_FILE, GarbleRequest)
+    if with_garble_requests:
+        sinks[GARBLE_REQUESTS_FILE] = ParquetSink(staging / GARBLE_REQUESTS_FILE, GarbleRequest)
     pending_bytes = 0
     with open(staging / QUARANTINE_FILE, "wb") as quarantine:
         for file in files:
@@ -72,7 +82,7 @@ def ingest_shard(files: Sequence[InputFile], directory: str, limits: ReadLimits)
                 sinks[SCORED_FILE].extend(scored)
                 sinks[PAIRS_FILE].extend(run_pairs.pairs)
                 pending = [(p.prompt_kind, p.chosen) for p in run_pairs.pairs if p.rejected is None]
-                if pending:
+                if pending and with_garble_requests:
                     sinks[GARBLE_REQUESTS_FILE].extend(garble_requests(run, pending))
                 report.add_run(run, len(scored), run_pairs)
             pending_bytes += result.size_bytes

@@ -10,8 +10,9 @@ import orjson
 import polars as pl
 import pytest
 
-from tasks.ingest import ingest
-from tasks.records import Pair, Run, ScoredRecord
+from tasks.ingest import GARBLE_REQUESTS_FILE, ingest, ingest_shard
+from tasks.io import expand_inputs
+from tasks.records import GarbleRequest, Pair, Run, ScoredRecord
 from tasks.runs import ReadLimits
 from tasks.synth import write_corpus
 from tasks.tables import read_table
@@ -113,6 +114,15 @@ def test_handmade_files_balance(data_file, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["files_in"] == report["files_read"] + report["files_quarantined"] == 13
     assert report["runs_in"] == sum(report["runs_by_class"].values()) + report["runs_quarantined"]
+
+
+def test_garble_requests_are_written_only_when_asked(corpus, tmp_path):
+    files = expand_inputs([str(corpus / "runs")])[:40]
+    plain = ingest_shard(files, str(tmp_path / "plain"), ReadLimits())
+    assert not (tmp_path / "plain" / GARBLE_REQUESTS_FILE).exists()
+    asked = ingest_shard(files, str(tmp_path / "asked"), ReadLimits(), with_garble_requests=True)
+    requests = read_table(str(tmp_path / "asked" / GARBLE_REQUESTS_FILE), GarbleRequest)
+    assert requests.height == asked.garble_requests == plain.garble_requests > 0
 
 
 def test_object_storage_urls_in_and_out(data_file, tmp_path):
