@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
+from uuid import UUID
 
 import psutil
 import pytest
 from datasets import load_dataset
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from flows.build_dataset import build_dataset
 from flows.runtime import ray_task_runner
@@ -37,8 +47,13 @@ def _config(inputs: list[str], out: Path, work: Path, model: str, **garble) -> B
 
 
 def _run(config: BuildDatasetConfig) -> dict:
-    result = build_dataset.with_options(task_runner=ray_task_runner(None, None))(config)
-    return result.report
+    return _run_with_id(config)[0]
+
+
+def _run_with_id(config: BuildDatasetConfig) -> tuple[dict, UUID]:
+    flow = build_dataset.with_options(task_runner=ray_task_runner(None, None))
+    state = flow(config, return_state=True)
+    return state.result().report, state.state_details.flow_run_id
 
 
 def _same_outputs(a: Path, b: Path) -> None:
@@ -53,15 +68,44 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
+class Reference(NamedTuple):
+    """The module's first flow run: where it wrote, its report, and its Prefect flow run."""
+
+    root: Path
+    report: dict
+    flow_run_id: UUID
+
+
 @pytest.fixture(scope="module")
-def reference(corpus, tiny_model, prefect_server, local_ray, tmp_path_factory) -> tuple[Path, dict]:
+def reference(corpus, tiny_model, prefect_server, local_ray, tmp_path_factory) -> Reference:
     root = tmp_path_factory.mktemp("reference")
-    report = _run(_config([str(corpus / "runs")], root / "out", root / "work", tiny_model))
-    return root, report
+    config = _config([str(corpus / "runs")], root / "out", root / "work", tiny_model)
+    return Reference(root, *_run_with_id(config))
+
+
+def test_each_shard_is_its_own_run_and_the_report_an_artifact(reference):
+    shard_runs, artifact_keys = asyncio.run(_task_runs_and_artifacts(reference.flow_run_id))
+    total = reference.report["shards"]["total"]
+    assert total > 1
+    assert sorted(shard_runs) == [f"shard-{i:05d}" for i in range(total)]
+    assert set(shard_runs.values()) == {"COMPLETED"}
+    assert "build-dataset-report" in artifact_keys
+
+
+async def _task_runs_and_artifacts(flow_run_id: UUID) -> tuple[dict[str, str], set[str]]:
+    async with get_client() as client:
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    shard_runs = {r.name: r.state.type.value for r in runs if r.task_key.startswith("build_shard")}
+    return shard_runs, {a.key for a in artifacts if a.key}
 
 
 def test_report_matches_ground_truth(reference, corpus):
-    root, report = reference
+    root, report, _ = reference
     truth = json.loads((corpus / "ground_truth.json").read_text())["totals"]
     for key in ("files_in", "files_quarantined", "runs_in", "runs_quarantined"):
         assert report[key] == truth[key], key
@@ -81,7 +125,7 @@ def test_report_matches_ground_truth(reference, corpus):
 
 
 def test_files_load_with_datasets(reference):
-    root, report = reference
+    root, report, _ = reference
     files = {
         "train": str(root / "out" / "dpo" / "train.jsonl"),
         "eval": str(root / "out" / "dpo" / "eval.jsonl"),
@@ -98,7 +142,7 @@ def test_files_load_with_datasets(reference):
 def test_same_bytes_without_cache_and_with_another_pool_size(
     reference, corpus, tiny_model, tmp_path
 ):
-    root, _ = reference
+    root, _, _ = reference
     report = _run(
         _config([str(corpus / "runs")], tmp_path / "out", tmp_path / "work", tiny_model, actors=1)
     )
@@ -108,7 +152,7 @@ def test_same_bytes_without_cache_and_with_another_pool_size(
 
 
 def test_rerun_reuses_shards_and_garbles(reference, corpus, tiny_model, tmp_path):
-    root, _first = reference
+    root, _first, _ = reference
     report = _run(_config([str(corpus / "runs")], tmp_path / "out", root / "work", tiny_model))
     assert report["shards"]["cached"] == report["shards"]["total"]
     assert report["garbling"]["cached"] == report["garbling"]["requests"]
@@ -135,7 +179,7 @@ def test_grown_corpus_recomputes_only_new_shards(
 
 
 def test_killed_ray_worker_costs_a_retry_not_a_row(reference, corpus, tiny_model, tmp_path):
-    root, _ = reference
+    root, _, _ = reference
     killed: list[int] = []
 
     def kill_one_shard_worker() -> None:
@@ -153,7 +197,7 @@ def test_killed_ray_worker_costs_a_retry_not_a_row(reference, corpus, tiny_model
     report = _run(_config([str(corpus / "runs")], tmp_path / "out", tmp_path / "work", tiny_model))
     killer.join(timeout=5)
     assert killed, "no shard worker was seen running"
-    assert report["runs_in"] == reference[1]["runs_in"]
+    assert report["runs_in"] == reference.report["runs_in"]
     _same_outputs(root / "out", tmp_path / "out")
 
 
