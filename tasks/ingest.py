@@ -81,9 +81,12 @@ def ingest_shard(
                 sinks[RUNS_FILE].extend((run,))
                 sinks[SCORED_FILE].extend(scored)
                 sinks[PAIRS_FILE].extend(run_pairs.pairs)
-                pending = [(p.prompt_kind, p.chosen) for p in run_pairs.pairs if p.rejected is None]
-                if pending and with_garble_requests:
-                    sinks[GARBLE_REQUESTS_FILE].extend(garble_requests(run, pending))
+                if with_garble_requests:
+                    pending = [
+                        (p.prompt_kind, p.chosen) for p in run_pairs.pairs if p.rejected is None
+                    ]
+                    if pending:
+                        sinks[GARBLE_REQUESTS_FILE].extend(garble_requests(run, pending))
                 report.add_run(run, len(scored), run_pairs)
             pending_bytes += result.size_bytes
             if pending_bytes >= FLUSH_INPUT_BYTES:
