@@ -8,12 +8,15 @@ validation.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 if TYPE_CHECKING:
     from tasks.runs import ReadLimits
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -409,27 +412,21 @@ class RetrainConfig(_Section):
     def _link_sections(self) -> RetrainConfig:
         """Fill the sections' inputs, outputs and model from the top level where unset."""
         out = self.out.rstrip("/")
-        build_updates = {
-            key: value
-            for key, value in (
-                ("inputs", self.inputs),
-                ("out", f"{out}/dataset"),
-                ("base_model", self.base_model),
-            )
-            if key not in self.build.model_fields_set
-        }
-        build = self.build.model_copy(update=build_updates)
-        train_updates = {
-            key: value
-            for key, value in (
-                ("dataset", build.out),
-                ("out", f"{out}/adapter"),
-                ("base_model", self.base_model),
-            )
-            if key not in self.train.model_fields_set
-        }
+        build = _where_unset(
+            self.build, inputs=self.inputs, out=f"{out}/dataset", base_model=self.base_model
+        )
+        train = _where_unset(
+            self.train, dataset=build.out, out=f"{out}/adapter", base_model=self.base_model
+        )
         object.__setattr__(self, "build", build)
-        object.__setattr__(self, "train", self.train.model_copy(update=train_updates))
+        object.__setattr__(self, "train", train)
         if self.archive_to is None:
             object.__setattr__(self, "archive_to", f"{out}/archives")
         return self
+
+
+def _where_unset(section: SectionT, **values: object) -> SectionT:
+    """A copy of ``section`` taking ``values`` for the fields it was not given."""
+    return section.model_copy(
+        update={key: value for key, value in values.items() if key not in section.model_fields_set}
+    )

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.config import field_description, leaf_keys, load_config
 from tasks.errors import ConfigError
-from tasks.settings import IngestConfig
+from tasks.settings import IngestConfig, RetrainConfig
 
 
 def test_defaults_then_file_then_env_then_flags(tmp_path):
@@ -49,3 +49,18 @@ def test_configs_are_frozen():
 def test_every_setting_has_help_text():
     for key in leaf_keys(IngestConfig):
         assert field_description(IngestConfig, key), key
+
+
+def test_retrain_sections_take_top_level_values_only_where_unset():
+    config = RetrainConfig(
+        inputs=["runs/"],
+        out="job/",
+        base_model="models/base",
+        train={"out": "elsewhere/adapter"},
+    )
+    assert config.build.inputs == ["runs/"]
+    assert config.build.out == "job/dataset"
+    assert config.build.base_model == config.train.base_model == "models/base"
+    assert config.train.dataset == "job/dataset"
+    assert config.train.out == "elsewhere/adapter"  # given, so kept
+    assert config.archive_to == "job/archives"
