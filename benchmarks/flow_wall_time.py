@@ -32,7 +32,7 @@ os.environ.pop("RAY_ADDRESS", None)
 
 
 def corpus(files: int) -> Path:
-    from tasks.synth import write_corpus
+    from agir_retrain.tasks.synth.corpus import write_corpus
 
     folder = OUT / f"flow-corpus-{files}"
     if not (folder / "ground_truth.json").exists():
@@ -47,9 +47,9 @@ def in_process(inputs: Path, out: Path) -> dict[str, float]:
     """One run with each start-up timed; returns seconds by part."""
     import ray
 
-    from flows.build_dataset import build_dataset
-    from flows.runtime import prefect_api, ray_task_runner
-    from tasks.settings import BuildDatasetConfig
+    from agir_retrain.flows.build_dataset import build_dataset
+    from agir_retrain.flows.runtime import prefect_api, ray_task_runner
+    from agir_retrain.tasks.settings.models import BuildDatasetConfig
 
     parts: dict[str, float] = {}
     start = time.perf_counter()
@@ -82,7 +82,11 @@ def main() -> None:
 
     start = time.perf_counter()  # migrate the Prefect database once (first start only)
     subprocess.run(
-        [sys.executable, "-c", "from flows.runtime import prefect_api\nwith prefect_api(): pass"],
+        [
+            sys.executable,
+            "-c",
+            "from agir_retrain.flows.runtime import prefect_api\nwith prefect_api(): pass",
+        ],
         check=True,
         cwd=ROOT,
     )
@@ -92,7 +96,7 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "from tasks.tiny_model import resolve_model; resolve_model('builtin:tiny')",
+            "from agir_retrain.tasks.synth.tiny_model import resolve_model; resolve_model('builtin:tiny')",
         ],
         check=True,
         cwd=ROOT,
@@ -101,7 +105,7 @@ def main() -> None:
     shutil.rmtree(OUT / "flow-out-cli", ignore_errors=True)
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "flows.cli", "dataset", str(folder / "runs"), "--out", str(OUT / "flow-out-cli")],
+        [sys.executable, "-m", "agir_retrain.flows.cli", "dataset", str(folder / "runs"), "--out", str(OUT / "flow-out-cli")],
         check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     command_wall = time.perf_counter() - start

@@ -22,15 +22,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tasks.garble import Garbler, garble_requests, plan_batches, trim_message
-from tasks.ingest import ingest
-from tasks.pairing import pair_run
-from tasks.records import Run
-from tasks.runs import ReadLimits
-from tasks.settings import GarbleSettings
-from tasks.synth import write_corpus
-from tasks.tables import from_frame, read_table
-from tasks.tiny_model import make_tiny_model
+from agir_retrain.tasks.dataset.garble import Garbler, garble_requests, plan_batches, trim_message
+from agir_retrain.tasks.records import Run
+from agir_retrain.tasks.runs.ingest import ingest
+from agir_retrain.tasks.runs.pairing import pair_run
+from agir_retrain.tasks.runs.reader import ReadLimits
+from agir_retrain.tasks.settings.models import GarbleSettings
+from agir_retrain.tasks.synth.corpus import write_corpus
+from agir_retrain.tasks.synth.tiny_model import make_tiny_model
+from agir_retrain.tasks.tables import from_frame, read_table
 
 OUT = Path(__file__).resolve().parent.parent / "bench-out"
 
@@ -94,7 +94,7 @@ def pool(model_dir: str, batch: list, settings: GarbleSettings) -> tuple[int, fl
     """The actor pool; returns (new tokens, seconds sampling, seconds starting the actors)."""
     import ray
 
-    from tasks.ray_pool import GarblerPool
+    from agir_retrain.tasks.ray_pool import GarblerPool
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=1 << 30)
     try:

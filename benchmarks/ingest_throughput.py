@@ -30,7 +30,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
-CLI = [sys.executable, "-m", "flows.cli"]
+CLI = [sys.executable, "-m", "agir_retrain.flows.cli"]
 ENV_KIB = 32  # pasted container listings per file: ~0.75 MB files, as real runs are
 RUNS_PER_MB = 3.2  # with ENV_KIB, about this many runs make a megabyte
 

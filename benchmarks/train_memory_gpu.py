@@ -4,7 +4,7 @@
 
 Needs a CUDA GPU (it exits, saying so, without one). A randomly initialised Llama of
 realistic shape (7B: hidden 4096, 32 layers, 11008 MLP, vocab 32000; no weights are
-downloaded) is saved once in bf16, then `python -m tasks.training` runs in a fresh
+downloaded) is saved once in bf16, then `python -m agir_retrain.tasks.training` runs in a fresh
 process per mode, loading it in 4-bit NF4 exactly as a real model is loaded:
 - adapter:     the base with the adapter disabled is the reference (the default);
 - separate:    a second 4-bit copy of the base is the reference, as the seed did;
@@ -39,7 +39,7 @@ def random_model(shape: str) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tasks.tiny_model import make_tiny_model
+    from agir_retrain.tasks.synth.tiny_model import make_tiny_model
 
     folder = OUT / f"random-llama-{shape}"
     if (folder / "config.json").exists():
@@ -66,12 +66,12 @@ def dataset() -> Path:
     """DPO rows built from a synthetic corpus (rejected sides filled by stand-ins)."""
     import polars as pl
 
-    from tasks.export import export_dataset
-    from tasks.ingest import ingest
-    from tasks.records import PAIR_SCHEMA
-    from tasks.runs import ReadLimits
-    from tasks.settings import ExportSettings
-    from tasks.synth import write_corpus
+    from agir_retrain.tasks.dataset.export import export_dataset
+    from agir_retrain.tasks.records import PAIR_SCHEMA
+    from agir_retrain.tasks.runs.ingest import ingest
+    from agir_retrain.tasks.runs.reader import ReadLimits
+    from agir_retrain.tasks.settings.models import ExportSettings
+    from agir_retrain.tasks.synth.corpus import write_corpus
 
     folder = OUT / "train-bench-data"
     if (folder / "dpo" / "train.jsonl").exists():
@@ -99,7 +99,7 @@ def dataset() -> Path:
 def run_mode(model: Path, data: Path, mode: str, steps: int, max_length: int) -> dict:
     out = OUT / f"train-bench-{mode}"
     command = [
-        sys.executable, "-m", "tasks.training", "--dataset", str(data), "--base-model", str(model), "--out", str(out),
+        sys.executable, "-m", "agir_retrain.tasks.training", "--dataset", str(data), "--base-model", str(model), "--out", str(out),
         "--set", f"reference={mode}", "--set", f"dpo.max_steps={steps}", "--set", "dpo.batch_size=1",
         "--set", "dpo.gradient_accumulation=1", "--set", f"dpo.max_length={max_length}", "--set", "dpo.save_steps=100000",
     ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Prefect flows of agir-retrain and the command line; they orchestrate ``tasks``."""

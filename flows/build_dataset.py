@@ -23,16 +23,16 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.runtime import ray_task_runner
-from tasks.dataset import ShardManifest, write_build_report
-from tasks.prefect_tasks import (
+from agir_retrain.flows.runtime import ray_task_runner
+from agir_retrain.tasks.dataset.build import ShardManifest, write_build_report
+from agir_retrain.tasks.prefect_tasks import (
     assemble_dataset_task,
     build_shard_task,
     garble_task,
     plan_dataset_task,
 )
-from tasks.settings import BuildDatasetConfig
-from tasks.tiny_model import resolve_model
+from agir_retrain.tasks.settings.models import BuildDatasetConfig
+from agir_retrain.tasks.synth.tiny_model import resolve_model
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,16 +21,21 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from flows.cli_output import (
+from agir_retrain.flows.cli_output import (
     print_build_report,
     print_report,
     print_retrain,
     print_train_summary,
     progress,
 )
-from tasks.config import field_description, load_config
-from tasks.errors import AgirError
-from tasks.settings import BuildDatasetConfig, IngestConfig, RetrainConfig, TrainConfig
+from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.settings.loader import field_description, load_config
+from agir_retrain.tasks.settings.models import (
+    BuildDatasetConfig,
+    IngestConfig,
+    RetrainConfig,
+    TrainConfig,
+)
 
 app = typer.Typer(
     help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
@@ -154,10 +159,10 @@ def dataset(
 
 def run_build_dataset(settings: BuildDatasetConfig):
     """Run the build-dataset flow on the configured (or a local) Prefect API and Ray."""
-    from flows.runtime import prefect_api, ray_task_runner
+    from agir_retrain.flows.runtime import prefect_api, ray_task_runner
 
     with prefect_api():
-        from flows.build_dataset import build_dataset
+        from agir_retrain.flows.build_dataset import build_dataset
 
         runner = ray_task_runner(settings.ray_address, settings.ray_num_cpus)
         return build_dataset.with_options(task_runner=runner)(settings)
@@ -205,18 +210,18 @@ def train(
     )
     settings = loaded.config
     if settings.submit.backend == "prefect":
-        from flows.runtime import prefect_api
-        from flows.train import train as train_flow
+        from agir_retrain.flows.runtime import prefect_api
+        from agir_retrain.flows.train import train as train_flow
 
         with prefect_api():
             metrics = train_flow(settings)
     elif settings.submit.backend == "docker" or settings.launch.num_processes > 1:
-        from tasks.submit import submit
+        from agir_retrain.tasks.delivery.submit import submit
 
         submit(settings, on_line=_echo)
         metrics = json.loads((Path(settings.out) / "metrics.json").read_text())
     else:  # one process here: run the program in this process
-        from tasks.training import main as train_main
+        from agir_retrain.tasks.training.program import main as train_main
 
         metrics = train_main(settings).metrics
     print_train_summary(metrics, settings.out)
@@ -240,7 +245,7 @@ def archive(
     ] = None,
 ) -> None:
     """Archive a trained adapter with a MANIFEST.json (sha256 and size of every file, versions)."""
-    from tasks.archive import create_archive
+    from agir_retrain.tasks.delivery.archive import create_archive
 
     location = create_archive(training_out, to, dataset=dataset)
     console.print(f"archive: {location}")
@@ -252,7 +257,7 @@ def verify(
     archive_path: Annotated[str, typer.Argument(metavar="ARCHIVE", help="A .tar.gz path or URL.")],
 ) -> None:
     """Check an archive against its MANIFEST.json; exit status 1 if anything differs."""
-    from tasks.archive import verify_archive
+    from agir_retrain.tasks.delivery.archive import verify_archive
 
     result = verify_archive(archive_path)
     if result.ok:
@@ -274,7 +279,7 @@ def synth(
     ] = 8,
 ) -> None:
     """Write an upstream-shaped synthetic corpus covering every class and quirk, with ground truth."""
-    from tasks.synth import write_corpus
+    from agir_retrain.tasks.synth.corpus import write_corpus
 
     truth = write_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
     console.print(
@@ -313,10 +318,10 @@ def retrain(
 
 def run_retrain(settings: RetrainConfig):
     """Run the retrain flow on the configured (or a local) Prefect API."""
-    from flows.runtime import prefect_api
+    from agir_retrain.flows.runtime import prefect_api
 
     with prefect_api():
-        from flows.retrain import retrain as retrain_flow
+        from agir_retrain.flows.retrain import retrain as retrain_flow
 
         return retrain_flow(settings)
 
@@ -341,7 +346,7 @@ def demo(
     Makes the tiny local model and a synthetic corpus when none is given, then runs the
     retrain flow (Prefect's local API, local Ray, the local training backend).
     """
-    from tasks.synth import write_corpus
+    from agir_retrain.tasks.synth.corpus import write_corpus
 
     if not inputs:
         corpus = out / "corpus"
@@ -371,7 +376,7 @@ def demo(
 
 
 def _ingest_with_progress(settings: IngestConfig) -> None:
-    from tasks.ingest import ingest as run_ingest
+    from agir_retrain.tasks.runs.ingest import ingest as run_ingest
 
     bar = progress()
     task = bar.add_task("ingest", total=None)
@@ -418,7 +423,7 @@ def config_show(
     Sources: default, file:<path>, env:<NAME> or flag (a default derived from another
     setting, such as build.out from out, shows as default).
     """
-    from tasks.config import leaf_keys, masked, value_at
+    from agir_retrain.tasks.settings.loader import leaf_keys, masked, value_at
 
     if command not in CONFIGS:
         raise typer.BadParameter(f"{command!r}: choose one of {', '.join(CONFIGS)}")

@@ -17,13 +17,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
 
-from flows.build_dataset import build_dataset
-from flows.runtime import ray_task_runner
-from flows.train import train
-from tasks.archive import create_archive, verify_archive
-from tasks.io import is_url, join
-from tasks.settings import RetrainConfig
-from tasks.submit import download_folder
+from agir_retrain.flows.build_dataset import build_dataset
+from agir_retrain.flows.runtime import ray_task_runner
+from agir_retrain.flows.train import train
+from agir_retrain.tasks.delivery.archive import create_archive, verify_archive
+from agir_retrain.tasks.delivery.submit import download_folder
+from agir_retrain.tasks.io import is_url, join
+from agir_retrain.tasks.settings.models import RetrainConfig
 
 CURVES = ("loss.png", "reward_accuracy.png", "reward_margin.png")
 

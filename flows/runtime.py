@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # Defaults for the embedded server; anything the user sets wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "agir_retrain")
 
 
 @contextmanager
@@ -68,7 +68,9 @@ def ray_task_runner(address: str | None, num_cpus: int | None):
     """A Prefect task runner on Ray: a cluster at ``address`` (or RAY_ADDRESS), else a local Ray."""
     from prefect_ray import RayTaskRunner
 
-    init_kwargs: dict = {"runtime_env": {"env_vars": {"PREFECT_LOGGING_EXTRA_LOGGERS": "tasks"}}}
+    init_kwargs: dict = {
+        "runtime_env": {"env_vars": {"PREFECT_LOGGING_EXTRA_LOGGERS": "agir_retrain"}}
+    }
     if not (address or os.environ.get("RAY_ADDRESS")):
         # A Ray of our own, sized here. "local" matters: a bare ray.init() would silently join
         # any cluster a `ray start` left running on this machine.

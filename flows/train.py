@@ -17,10 +17,10 @@ import orjson
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.errors import ConfigError, SubmitError
-from tasks.io import is_url, join, read_bytes
-from tasks.settings import SubmitSettings, TrainConfig
-from tasks.submit import JobResult, download_folder, submit
+from agir_retrain.tasks.delivery.submit import JobResult, download_folder, submit
+from agir_retrain.tasks.errors import ConfigError, SubmitError
+from agir_retrain.tasks.io import is_url, join, read_bytes
+from agir_retrain.tasks.settings.models import SubmitSettings, TrainConfig
 
 
 @flow(name="train")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # records import polars; the CLI imports errors and must start fast
-    from tasks.records import QuarantineReason
+    from agir_retrain.tasks.records import QuarantineReason
 
 
 class AgirError(Exception):

@@ -12,9 +12,9 @@ from prefect import Task, task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from tasks.dataset import assemble_dataset, build_shard, plan_dataset
-from tasks.errors import AgirError
-from tasks.ray_pool import garble_shards
+from agir_retrain.tasks.dataset.build import assemble_dataset, build_shard, plan_dataset
+from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.ray_pool import garble_shards
 
 
 def transient(_task: Task[Any, Any], _run: TaskRun, state: State[Any]) -> bool:

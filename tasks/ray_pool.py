@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import ray
 from ray.util import ActorPool
 
-from tasks.dataset import (
+from agir_retrain.tasks.dataset.build import (
     GarbleStats,
     ShardManifest,
     garble_key,
@@ -20,9 +20,9 @@ from tasks.dataset import (
     pending_garble_requests,
     save_garbled,
 )
-from tasks.garble import Garbler, plan_batches
-from tasks.records import GarbleRequest, GarbleResult
-from tasks.settings import GarbleSettings
+from agir_retrain.tasks.dataset.garble import Garbler, plan_batches
+from agir_retrain.tasks.records import GarbleRequest, GarbleResult
+from agir_retrain.tasks.settings.models import GarbleSettings
 
 log = logging.getLogger(__name__)
 

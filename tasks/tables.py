@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.records import (
+from agir_retrain.tasks.records import (
     GARBLE_REQUEST_SCHEMA,
     GARBLE_RESULT_SCHEMA,
     PAIR_SCHEMA,

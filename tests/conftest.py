@@ -48,7 +48,7 @@ def data_file():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A tiny random Llama and its locally trained tokenizer, made once per session."""
-    from tasks.tiny_model import make_tiny_model
+    from agir_retrain.tasks.synth.tiny_model import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-model")))
 
@@ -153,9 +153,9 @@ def ingest_with_stand_ins():
     """
     import polars as pl
 
-    from tasks.ingest import ingest
-    from tasks.records import PAIR_SCHEMA
-    from tasks.runs import ReadLimits
+    from agir_retrain.tasks.records import PAIR_SCHEMA
+    from agir_retrain.tasks.runs.ingest import ingest
+    from agir_retrain.tasks.runs.reader import ReadLimits
 
     def build(folder: Path, inputs: list[str]) -> Path:
         ingest(inputs, str(folder), limits=ReadLimits(), shard_bytes=1 << 30, workers=1)

@@ -11,9 +11,15 @@ import fsspec
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from tasks.archive import MANIFEST, create_archive, dataset_hash, read_archive, verify_archive
-from tasks.errors import AgirError
+from agir_retrain.flows.cli import app
+from agir_retrain.tasks.delivery.archive import (
+    MANIFEST,
+    create_archive,
+    dataset_hash,
+    read_archive,
+    verify_archive,
+)
+from agir_retrain.tasks.errors import AgirError
 
 
 @pytest.fixture

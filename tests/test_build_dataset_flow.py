@@ -22,10 +22,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
-from flows.build_dataset import build_dataset
-from flows.runtime import ray_task_runner
-from tasks.settings import BuildDatasetConfig, ExportSettings, GarbleSettings
-from tasks.synth import write_corpus
+from agir_retrain.flows.build_dataset import build_dataset
+from agir_retrain.flows.runtime import ray_task_runner
+from agir_retrain.tasks.settings.models import BuildDatasetConfig, ExportSettings, GarbleSettings
+from agir_retrain.tasks.synth.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTPUTS = (

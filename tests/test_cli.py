@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from agir_retrain.flows.cli import app
 
 runner = CliRunner()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import field_description, leaf_keys, load_config
-from tasks.errors import ConfigError
-from tasks.settings import IngestConfig, RetrainConfig
+from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.settings.loader import field_description, leaf_keys, load_config
+from agir_retrain.tasks.settings.models import IngestConfig, RetrainConfig
 
 
 def test_defaults_then_file_then_env_then_flags(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 
-from tasks.dataset import build_shard, garble_key, plan_dataset
-from tasks.settings import GarbleSettings, ReadSettings
-from tasks.synth import write_corpus
+from agir_retrain.tasks.dataset.build import build_shard, garble_key, plan_dataset
+from agir_retrain.tasks.settings.models import GarbleSettings, ReadSettings
+from agir_retrain.tasks.synth.corpus import write_corpus
 
 
 def _corpus(tmp_path, runs=60, seed=5):

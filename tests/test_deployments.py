@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.archive import verify_archive
-from tasks.synth import write_corpus
+from agir_retrain.tasks.delivery.archive import verify_archive
+from agir_retrain.tasks.synth.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def server(tmp_path_factory):
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "agir_retrain",
         "AGIR_PROJECT_DIR": str(ROOT),
         "AGIR_CACHE_DIR": str(home / "cache"),
         "RAY_AUTH_MODE": "disabled",
@@ -154,7 +154,7 @@ def test_train_through_the_prefect_backend_fetches_outputs(server, tiny_model, t
         "\n".join(json.dumps(row) for _ in range(8)) + "\n"
     )
     command = [
-        sys.executable, "-m", "flows.cli", "train", str(dataset), "--base-model", tiny_model,
+        sys.executable, "-m", "agir_retrain.flows.cli", "train", str(dataset), "--base-model", tiny_model,
         "--out", str(tmp_path / "adapter"), "--backend", "prefect", "--max-steps", "2",
         "--set", "submit.deployment=train/train-cpu", "--set", "submit.work_pool_type=process",
         "--set", f"submit.shared_storage=file://{tmp_path / 'shared'}", "--set", "dpo.gradient_accumulation=1",
@@ -174,7 +174,7 @@ def test_a_failed_deployment_reaches_the_caller_with_its_own_error(server, tiny_
         '{"prompt": "p", "chosen": "c"}\n'
     )  # no rejected
     command = [
-        sys.executable, "-m", "flows.cli", "train", str(tmp_path / "dataset"), "--base-model", tiny_model,
+        sys.executable, "-m", "agir_retrain.flows.cli", "train", str(tmp_path / "dataset"), "--base-model", tiny_model,
         "--out", str(tmp_path / "adapter"), "--backend", "prefect",
         "--set", "submit.deployment=train/train-cpu", "--set", "submit.work_pool_type=process",
         "--set", f"submit.shared_storage=file://{tmp_path / 'shared'}",

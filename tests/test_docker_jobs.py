@@ -8,8 +8,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tasks.docker_jobs import LABEL, DockerJob, Mount, run_docker_job
-from tasks.errors import SubmitError
+from agir_retrain.tasks.delivery.docker_jobs import LABEL, DockerJob, Mount, run_docker_job
+from agir_retrain.tasks.errors import SubmitError
 
 pytestmark = pytest.mark.integration
 

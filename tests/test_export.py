@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.export import export_dataset, split_of
-from tasks.settings import ExportSettings
-from tasks.synth import write_corpus
+from agir_retrain.tasks.dataset.export import export_dataset, split_of
+from agir_retrain.tasks.settings.models import ExportSettings
+from agir_retrain.tasks.synth.corpus import write_corpus
 
 
 def _rows(path: Path) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.garble import (
+from agir_retrain.tasks.dataset.garble import (
     Garbler,
     corrupt,
     garble_requests,
@@ -12,10 +12,10 @@ from tasks.garble import (
     plan_batches,
     trim_message,
 )
-from tasks.pairing import pair_run
-from tasks.records import GarbleMethod, Message, PromptKind, Role
-from tasks.runs import read_run_file
-from tasks.settings import GarbleSettings
+from agir_retrain.tasks.records import GarbleMethod, Message, PromptKind, Role
+from agir_retrain.tasks.runs.pairing import pair_run
+from agir_retrain.tasks.runs.reader import read_run_file
+from agir_retrain.tasks.settings.models import GarbleSettings
 
 
 def _requests(data_file):
@@ -122,7 +122,14 @@ class TestRedraws:
 
 
 def _run():
-    from tasks.records import Attempt, FileSchema, Outcome, Run, RunClass, UnitConvention
+    from agir_retrain.tasks.records import (
+        Attempt,
+        FileSchema,
+        Outcome,
+        Run,
+        RunClass,
+        UnitConvention,
+    )
 
     prompt = (Message(role=Role.USER, content="do it"),)
     return Run(

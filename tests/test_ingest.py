@@ -10,12 +10,12 @@ import orjson
 import polars as pl
 import pytest
 
-from tasks.ingest import GARBLE_REQUESTS_FILE, ingest, ingest_shard
-from tasks.io import expand_inputs
-from tasks.records import GarbleRequest, Pair, Run, ScoredRecord
-from tasks.runs import ReadLimits
-from tasks.synth import write_corpus
-from tasks.tables import read_table
+from agir_retrain.tasks.io import expand_inputs
+from agir_retrain.tasks.records import GarbleRequest, Pair, Run, ScoredRecord
+from agir_retrain.tasks.runs.ingest import GARBLE_REQUESTS_FILE, ingest, ingest_shard
+from agir_retrain.tasks.runs.reader import ReadLimits
+from agir_retrain.tasks.synth.corpus import write_corpus
+from agir_retrain.tasks.tables import read_table
 
 OUTPUTS = ("runs.parquet", "scored.parquet", "pairs.parquet", "quarantine.jsonl", "report.json")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from tasks.pairing import pair_run, same_code
-from tasks.records import GarbleMethod, Pair, PairRule, PromptKind, RunClass
-from tasks.runs import read_run_file
-from tasks.scoring import KIB
+from agir_retrain.tasks.records import GarbleMethod, Pair, PairRule, PromptKind, RunClass
+from agir_retrain.tasks.runs.pairing import pair_run, same_code
+from agir_retrain.tasks.runs.reader import read_run_file
+from agir_retrain.tasks.runs.scoring import KIB
 
 
 class TestPairRun:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.parquet_concat import concat_parquet
+from agir_retrain.tasks.parquet_concat import concat_parquet
 
 rows = st.lists(
     st.tuples(

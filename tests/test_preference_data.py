@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from tasks.errors import DatasetError
-from tasks.preference_data import explicit_prompt, fit_rows, load_rows, locate, row_format
+from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.training.data import (
+    explicit_prompt,
+    fit_rows,
+    load_rows,
+    locate,
+    row_format,
+)
 
 
 def _write(path, rows):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synth import write_corpus
+from agir_retrain.tasks.synth.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def _alive_nodes(address: str, env: dict[str, str]) -> int:
 
 def _dataset(corpus: Path, out: Path, model: str, env: dict[str, str], *extra: str) -> dict:
     command = [
-        sys.executable, "-m", "flows.cli", "dataset", str(corpus / "runs"), "--out", str(out),
+        sys.executable, "-m", "agir_retrain.flows.cli", "dataset", str(corpus / "runs"), "--out", str(out),
         "--base-model", model, "--work-dir", str(out.parent / f"{out.name}-work"),
         "--set", "shard_bytes=1048576", "--set", "garble.max_new_tokens=16", *extra,
     ]  # fmt: skip

@@ -9,9 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.records import FileSchema, Outcome, QuarantineReason, Role, RunClass, UnitConvention
-from tasks.runs import ReadLimits, extract_code, parse_json, read_run_file
-from tasks.scoring import KIB, MIB
+from agir_retrain.tasks.records import (
+    FileSchema,
+    Outcome,
+    QuarantineReason,
+    Role,
+    RunClass,
+    UnitConvention,
+)
+from agir_retrain.tasks.runs.reader import ReadLimits, extract_code, parse_json, read_run_file
+from agir_retrain.tasks.runs.scoring import KIB, MIB
 
 
 class TestReadV4:

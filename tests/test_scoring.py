@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.records import (
+from agir_retrain.tasks.records import (
     Attempt,
     Outcome,
     PromptKind,
@@ -13,8 +13,8 @@ from tasks.records import (
     ScoredRecord,
     UnitConvention,
 )
-from tasks.runs import read_run_file
-from tasks.scoring import KIB, MIB, classify_run, normalise_space_freed, score_run
+from agir_retrain.tasks.runs.reader import read_run_file
+from agir_retrain.tasks.runs.scoring import KIB, MIB, classify_run, normalise_space_freed, score_run
 
 
 def attempts(*outcomes: str) -> tuple[Attempt, ...]:

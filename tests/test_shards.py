@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from tasks.io import InputFile
-from tasks.shards import plan_shards
+from agir_retrain.tasks.io import InputFile
+from agir_retrain.tasks.runs.shards import plan_shards
 
 
 def corpus(n: int, seed: int = 0) -> list[InputFile]:

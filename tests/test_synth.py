@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tasks.records import QuarantineReason, RunClass
-from tasks.synth import write_corpus
+from agir_retrain.tasks.records import QuarantineReason, RunClass
+from agir_retrain.tasks.synth.corpus import write_corpus
 
 
 def _snapshot(folder):

@@ -7,11 +7,11 @@ import dataclasses
 import polars as pl
 import pytest
 
-from tasks.pairing import pair_run
-from tasks.records import Pair, Quarantined, Run, ScoredRecord
-from tasks.runs import read_run_file
-from tasks.scoring import score_run
-from tasks.tables import SCHEMAS, ParquetSink, from_frame, read_table, to_frame
+from agir_retrain.tasks.records import Pair, Quarantined, Run, ScoredRecord
+from agir_retrain.tasks.runs.pairing import pair_run
+from agir_retrain.tasks.runs.reader import read_run_file
+from agir_retrain.tasks.runs.scoring import score_run
+from agir_retrain.tasks.tables import SCHEMAS, ParquetSink, from_frame, read_table, to_frame
 
 
 @pytest.mark.parametrize("record_type", [Run, ScoredRecord, Pair, Quarantined])

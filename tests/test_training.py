@@ -13,11 +13,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.errors import DatasetError
-from tasks.export import export_dataset
-from tasks.model_setup import load_adapter, load_base, lora_targets, parameter_counts
-from tasks.settings import DpoSettings, ExportSettings, LaunchSettings, TrainConfig
-from tasks.synth import write_corpus
+from agir_retrain.tasks.dataset.export import export_dataset
+from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.settings.models import (
+    DpoSettings,
+    ExportSettings,
+    LaunchSettings,
+    TrainConfig,
+)
+from agir_retrain.tasks.synth.corpus import write_corpus
+from agir_retrain.tasks.training.model import (
+    load_adapter,
+    load_base,
+    lora_targets,
+    parameter_counts,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +93,7 @@ class TestBadDataset:
         ],
     )
     def test_stops_with_a_clear_message_before_any_model_is_loaded(self, tmp_path, rows, message):
-        from tasks.training import main
+        from agir_retrain.tasks.training.program import main
 
         (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         # The base model does not exist: loading it first would fail with another error.
@@ -99,7 +109,7 @@ class TestBadDataset:
 @pytest.mark.slow
 class TestTrain:
     def test_4bit_lora_trains_saves_and_reloads(self, dataset, tiny_model, tmp_path):
-        from tasks.training import prepare, run
+        from agir_retrain.tasks.training.program import prepare, run
 
         prepared = prepare(_config(dataset, tiny_model, tmp_path / "out"))
         model = prepared.trainer.model
@@ -144,7 +154,7 @@ class TestTrain:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.training import main
+        from agir_retrain.tasks.training.program import main
 
         result = main(_config(dataset, tiny_model, tmp_path / "out", quantize=False, merge=True))
         assert result.metrics["quantized"] is False
@@ -157,7 +167,7 @@ class TestTrain:
 
     @pytest.mark.parametrize("reference", ["separate", "precomputed"])
     def test_reference_modes(self, dataset, tiny_model, tmp_path, reference):
-        from tasks.training import prepare, run
+        from agir_retrain.tasks.training.program import prepare, run
 
         prepared = prepare(_config(dataset, tiny_model, tmp_path / "out", reference=reference))
         trainer = prepared.trainer
@@ -172,7 +182,7 @@ class TestTrain:
         assert any("loss" in row for row in result.metrics["log_history"])
 
     def test_sigmoid_with_an_sft_term(self, dataset, tiny_model, tmp_path):
-        from tasks.training import main
+        from agir_retrain.tasks.training.program import main
 
         config = _config(
             dataset,
@@ -188,7 +198,7 @@ class TestTrain:
 
 
 def test_resume_skips_a_half_written_checkpoint(tmp_path):
-    from tasks.training import last_complete_checkpoint
+    from agir_retrain.tasks.training.program import last_complete_checkpoint
 
     assert last_complete_checkpoint(str(tmp_path / "missing")) is None
     for step, complete in ((2, True), (10, True), (12, False)):
@@ -203,7 +213,7 @@ def test_resume_skips_a_half_written_checkpoint(tmp_path):
 @pytest.mark.integration
 class TestLaunch:
     def test_ddp_with_two_processes(self, dataset, tiny_model, tmp_path):
-        from tasks.submit import submit_local
+        from agir_retrain.tasks.delivery.submit import submit_local
 
         one = _config(dataset, tiny_model, tmp_path / "one", dpo={"max_steps": 2})
         two = one.model_copy(
@@ -219,8 +229,8 @@ class TestLaunch:
         assert (tmp_path / "two" / "adapter_model.safetensors").is_file()
 
     def test_failed_job_raises_with_its_own_error(self, tmp_path):
-        from tasks.errors import SubmitError
-        from tasks.submit import submit_local
+        from agir_retrain.tasks.delivery.submit import submit_local
+        from agir_retrain.tasks.errors import SubmitError
 
         (tmp_path / "train.jsonl").write_text('{"prompt": "p"}\n')
         config = TrainConfig(
@@ -239,10 +249,16 @@ class TestLaunch:
             dpo={"max_steps": 40, "save_steps": 2, "learning_rate": 1e-4},
         )
         config_file = tmp_path / "train.yaml"
-        from tasks.training_outputs import write_config
+        from agir_retrain.tasks.training.outputs import write_config
 
         write_config(config, config_file)
-        command = [sys.executable, "-m", "tasks.training", "--config", str(config_file)]
+        command = [
+            sys.executable,
+            "-m",
+            "agir_retrain.tasks.training",
+            "--config",
+            str(config_file),
+        ]
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -257,7 +273,7 @@ class TestLaunch:
         resumed = config.model_copy(
             update={"resume": True, "dpo": config.dpo.model_copy(update={"max_steps": 8})}
         )
-        from tasks.training import main
+        from agir_retrain.tasks.training.program import main
 
         metrics = main(resumed).metrics
         # Killed at any moment: resumed from checkpoint 4, or 2 if 4 was still being written.

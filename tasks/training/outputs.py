@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import yaml
 
-from tasks.io import write_bytes_atomic, write_json_atomic
-from tasks.settings import TrainConfig
+from agir_retrain.tasks.io import write_bytes_atomic, write_json_atomic
+from agir_retrain.tasks.settings.models import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ in {metrics["train"].get("train_runtime", float("nan")):.1f} s.
 ## Use
 
 ```python
-from tasks.model_setup import load_adapter  # agir-retrain
+from agir_retrain.tasks.training.model import load_adapter  # agir-retrain
 
 model = load_adapter("{base_model}", "<this folder>", quantize={config.quantize})
 ```

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from tasks.io import atomic_output, join
-from tasks.records import GarbleMethod, PairRule, PromptKind, RunClass
-from tasks.settings import ExportSettings
+from agir_retrain.tasks.io import atomic_output, join
+from agir_retrain.tasks.records import GarbleMethod, PairRule, PromptKind, RunClass
+from agir_retrain.tasks.settings.models import ExportSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tasks import synth_text as text
+from agir_retrain.tasks.synth import text
 
 FAILS_NOT_RUN = ("ast_fail", "compile_fail", "container_fail")
 FAILS = (*FAILS_NOT_RUN, "deletion_fail")

@@ -4,7 +4,7 @@ with ``save_pretrained`` and loaded through the same code paths as a real model.
 Nothing is downloaded. Tests, the demo and the CPU benchmarks use it; its samples are
 random text, which is all garbling and a few DPO steps need.
 
-    python -m tasks.tiny_model /tmp/tiny-model
+    python -m agir_retrain.tasks.synth.tiny_model /tmp/tiny-model
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 import sys
 from pathlib import Path
 
-from tasks import synth_text as text
+from agir_retrain.tasks.synth import text
 
 # `builtin:tiny` names this model in settings; it is made on first use under the cache dir.
 BUILTIN_TINY = "builtin:tiny"

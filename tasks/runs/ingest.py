@@ -20,16 +20,23 @@ from pathlib import Path
 
 import orjson
 
-from tasks.garble import garble_requests
-from tasks.io import InputFile, atomic_output, expand_inputs, join, write_json_atomic
-from tasks.pairing import pair_run
-from tasks.parquet_concat import ParquetConcatenator
-from tasks.records import GarbleRequest, Pair, Quarantined, QuarantineReason, Run, ScoredRecord
-from tasks.report import Report
-from tasks.runs import ReadLimits, RunFileResult, read_run_file
-from tasks.scoring import score_run
-from tasks.shards import Shard, plan_shards
-from tasks.tables import ParquetSink
+from agir_retrain.tasks.dataset.garble import garble_requests
+from agir_retrain.tasks.io import InputFile, atomic_output, expand_inputs, join, write_json_atomic
+from agir_retrain.tasks.parquet_concat import ParquetConcatenator
+from agir_retrain.tasks.records import (
+    GarbleRequest,
+    Pair,
+    Quarantined,
+    QuarantineReason,
+    Run,
+    ScoredRecord,
+)
+from agir_retrain.tasks.runs.pairing import pair_run
+from agir_retrain.tasks.runs.reader import ReadLimits, RunFileResult, read_run_file
+from agir_retrain.tasks.runs.report import Report
+from agir_retrain.tasks.runs.scoring import score_run
+from agir_retrain.tasks.runs.shards import Shard, plan_shards
+from agir_retrain.tasks.tables import ParquetSink
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from tasks.errors import AgirError
-from tasks.io import atomic_output, is_url, join, read_bytes
+from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.io import atomic_output, is_url, join, read_bytes
 
 MANIFEST = "MANIFEST.json"
 KEY_PACKAGES = (

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from tasks.errors import RunFileError
-from tasks.io import read_bytes
-from tasks.records import (
+from agir_retrain.tasks.errors import RunFileError
+from agir_retrain.tasks.io import read_bytes
+from agir_retrain.tasks.records import (
     Attempt,
     FileSchema,
     Message,
@@ -31,7 +31,7 @@ from tasks.records import (
     Run,
     UnitConvention,
 )
-from tasks.scoring import classify_run, normalise_space_freed
+from agir_retrain.tasks.runs.scoring import classify_run, normalise_space_freed
 
 log = logging.getLogger(__name__)
 

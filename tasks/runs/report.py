@@ -11,9 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.pairing import RunPairs
-from tasks.records import PairRule, Run, RunClass
-from tasks.runs import RunFileResult
+from agir_retrain.tasks.records import PairRule, Run, RunClass
+from agir_retrain.tasks.runs.pairing import RunPairs
+from agir_retrain.tasks.runs.reader import RunFileResult
 
 _TOTALS = (
     "files_in", "files_read", "files_quarantined", "bytes_in", "runs_in", "runs_quarantined",

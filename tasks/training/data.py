@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from tasks.errors import DatasetError
-from tasks.garble import trim_message
-from tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.dataset.garble import trim_message
+from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.io import exists, is_url, join, read_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """The QLoRA DPO training program: 4-bit base, LoRA on every linear layer, a reference without a second copy.
 
     # one process (the CPU here, or one GPU)
-    python -m tasks.training --dataset dataset --base-model builtin:tiny --out adapter --set dpo.max_steps=10
+    python -m agir_retrain.tasks.training --dataset dataset --base-model builtin:tiny --out adapter --set dpo.max_steps=10
 
     # several GPUs with DDP, or sharded FSDP-QLoRA
     accelerate launch --config_file container/accelerate/ddp.yaml --num_processes 4 \\
-        -m tasks.training --config out/train_config.yaml
+        -m agir_retrain.tasks.training --config out/train_config.yaml
 
 Settings come from ``--config FILE.yaml``, ``AGIR_*`` variables and flags (see
 ``TrainConfig``). The dataset is checked before any model is loaded; over-long rows
@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.config import load_config
-from tasks.preference_data import FitStats, fit_rows, load_rows, locate
-from tasks.settings import TrainConfig
+from agir_retrain.tasks.settings.loader import load_config
+from agir_retrain.tasks.settings.models import TrainConfig
+from agir_retrain.tasks.training.data import FitStats, fit_rows, load_rows, locate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,8 +72,8 @@ def prepare(config: TrainConfig) -> Prepared:
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from tasks.model_setup import compute_dtype, load_base, lora_targets, use_fsdp
-    from tasks.tiny_model import resolve_model
+    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.training.model import compute_dtype, load_base, lora_targets, use_fsdp
 
     # The process group, which the logger needs. State is shared and the first creation wins:
     # without cpu=True here, ranks launched on a machine with no GPU would each train alone
@@ -99,7 +97,7 @@ def prepare(config: TrainConfig) -> Prepared:
     train_rows, train_fit = fit_rows(train_rows, tokenizer, config.dpo.max_length)
     eval_rows, eval_fit = fit_rows(eval_rows, tokenizer, config.dpo.max_length)
     if not train_rows:
-        from tasks.errors import DatasetError
+        from agir_retrain.tasks.errors import DatasetError
 
         raise DatasetError(
             f"{files.train}: no row fits dpo.max_length={config.dpo.max_length} tokens "
@@ -190,8 +188,8 @@ def run(prepared: Prepared) -> TrainResult:
     """Train, evaluate (overall and by provenance), save, and write the run's outputs."""
     from accelerate.logging import get_logger
 
-    from tasks.model_setup import parameter_counts
-    from tasks.training_outputs import write_outputs
+    from agir_retrain.tasks.training.model import parameter_counts
+    from agir_retrain.tasks.training.outputs import write_outputs
 
     log = get_logger(__name__)
     config, trainer, eval_rows = prepared.config, prepared.trainer, prepared.eval_rows
@@ -248,7 +246,7 @@ def run(prepared: Prepared) -> TrainResult:
             world_size=trainer.args.world_size,
         )
         if config.merge:
-            from tasks.model_setup import merge_adapter
+            from agir_retrain.tasks.training.model import merge_adapter
 
             merge_adapter(
                 prepared.base_model,
@@ -317,7 +315,7 @@ def _data_summary(
 def make_parser() -> argparse.ArgumentParser:
     """Flags for the common settings; ``--set key=value`` reaches every other one."""
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.training", description=__doc__.splitlines()[0]
+        prog="python -m agir_retrain.tasks.training", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--config", help="YAML file of TrainConfig settings")
     parser.add_argument("--dataset", help="dataset folder or JSONL file")
@@ -351,9 +349,3 @@ def parse(argv: list[str]) -> TrainConfig:
             raise SystemExit(f"--set takes key=value, got {pair!r}")
         flags[key.strip()] = yaml.safe_load(raw) if raw else raw
     return load_config(TrainConfig, args.config, flags).config
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(parse(sys.argv[1:]))

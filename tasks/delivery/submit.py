@@ -1,6 +1,6 @@
 """Submitting the training job: one interface, several backends.
 
-- ``local`` runs ``accelerate launch -m tasks.training`` as a subprocess on this machine,
+- ``local`` runs ``accelerate launch -m agir_retrain.tasks.training`` as a subprocess on this machine,
   streams its log, and keeps its exit status.
 - ``docker`` builds ``container/Dockerfile`` (reused while the build context is
   unchanged) and runs it on the Docker engine with the dataset mounted read-only
@@ -22,15 +22,22 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tasks.errors import ConfigError, SubmitError
-from tasks.io import copy_file_atomic, is_url, join
-from tasks.settings import LaunchSettings, TrainConfig
+from agir_retrain.tasks.delivery.package_data import (
+    DOCKERFILE_IN_CONTEXT,
+    accelerate_configs_dir,
+    write_build_context,
+)
+from agir_retrain.tasks.errors import ConfigError, SubmitError
+from agir_retrain.tasks.io import copy_file_atomic, is_url, join
+from agir_retrain.tasks.settings.models import LaunchSettings, TrainConfig
+
+if TYPE_CHECKING:
+    from agir_retrain.tasks.delivery.docker_jobs import Mount
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ACCELERATE_CONFIGS = PROJECT_ROOT / "container" / "accelerate"
 LOG_TAIL_LINES = 40
 
 
@@ -46,13 +53,12 @@ class JobResult:
 def accelerate_config_path(launch: LaunchSettings) -> Path:
     """The accelerate config file: a named one from container/accelerate/, or a path."""
     name = launch.accelerate_config or ("single_gpu" if launch.num_processes == 1 else "ddp")
+    configs = accelerate_configs_dir()
     path = (
-        ACCELERATE_CONFIGS / f"{name}.yaml"
-        if "/" not in name and not name.endswith(".yaml")
-        else Path(name)
+        configs / f"{name}.yaml" if "/" not in name and not name.endswith(".yaml") else Path(name)
     )
     if not path.is_file():
-        known = sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml"))
+        known = sorted(p.stem for p in configs.glob("*.yaml"))
         raise ConfigError(
             f"launch.accelerate_config={name!r}: no file {path}; use one of {known} or a path"
         )
@@ -66,7 +72,7 @@ def accelerate_command(config_file: str | Path, launch: LaunchSettings) -> list[
         "--config_file", str(accelerate_config_path(launch)),
         "--num_processes", str(launch.num_processes),
         "--main_process_port", str(launch.main_process_port),
-        "-m", "tasks.training",
+        "-m", "agir_retrain.tasks.training",
         "--config", str(config_file),
     ]  # fmt: skip
 
@@ -109,7 +115,7 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
     When ``out`` is a URL (shared storage), the job writes to a local folder first and
     the finished outputs are uploaded file by file.
     """
-    from tasks.training_outputs import CONFIG_FILE, write_config
+    from agir_retrain.tasks.training.outputs import CONFIG_FILE, write_config
 
     if is_url(config.out):
         with tempfile.TemporaryDirectory(prefix="agir-train-") as staging:
@@ -147,9 +153,9 @@ def download_folder(source: str, target: Path) -> None:
 
 def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
     """Train in the GPU image on the Docker engine: dataset and model read-only, outputs in ``out``."""
-    from tasks.docker_jobs import DockerJob, Mount, run_docker_job
-    from tasks.tiny_model import resolve_model
-    from tasks.training_outputs import CONFIG_FILE, write_config
+    from agir_retrain.tasks.delivery.docker_jobs import Mount
+    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.training.outputs import CONFIG_FILE, write_config
 
     if is_url(config.out) or is_url(config.dataset):
         raise ConfigError("the docker backend mounts local folders: give a local dataset and out")
@@ -170,17 +176,30 @@ def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = N
         )
     Path(config.out).mkdir(parents=True, exist_ok=True)
     write_config(config.model_copy(update=inside), Path(config.out) / CONFIG_FILE)
+    with tempfile.TemporaryDirectory(prefix="agir-build-context-") as context:
+        return _run_in_image(config, Path(context), tuple(mounts), on_line)
+
+
+def _run_in_image(
+    config: TrainConfig,
+    context: Path,
+    mounts: tuple[Mount, ...],
+    on_line: Callable[[str], None] | None,
+) -> JobResult:
+    from agir_retrain.tasks.delivery.docker_jobs import DockerJob, run_docker_job
+    from agir_retrain.tasks.training.outputs import CONFIG_FILE
+
     job = DockerJob(
-        context=PROJECT_ROOT,
-        dockerfile="container/Dockerfile",
+        context=write_build_context(context),
+        dockerfile=DOCKERFILE_IN_CONTEXT,
         build_args={"BASE_IMAGE": config.submit.base_image} if config.submit.base_image else {},
         build_network=config.submit.build_network,
         repository=config.submit.image,
         command=["--config", f"/out/{CONFIG_FILE}"],
-        mounts=tuple(mounts),
+        mounts=mounts,
         env={
             "NUM_PROCESSES": str(config.launch.num_processes),
-            "ACCELERATE_CONFIG": f"/app/container/accelerate/{accelerate_config_path(config.launch).name}",
+            "ACCELERATE_CONFIG": f"/app/agir_retrain/container/accelerate/{accelerate_config_path(config.launch).name}",
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
         },
         gpus=config.submit.gpus,

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from tasks.errors import ConfigError
+from agir_retrain.tasks.errors import ConfigError
 
 ENV_PREFIX = "AGIR_"
 Model = TypeVar("Model", bound=BaseModel)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 if TYPE_CHECKING:
-    from tasks.runs import ReadLimits
+    from agir_retrain.tasks.runs.reader import ReadLimits
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
@@ -38,7 +38,9 @@ class ReadSettings(_Section):
 
     def limits(self) -> ReadLimits:
         """The reader's limits from these settings."""
-        from tasks.runs import ReadLimits  # the reader imports polars; config must not
+        from agir_retrain.tasks.runs.reader import (
+            ReadLimits,
+        )  # the reader imports polars; config must not
 
         return ReadLimits(
             max_file_bytes=self.max_file_bytes, max_message_chars=self.max_message_chars
@@ -198,7 +200,7 @@ class BuildDatasetConfig(_Section):
         if self.work_dir:
             return self.work_dir.removeprefix("file://")
         if "://" in self.out and not self.out.startswith("file://"):
-            from tasks.tiny_model import default_cache_dir
+            from agir_retrain.tasks.synth.tiny_model import default_cache_dir
 
             return str(default_cache_dir() / "work")
         return os.path.join(self.out.removeprefix("file://"), ".work")
@@ -334,7 +336,7 @@ class SubmitSettings(_Section):
 
 
 class TrainConfig(_Section):
-    """Settings of the QLoRA DPO training program (`python -m tasks.training`)."""
+    """Settings of the QLoRA DPO training program (`python -m agir_retrain.tasks.training`)."""
 
     dataset: str = Field(
         "dataset",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.errors import SubmitError
+from agir_retrain.tasks.errors import SubmitError
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,24 @@ from typing import Any
 
 import polars as pl
 
-from tasks.export import ExportReport, export_dataset
-from tasks.ingest import (
+from agir_retrain.tasks.dataset.export import ExportReport, export_dataset
+from agir_retrain.tasks.io import (
+    InputFile,
+    copy_file_atomic,
+    expand_inputs,
+    is_url,
+    join,
+    sha256_file,
+    write_json_atomic,
+)
+from agir_retrain.tasks.records import (
+    GARBLE_RESULT_SCHEMA,
+    GarbleMethod,
+    GarbleRequest,
+    GarbleResult,
+    Pair,
+)
+from agir_retrain.tasks.runs.ingest import (
     GARBLE_REQUESTS_FILE,
     PAIRS_FILE,
     REPORT_FILE,
@@ -33,20 +49,10 @@ from tasks.ingest import (
     ingest_shard,
     read_shard_report,
 )
-from tasks.io import (
-    InputFile,
-    copy_file_atomic,
-    expand_inputs,
-    is_url,
-    join,
-    sha256_file,
-    write_json_atomic,
-)
-from tasks.records import GARBLE_RESULT_SCHEMA, GarbleMethod, GarbleRequest, GarbleResult, Pair
-from tasks.report import Report
-from tasks.settings import ExportSettings, GarbleSettings, ReadSettings
-from tasks.shards import Shard, plan_shards
-from tasks.tables import ParquetSink, from_frame, read_table
+from agir_retrain.tasks.runs.report import Report
+from agir_retrain.tasks.runs.shards import Shard, plan_shards
+from agir_retrain.tasks.settings.models import ExportSettings, GarbleSettings, ReadSettings
+from agir_retrain.tasks.tables import ParquetSink, from_frame, read_table
 
 log = logging.getLogger(__name__)
 

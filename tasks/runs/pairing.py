@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.records import Attempt, GarbleMethod, Outcome, Pair, PairRule, PromptKind, Run, RunClass
+from agir_retrain.tasks.records import (
+    Attempt,
+    GarbleMethod,
+    Outcome,
+    Pair,
+    PairRule,
+    PromptKind,
+    Run,
+    RunClass,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

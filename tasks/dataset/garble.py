@@ -18,8 +18,15 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tasks.records import GarbleMethod, GarbleRequest, GarbleResult, Message, PromptKind, Run
-from tasks.settings import GarbleSettings
+from agir_retrain.tasks.records import (
+    GarbleMethod,
+    GarbleRequest,
+    GarbleResult,
+    Message,
+    PromptKind,
+    Run,
+)
+from agir_retrain.tasks.settings.models import GarbleSettings
 
 if TYPE_CHECKING:
     import torch

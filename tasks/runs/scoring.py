@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tasks.records import (
+from agir_retrain.tasks.records import (
     Attempt,
     Outcome,
     PromptKind,

@@ -1,0 +1,1 @@
+"""Building the training dataset: shard builds, garbling and its cache, export."""

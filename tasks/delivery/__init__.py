@@ -1,0 +1,1 @@
+"""Where training runs (local, docker, prefect), docker jobs, archives."""

@@ -1,0 +1,1 @@
+"""The disk-cleanup environment: scenarios, sandbox backends, episodes, rewards."""

@@ -1,0 +1,1 @@
+"""Evaluation: tasks, completions, episodes fanned out, metrics with intervals."""

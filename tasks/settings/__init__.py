@@ -1,0 +1,1 @@
+"""Settings: one pydantic model per command (``models``) and their loader (``loader``)."""
