@@ -17,7 +17,7 @@ from agir_retrain.tasks.delivery.archive import verify_archive
 from agir_retrain.tasks.synth.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
 
 

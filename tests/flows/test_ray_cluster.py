@@ -18,7 +18,7 @@ import pytest
 from agir_retrain.tasks.synth.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = (
     "runs.parquet", "scored.parquet", "pairs.parquet", "quarantine.jsonl",
     "dpo/train.jsonl", "dpo/eval.jsonl", "kto/train.jsonl",

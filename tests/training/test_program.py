@@ -29,7 +29,7 @@ from agir_retrain.tasks.training.model import (
     parameter_counts,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
