@@ -1,5 +1,7 @@
 # The two commands a fresh machine needs: `make demo` and `make test`.
 # Each builds .venv on first use (torch first, so pip keeps the CPU wheel) and is idempotent.
+# Installs are reproducible: every package is pinned by container/constraints.txt (runtime,
+# also the GPU image's) and constraints-dev.txt (tests, lint); `make constraints` refreshes both.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,14 +9,21 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
+DEV_PACKAGES := hypothesis|iniconfig|pluggy|pytest|pytest-timeout|ruff|sortedcontainers
 
-.PHONY: install demo test test-quick lint bench clean
+.PHONY: install demo test test-quick lint bench clean constraints
 
-$(STAMP): pyproject.toml
+LOCKS := -c container/constraints.txt -c constraints-dev.txt
+
+$(STAMP): pyproject.toml container/constraints.txt constraints-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
-	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet $(LOCKS) --editable '.[dev]'
+	@# The evaluation sandbox's default backend (tests that need it skip where it cannot run).
+	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+		|| echo "bubblewrap not installed: sandbox tests will skip (apt-get install bubblewrap)"; }
 	touch $@
 
 install: $(STAMP)
@@ -37,3 +46,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out .pytest_cache .ruff_cache
+
+# Re-resolve the newest versions the pyproject ranges admit in a scratch venv and rewrite the
+# locks from it; run `make test` afterwards and commit the locks only if it passes.
+constraints:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet '$(TORCH_SPEC)'
+	.venv-lock/bin/python -m pip install --quiet '.[dev,s3]'
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|agir-retrain)' > .venv-lock/all.txt
+	{ echo '# Pinned runtime dependencies of agir-retrain, as tested (pip freeze of the test venv).'; \
+	  echo '# torch and its CUDA libraries are not listed: the base image provides them.'; \
+	  echo '# Regenerate: make constraints'; \
+	  grep -viE '^($(DEV_PACKAGES))==' .venv-lock/all.txt; } > container/constraints.txt
+	{ sed -n '1,2p' constraints-dev.txt; grep -iE '^($(DEV_PACKAGES))==' .venv-lock/all.txt; } > constraints-dev.txt.new
+	mv constraints-dev.txt.new constraints-dev.txt
+	rm -rf .venv-lock
