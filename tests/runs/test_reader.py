@@ -17,8 +17,9 @@ from agir_retrain.tasks.records import (
     RunClass,
     UnitConvention,
 )
-from agir_retrain.tasks.runs.reader import ReadLimits, extract_code, parse_json, read_run_file
+from agir_retrain.tasks.runs.reader import ReadLimits, parse_json, read_run_file
 from agir_retrain.tasks.runs.scoring import KIB, MIB
+from agir_retrain.tasks.runs.text import extract_code
 
 
 class TestReadV4:
