@@ -1,0 +1,214 @@
+"""Commands that train and deliver: ``train``, ``archive``, ``verify``, ``retrain``, ``demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agir_retrain.flows.cli_app import (
+    ConfigOption,
+    SetOption,
+    app,
+    console,
+    echo,
+    friendly_errors,
+    overrides,
+)
+from agir_retrain.flows.cli_output import print_retrain, print_train_summary
+from agir_retrain.tasks.settings.loader import field_description as describe
+from agir_retrain.tasks.settings.loader import load_config
+from agir_retrain.tasks.settings.models import RetrainConfig, TrainConfig
+
+
+@app.command()
+@friendly_errors
+def train(
+    dataset: Annotated[str, typer.Argument(help=describe(TrainConfig, "dataset"))],
+    base_model: Annotated[
+        str | None, typer.Option(help=describe(TrainConfig, "base_model"))
+    ] = None,
+    out: Annotated[str | None, typer.Option(help=describe(TrainConfig, "out"))] = None,
+    processes: Annotated[
+        int | None, typer.Option(help=describe(TrainConfig, "launch.num_processes"))
+    ] = None,
+    accelerate_config: Annotated[
+        str | None, typer.Option(help=describe(TrainConfig, "launch.accelerate_config"))
+    ] = None,
+    reference: Annotated[str | None, typer.Option(help=describe(TrainConfig, "reference"))] = None,
+    quantize: Annotated[bool | None, typer.Option(help=describe(TrainConfig, "quantize"))] = None,
+    resume: Annotated[bool | None, typer.Option(help=describe(TrainConfig, "resume"))] = None,
+    merge: Annotated[bool | None, typer.Option(help=describe(TrainConfig, "merge"))] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help=describe(TrainConfig, "dpo.max_steps"))
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help=describe(TrainConfig, "submit.backend"))
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Train a QLoRA DPO adapter here, in the GPU image on Docker, or on a Prefect GPU pool."""
+    loaded = load_config(
+        TrainConfig,
+        config,
+        overrides(
+            set_,
+            dataset=dataset,
+            base_model=base_model,
+            out=out,
+            launch__num_processes=processes,
+            launch__accelerate_config=accelerate_config,
+            reference=reference,
+            quantize=quantize,
+            resume=resume,
+            merge=merge,
+            dpo__max_steps=max_steps,
+            submit__backend=backend,
+        ),
+    )
+    settings = loaded.config
+    if settings.submit.backend == "prefect":
+        from agir_retrain.flows.runtime import prefect_api
+        from agir_retrain.flows.train import train as train_flow
+
+        with prefect_api():
+            metrics = train_flow(settings)
+    elif settings.submit.backend == "docker" or settings.launch.num_processes > 1:
+        from agir_retrain.tasks.delivery.submit import submit
+
+        submit(settings, on_line=echo)
+        metrics = json.loads((Path(settings.out) / "metrics.json").read_text())
+    else:  # one process here: run the program in this process
+        from agir_retrain.tasks.training.program import main as train_main
+
+        metrics = train_main(settings).metrics
+    print_train_summary(metrics, settings.out)
+
+
+@app.command()
+@friendly_errors
+def archive(
+    training_out: Annotated[
+        Path, typer.Argument(help="A training output folder (adapter, metrics, ...).")
+    ],
+    to: Annotated[
+        str, typer.Option(help="A folder or URL for the archive, or a .tar.gz path.")
+    ] = "archives",
+    dataset: Annotated[
+        Path | None, typer.Option(help="The dataset folder trained on: its hash and report go in.")
+    ] = None,
+) -> None:
+    """Archive a trained adapter with a MANIFEST.json (sha256 and size of every file, versions)."""
+    from agir_retrain.tasks.delivery.archive import create_archive
+
+    location = create_archive(training_out, to, dataset=dataset)
+    console.print(f"archive: {location}")
+
+
+@app.command()
+@friendly_errors
+def verify(
+    archive_path: Annotated[str, typer.Argument(metavar="ARCHIVE", help="A .tar.gz path or URL.")],
+) -> None:
+    """Check an archive against its MANIFEST.json; exit status 1 if anything differs."""
+    from agir_retrain.tasks.delivery.archive import verify_archive
+
+    result = verify_archive(archive_path)
+    if result.ok:
+        console.print(f"ok: {result.files} files match the manifest of {archive_path}")
+        return
+    for problem in result.problems:
+        console.print(f"[red]{problem}[/red]")
+    raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def retrain(
+    inputs: Annotated[list[str], typer.Argument(help=describe(RetrainConfig, "inputs"))],
+    out: Annotated[str | None, typer.Option(help=describe(RetrainConfig, "out"))] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help=describe(RetrainConfig, "base_model"))
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help=describe(RetrainConfig, "train.submit.backend"))
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help=describe(RetrainConfig, "build.ray_address"))
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Build the dataset, train the adapter on it, and archive it: the whole job, as one flow."""
+    flags = overrides(
+        set_,
+        inputs=inputs or None,
+        out=out,
+        base_model=base_model,
+        train__submit__backend=backend,
+        build__ray_address=ray_address,
+    )
+    result = run_retrain(load_config(RetrainConfig, config, flags).config)
+    print_retrain(result)
+
+
+def run_retrain(settings: RetrainConfig):
+    """Run the retrain flow on the configured (or a local) Prefect API."""
+    from agir_retrain.flows.runtime import prefect_api
+
+    with prefect_api():
+        from agir_retrain.flows.retrain import retrain as retrain_flow
+
+        return retrain_flow(settings)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
+        "demo-out"
+    ),
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--inputs", help="Run files to use instead of a synthetic corpus."),
+    ] = None,
+    runs: Annotated[
+        int, typer.Option(help="Runs in the synthetic corpus, when no inputs are given.")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic corpus.")] = 0,
+) -> None:
+    """The whole job on the embedded default: corpus, dataset, a short DPO run, archive.
+
+    Makes the tiny local model and a synthetic corpus when none is given, then runs the
+    retrain flow (Prefect's local API, local Ray, the local training backend).
+    """
+    from agir_retrain.tasks.synth.corpus import write_corpus
+
+    if not inputs:
+        corpus = out / "corpus"
+        if not (corpus / "runs").is_dir():
+            truth = write_corpus(corpus, runs=runs, seed=seed)
+            console.print(
+                f"synthetic corpus: {truth.files} files, {truth.runs} runs in {corpus / 'runs'}"
+            )
+        inputs = [str(corpus / "runs")]
+    settings = RetrainConfig.model_validate(
+        {
+            "inputs": inputs,
+            "out": str(out),
+            # A short run: the point is the whole path, on a CPU, in a few minutes.
+            "train": {
+                "dpo": {
+                    "max_steps": 20,
+                    "max_length": 1024,
+                    "batch_size": 2,
+                    "gradient_accumulation": 2,
+                    "save_steps": 10,
+                }
+            },
+        }
+    )
+    print_retrain(run_retrain(settings))
