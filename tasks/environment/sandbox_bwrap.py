@@ -1,0 +1,238 @@
+"""The bubblewrap backend: a light local jail per episode.
+
+The program gets its own user, pid, mount, network, ipc, uts and cgroup namespaces; it
+sees the host's ``/usr`` read-only (the ``/lib``, ``/bin`` links point into it), a fresh
+``/proc`` and ``/dev``, the scenario's roots writable, and nothing else of the host. It runs
+as uid 1000, which the namespace maps onto the host user who owns the scenario copy, with
+no capabilities and an environment of PATH, HOME and LANG only. Memory and file size are
+rlimits; processes are a pids cgroup when one can be made (root with cgroup v1 pids, as
+here), else RLIMIT_NPROC (which binds only a non-root host user); wall time kills the
+whole session, and the pid namespace takes every process with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+
+from agir_retrain.tasks.environment.sandbox import (
+    PROGRAM_PATH,
+    SANDBOX_ENV,
+    SANDBOX_UID,
+    SandboxError,
+    SandboxLimits,
+    SandboxResult,
+    classify,
+    exit_status,
+    read_tail,
+    set_rlimits,
+    wait_or_kill,
+)
+from agir_retrain.tasks.environment.scenario import SCENARIO_ROOTS
+
+log = logging.getLogger(__name__)
+
+_PIDS_V1 = Path("/sys/fs/cgroup/pids")
+_counter = itertools.count()
+
+
+@cache
+def pids_cgroup_parent() -> Path | None:
+    """A cgroup v1 pids folder this process may create children in, or None."""
+    parent = _PIDS_V1 / "agir-sandbox"
+    try:
+        parent.mkdir(exist_ok=True)
+        probe = parent / f"probe-{os.getpid()}"
+        probe.mkdir()
+        (probe / "pids.max").write_text("8")
+        probe.rmdir()
+    except OSError as exc:
+        log.info("no pids cgroup (%s); processes are limited by RLIMIT_NPROC", exc)
+        return None
+    return parent
+
+
+class _PidsCgroup:
+    """One episode's pids cgroup: a process cap, a count of refused forks, a kill switch."""
+
+    def __init__(self, parent: Path, limit: int) -> None:
+        self.path = parent / f"ep-{os.getpid()}-{next(_counter)}"
+        self.path.mkdir()
+        (self.path / "pids.max").write_text(str(limit))
+        self.procs = str(self.path / "cgroup.procs")
+
+    def join(self) -> None:
+        """Move the calling process in (between fork and exec: no allocation worth naming)."""
+        fd = os.open(self.procs, os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+
+    def refused_forks(self) -> int:
+        for line in (self.path / "pids.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max":
+                return int(value)
+        return 0
+
+    def kill_and_remove(self) -> None:
+        """Kill whatever is left in the cgroup, then remove it (bounded: a few seconds)."""
+        deadline = time.monotonic() + 10
+        while True:
+            pids = [int(p) for p in Path(self.procs).read_text().split()]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                log.warning("processes %s outlived their episode's cgroup %s", pids, self.path)
+                return
+            time.sleep(0.01)
+        for _ in range(100):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:  # the last process is still being reaped
+                time.sleep(0.01)
+        log.warning("could not remove cgroup %s", self.path)
+
+
+def bwrap_command(episode: Path, interpreter: str) -> list[str]:
+    """The bwrap command line that runs ``episode/program.py`` against ``episode/root``."""
+    binary = shutil.which("bwrap")
+    if binary is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    args = [
+        binary,
+        "--unshare-all",  # user, pid, net, ipc, uts, cgroup (net: not even the host's loopback)
+        "--unshare-user",  # --unshare-all only tries; we require it
+        "--disable-userns",  # no nested user namespace to regain capabilities in
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "sandbox",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    for link in ("lib", "lib64", "bin", "sbin"):
+        if Path(f"/{link}").is_symlink():
+            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for folder in SCENARIO_ROOTS:
+        args += ["--bind", str(episode / "root" / folder.lstrip("/")), folder]
+    args += ["--ro-bind", str(episode / "program.py"), PROGRAM_PATH, "--clearenv"]
+    for key, value in SANDBOX_ENV.items():
+        args += ["--setenv", key, value]
+    args += ["--chdir", "/", "--", interpreter, PROGRAM_PATH]
+    return args
+
+
+class BwrapSandbox:
+    """Run programs in bubblewrap (see the module docstring for what is isolated)."""
+
+    name = "bwrap"
+    owner = None  # the host user that runs bwrap owns the copy; inside it is uid 1000
+
+    def __init__(self, interpreter: str = "/usr/bin/python3") -> None:
+        if not interpreter.startswith("/usr/"):
+            raise SandboxError(
+                f"interpreter {interpreter!r} is not under /usr, the only host folder the "
+                "sandbox shows; use e.g. /usr/bin/python3"
+            )
+        if not os.access(interpreter, os.X_OK):
+            raise SandboxError(f"interpreter {interpreter!r} is not an executable file here")
+        self.interpreter = interpreter
+        self.cgroups = pids_cgroup_parent()
+        _check_bwrap(interpreter)
+
+    def run(self, episode: Path, limits: SandboxLimits) -> SandboxResult:
+        """Run ``episode/program.py`` in a fresh jail; outputs go to ``episode/stdout|stderr``."""
+        command = bwrap_command(episode, self.interpreter)
+        cgroup = _PidsCgroup(self.cgroups, limits.processes) if self.cgroups else None
+        use_nproc = cgroup is None
+
+        def preexec() -> None:
+            if cgroup is not None:
+                cgroup.join()
+            set_rlimits(limits, nproc=use_nproc)
+
+        start = time.monotonic()
+        try:
+            with (
+                open(episode / "stdout", "wb") as out,
+                open(episode / "stderr", "wb") as err,
+            ):
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env={},
+                    cwd="/",
+                    start_new_session=True,
+                    preexec_fn=preexec,  # limits and cgroup must precede exec
+                )
+                timed_out = wait_or_kill(process, limits.wall_s)
+            seconds = time.monotonic() - start
+            refused = cgroup.refused_forks() if cgroup is not None else None
+        finally:
+            if cgroup is not None:
+                cgroup.kill_and_remove()
+        code = exit_status(process.returncode)
+        stderr = read_tail(episode / "stderr")
+        return SandboxResult(
+            exit_code=code,
+            stopped_by=classify(
+                code,
+                stderr,
+                timed_out=timed_out,
+                processes_hit=None if refused is None else refused > 0,
+            ),
+            seconds=seconds,
+            stdout_tail=read_tail(episode / "stdout"),
+            stderr_tail=stderr,
+        )
+
+
+@cache
+def _check_bwrap(interpreter: str) -> None:
+    """Run one trivial program in the jail, once per process, so a broken setup fails loudly."""
+    with tempfile.TemporaryDirectory(prefix="agir-bwrap-check-") as folder:
+        episode = Path(folder)
+        for root in SCENARIO_ROOTS:
+            (episode / "root" / root.lstrip("/")).mkdir(parents=True)
+        (episode / "program.py").write_text("print('ok')\n")
+        try:
+            done = subprocess.run(
+                bwrap_command(episode, interpreter),
+                capture_output=True,
+                env={},
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SandboxError(f"bubblewrap could not run: {exc}") from exc
+        if done.returncode != 0 or done.stdout.strip() != b"ok":
+            raise SandboxError(
+                f"bubblewrap cannot run a program here (exit {done.returncode}): "
+                f"{done.stderr.decode(errors='replace').strip()[-300:]}"
+            )

@@ -1,0 +1,92 @@
+"""Settings of the disk-cleanup environment: which sandbox, its limits, the episode clock.
+
+A section, not a command: ``evaluate`` and GRPO nest it. Frozen, unknown keys rejected, and
+``Field(description=...)`` is each setting's only help text, as in ``models.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+# 2026-01-01T00:00:00Z: a fixed "now", so "older than N days" is the same on every run.
+DEFAULT_CLOCK = 1_767_225_600.0
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LimitsSettings(_Section):
+    """What one program may use; exceeding a limit stops it and the episode says which."""
+
+    wall_s: PositiveFloat = Field(
+        20.0, le=3600, description="Wall-clock seconds before the program is killed (timeout)."
+    )
+    memory_mb: PositiveInt = Field(
+        512,
+        ge=64,
+        description="Address space of each sandboxed process, in MiB (RLIMIT_AS under bwrap, "
+        "--memory under docker); exceeding it is reported as memory.",
+    )
+    processes: PositiveInt = Field(
+        64,
+        ge=4,
+        description="Processes and threads the program may hold at once (a pids cgroup under "
+        "bwrap, --pids-limit under docker); a fork refused at the limit is reported as processes.",
+    )
+    file_size_mb: PositiveInt = Field(
+        64,
+        description="Largest file the program may write, in MiB (RLIMIT_FSIZE); also bounds its "
+        "captured stdout and stderr. Exceeding it is reported as file_size.",
+    )
+
+
+class RewardSettings(_Section):
+    """Weights of an episode's reward (GRPO): freed share minus penalties."""
+
+    damage_penalty: float = Field(
+        1.0, ge=0, description="Subtracted when any protected file was deleted or changed."
+    )
+    not_ran_penalty: float = Field(
+        0.5,
+        ge=0,
+        description="Subtracted when no program was found or it did not exit with status 0.",
+    )
+
+
+class EnvironmentSettings(_Section):
+    """Where and how episodes run: the sandbox backend, its limits and the fixed clock."""
+
+    backend: Literal["bwrap", "docker"] = Field(
+        "bwrap",
+        description="Sandbox: bwrap (bubblewrap, a light local jail; default) or docker (one "
+        "container per episode; needs a Docker engine and the image below).",
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Limits on each program."
+    )
+    clock: float = Field(
+        DEFAULT_CLOCK,
+        description="The episode's 'now' as a Unix time; file ages (age_days) count back from "
+        "it. Fixed so that 'older than N days' gives the same result on every run.",
+    )
+    interpreter: str = Field(
+        "/usr/bin/python3",
+        description="Python that runs the program inside the sandbox (an absolute path under "
+        "/usr for bwrap, which shows only the host's /usr, read-only).",
+    )
+    docker_image: str = Field(
+        "agir-sandbox:local",
+        description="Image for the docker backend; built locally from the host's Python if "
+        "missing (no registry is needed).",
+    )
+    work_dir: str | None = Field(
+        None,
+        description="Folder for episodes' scenario copies; None: the system's temporary folder. "
+        "A tmpfs (/dev/shm) is fastest.",
+    )
+    reward: RewardSettings = Field(
+        default_factory=RewardSettings, description="Reward weights (GRPO)."
+    )
