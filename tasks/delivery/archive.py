@@ -5,10 +5,16 @@
 
 The archive is a ``.tar.gz`` of the adapter, tokenizer, metrics, curves, resolved config
 and model card (not checkpoints), plus the dataset's ``report.json``, and a
-``MANIFEST.json`` giving each file's sha256 and size, the versions of the key packages,
-the git commit, the dataset's hash and the base model. Entries are sorted and their
-times and owners zeroed, so the same outputs give the same bytes; it is written
-atomically, to a folder or an fsspec URL.
+``MANIFEST.json`` (its first member) giving each file's sha256 and size, the versions of
+the key packages, the git commit, the dataset's hash and the base model. Entries are
+sorted and their times and owners zeroed, so the same outputs give the same bytes; it is
+written atomically, to a folder or an fsspec URL.
+
+Verification trusts nothing in the archive: it is read as a stream, once, and every
+member must be a regular file with a plain relative name, listed in the manifest, unique,
+and of the listed size and sha256 (no member is read past its declared size, so memory
+stays flat whatever the archive holds). The manifest itself is parsed against a schema
+that requires the adapter. See docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -16,26 +22,72 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import posixpath
 import subprocess
 import tarfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Annotated, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agir_retrain.tasks.errors import AgirError
-from agir_retrain.tasks.io import atomic_output, is_url, join, read_bytes
+from agir_retrain.tasks.io import atomic_output, is_url, join, local_path, sha256_file
 
 MANIFEST = "MANIFEST.json"
+ADAPTER = "adapter_model.safetensors"
 KEY_PACKAGES = (
     "agir-retrain", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate",
     "datasets", "polars", "prefect", "ray",
 )  # fmt: skip
 SKIPPED = ("checkpoint-", "merged", "runs", "training_args.bin")  # bulky or replayable
 DATASET_FILES = ("dpo/train.jsonl", "dpo/eval.jsonl")
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files; megabytes of it is not a manifest
+MAX_MEMBERS = 100_000  # bounds the work a hostile archive of empty members can cause
+_CHUNK = 1 << 20
+
+
+class ArchiveError(AgirError):
+    """An archive cannot be read or its manifest cannot be trusted."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ManifestEntry(_Strict):
+    """One file's expected content."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=0)]
+
+
+class Manifest(_Strict):
+    """``MANIFEST.json``: what the archive holds and where it came from."""
+
+    format: Literal[1]
+    created: str
+    base_model: str | None = None
+    dataset_sha256: str | None = None
+    git_commit: str | None = None
+    packages: dict[str, str | None] = Field(default_factory=dict)
+    files: dict[str, ManifestEntry]
+
+    @field_validator("files")
+    @classmethod
+    def _adapter_and_safe_names(cls, files: dict[str, ManifestEntry]) -> dict[str, ManifestEntry]:
+        unsafe = [name for name in files if unsafe_name(name) or name == MANIFEST]
+        if unsafe:
+            raise ValueError(f"unsafe or reserved file names listed: {_show(unsafe[0])}")
+        if ADAPTER not in files:
+            raise ValueError(f"no {ADAPTER} listed: an adapter archive must hold the adapter")
+        return files
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,22 +104,36 @@ class Verification:
         return not self.problems
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def unsafe_name(name: str) -> str | None:
+    """Why a member name could not be extracted safely in place, or None if it can."""
+    if not name or "\0" in name or "\\" in name:
+        return "empty, or holds a NUL or a backslash"
+    if name.startswith("/"):
+        return "absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "climbs out of the archive (..)"
+    if posixpath.normpath(name) != name or "." in parts:
+        return "not a plain relative path"
+    if not name.isprintable():
+        return "holds control characters"
+    return None
+
+
+def _show(name: str) -> str:
+    """A member name fit for one terminal line (escapes and control characters quoted)."""
+    return name if name.isprintable() else ascii(name)
 
 
 def dataset_hash(dataset: Path) -> str | None:
-    """sha256 over the DPO files a model was trained on (name and content), if present."""
+    """sha256 over the DPO files a model was trained on (name and content hash), if present."""
     digest = hashlib.sha256()
     found = False
     for name in DATASET_FILES:
         path = dataset / name
         if path.is_file():
             found = True
-            digest.update(name.encode() + b"\0")
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
+            digest.update(f"{name}\0{sha256_file(str(path))}\n".encode())
     return digest.hexdigest() if found else None
 
 
@@ -99,16 +165,14 @@ def _packages() -> dict[str, str | None]:
     return versions
 
 
-def _training_files(training_out: Path) -> dict[str, bytes]:
+def _training_files(training_out: Path) -> dict[str, Path]:
     files = {}
     for path in sorted(training_out.rglob("*")):
         relative = path.relative_to(training_out).as_posix()
-        if path.is_file() and not relative.startswith(SKIPPED):
-            files[relative] = path.read_bytes()
-    if "adapter_model.safetensors" not in files:
-        raise AgirError(
-            f"{training_out}: no adapter_model.safetensors; is this a training output folder?"
-        )
+        if path.is_file() and not path.is_symlink() and not relative.startswith(SKIPPED):
+            files[relative] = path
+    if ADAPTER not in files:
+        raise AgirError(f"{training_out}: no {ADAPTER}; is this a training output folder?")
     return files
 
 
@@ -121,8 +185,8 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
     files = _training_files(training_out)
     dataset_sha = dataset_hash(dataset) if dataset else None
     if dataset and (dataset / "report.json").is_file():
-        files["dataset/report.json"] = (dataset / "report.json").read_bytes()
-    metrics = orjson.loads(files["metrics.json"]) if "metrics.json" in files else {}
+        files["dataset/report.json"] = dataset / "report.json"
+    metrics = orjson.loads(files["metrics.json"].read_bytes()) if "metrics.json" in files else {}
     manifest = {
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -131,72 +195,167 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
         "git_commit": _git_commit(),
         "packages": _packages(),
         "files": {
-            name: {"sha256": _sha256(data), "size": len(data)}
-            for name, data in sorted(files.items())
+            name: {"sha256": sha256_file(str(path)), "size": path.stat().st_size}
+            for name, path in sorted(files.items())
         },
     }
-    files[MANIFEST] = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    manifest_bytes = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     location = (
         target
         if target.endswith(".tar.gz")
-        else join(target, f"agir-adapter-{(dataset_sha or _sha256(files[MANIFEST]))[:12]}.tar.gz")
+        else join(
+            target,
+            f"agir-adapter-{(dataset_sha or hashlib.sha256(manifest_bytes).hexdigest())[:12]}.tar.gz",
+        )
     )
-    with atomic_output(location) as staged:
-        staged.write_bytes(_tar_gz(files))
+    with atomic_output(location) as staged, open(staged, "wb") as handle:
+        _write_tar_gz(handle, manifest_bytes, files)
     return location
 
 
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    """A gzipped tar of the files, sorted, with times and owners zeroed: the same input, the same bytes."""
-    buffer = io.BytesIO()
+def _write_tar_gz(handle: IO[bytes], manifest: bytes, files: dict[str, Path]) -> None:
+    """A gzipped tar: the manifest first, then the files sorted, times and owners zeroed."""
     with (
-        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as zipped,
         tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
+        tar.addfile(_info(MANIFEST, len(manifest)), io.BytesIO(manifest))
         for name in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
-            tar.addfile(info, io.BytesIO(files[name]))
-    return buffer.getvalue()
+            with open(files[name], "rb") as source:
+                tar.addfile(_info(name, files[name].stat().st_size), source)
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    return info
+
+
+@contextmanager
+def _open_stream(location: str) -> Iterator[tarfile.TarFile]:
+    """The archive as a forward-only tar stream (nothing is read ahead or held whole)."""
+    if is_url(location):
+        import fsspec
+
+        opener = fsspec.open(location, "rb")
+    else:
+        path = Path(local_path(location))
+        if not path.is_file():
+            raise ArchiveError(f"{location}: not a file; give the path of a .tar.gz archive")
+        opener = open(path, "rb")
+    try:
+        # GzipFile bounds each decompression step; tarfile's own "r|gz" can inflate one
+        # 10 KiB read of zeros into 10 MiB at once.
+        with (
+            opener as raw,
+            gzip.GzipFile(fileobj=raw, mode="rb") as unzipped,
+            tarfile.open(fileobj=unzipped, mode="r|") as tar,
+        ):
+            yield tar
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ArchiveError(f"{location}: not a readable .tar.gz archive: {error}") from error
+    except FileNotFoundError as error:
+        raise ArchiveError(f"{location}: no such archive") from error
 
 
 def read_archive(location: str) -> dict[str, bytes]:
-    """Every file of an archive (local path or URL), by name."""
-    data = read_bytes(location) if is_url(location) else Path(location).read_bytes()
+    """Every regular file of a small archive (local path or URL), by name; for tests and tools."""
     files: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                if member.isfile():
-                    handle = tar.extractfile(member)
-                    files[member.name] = handle.read() if handle else b""
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise AgirError(f"{location}: not a readable .tar.gz archive: {error}") from error
+    with _open_stream(location) as tar:
+        for member in tar:
+            if member.isreg():
+                handle = tar.extractfile(member)
+                files[member.name] = handle.read() if handle else b""
     return files
 
 
-def verify_archive(location: str) -> Verification:
-    """Check every file against the manifest: present, same size and sha256, nothing unlisted."""
-    files = read_archive(location)
-    if MANIFEST not in files:
-        return Verification(
-            location=location, files=len(files), problems=[f"no {MANIFEST} in the archive"]
-        )
+def _hash_member(handle: IO[bytes], size: int) -> str:
+    """sha256 of exactly ``size`` bytes of a member, read in chunks."""
+    digest = hashlib.sha256()
+    left = size
+    while left > 0:
+        chunk = handle.read(min(_CHUNK, left))
+        if not chunk:
+            raise ArchiveError("archive ends inside a member: truncated")
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _parse_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, location: str) -> Manifest:
+    if not member.isreg():
+        raise ArchiveError(f"{location}: {MANIFEST} is not a regular file")
+    if member.size > MAX_MANIFEST_BYTES:
+        raise ArchiveError(f"{location}: {MANIFEST} is {member.size} bytes; too big for a manifest")
+    handle = tar.extractfile(member)
+    data = handle.read(member.size) if handle else b""
     try:
-        listed: dict[str, Any] = orjson.loads(files[MANIFEST])["files"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        return Verification(
-            location=location, files=len(files), problems=[f"{MANIFEST} is unreadable: {error}"]
-        )
-    problems = []
-    for name, expected in sorted(listed.items()):
-        data = files.get(name)
-        if data is None:
-            problems.append(f"{name}: listed in the manifest but missing")
-        elif len(data) != expected["size"] or _sha256(data) != expected["sha256"]:
-            problems.append(f"{name}: size or sha256 differs from the manifest")
+        return Manifest.model_validate_json(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "top level"
+        raise ArchiveError(
+            f"{location}: {MANIFEST} is malformed at {_show(where)}: {first['msg']} "
+            f"({error.error_count()} problem(s))"
+        ) from error
+
+
+def verify_archive(location: str) -> Verification:
+    """Check every member against the manifest: safe, regular, listed once, same size and sha256.
+
+    Raises:
+        ArchiveError: not a readable ``.tar.gz``, or its manifest is missing, not first,
+            duplicated or malformed (nothing in it can then be trusted).
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    manifest: Manifest | None = None
+    with _open_stream(location) as tar:
+        for count, member in enumerate(tar):
+            if count >= MAX_MEMBERS:
+                raise ArchiveError(f"{location}: more than {MAX_MEMBERS} members")
+            name = member.name
+            if manifest is None:
+                if name != MANIFEST:
+                    raise ArchiveError(
+                        f"{location}: the first member is {_show(name)}, not {MANIFEST}"
+                    )
+                manifest = _parse_manifest(tar, member, location)
+                continue
+            problem = _member_problem(tar, member, manifest, seen)
+            seen.add(name)
+            if problem:
+                problems.append(f"{_show(name)}: {problem}")
+    if manifest is None:
+        raise ArchiveError(f"{location}: empty archive, no {MANIFEST}")
     problems += [
-        f"{name}: not listed in the manifest"
-        for name in sorted(set(files) - set(listed) - {MANIFEST})
+        f"{_show(name)}: listed in the manifest but missing"
+        for name in sorted(set(manifest.files) - seen)
     ]
-    return Verification(location=location, files=len(listed), problems=problems)
+    return Verification(location=location, files=len(manifest.files), problems=problems)
+
+
+def _member_problem(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, manifest: Manifest, seen: set[str]
+) -> str | None:
+    """What is wrong with one member after the manifest, or None; reads at most its listed size."""
+    name = member.name
+    if name in seen or name == MANIFEST:
+        return "appears more than once in the archive"
+    why = unsafe_name(name)
+    if why:
+        return f"unsafe name ({why})"
+    if member.issym() or member.islnk():
+        kind = "symlink" if member.issym() else "hardlink"
+        return f"a {kind} to {_show(member.linkname)}, not a regular file"
+    if not member.isreg():
+        return "not a regular file"
+    expected = manifest.files.get(name)
+    if expected is None:
+        return "not listed in the manifest"
+    if member.size != expected.size:
+        return f"size {member.size} differs from the manifest's {expected.size}"
+    handle = tar.extractfile(member)
+    if handle is None or _hash_member(handle, member.size) != expected.sha256:
+        return "sha256 differs from the manifest"
+    return None
