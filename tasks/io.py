@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 RUN_FILE_SUFFIX = ".json"
 # mkstemp creates files 0600; outputs get the mode a plain open() would give them.
 _UMASK = os.umask(0)
@@ -207,6 +205,9 @@ def write_bytes_atomic(target: str, data: bytes) -> None:
 
 def write_json_atomic(target: str, value: object) -> None:
     """Write a value as indented, key-sorted JSON, atomically (sorted keys: stable bytes)."""
+    # Imported here: the training program imports this module on GPU machines without orjson.
+    import orjson
+
     write_bytes_atomic(
         target, orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
     )
