@@ -168,29 +168,52 @@ def junk_bytes_total(scenario: Scenario) -> int:
     return sum(f.bytes for f in scenario.files if f.kind is FileKind.JUNK)
 
 
+MAX_DESCRIPTION_FOLDERS = 36  # deeper folders are folded into their parents past this
+
+
 def describe_scenario(scenario: Scenario) -> str:
-    """Describe the machine as an agent would see it: folders with their sizes, not the kinds."""
-    folders: dict[str, list[ScenarioFile]] = {}
+    """Describe the machine as an agent would see it: folders with their sizes, not the kinds.
+
+    Folders are listed with their size, file count and oldest file; past 36 folders the
+    deepest are folded into their parents (hash-named cache trees go first).
+    """
+    # folder -> [bytes, files, oldest age in days, subfolders folded in]
+    lines: dict[str, list[float]] = {}
     for f in scenario.files:
-        folders.setdefault(posixpath.dirname(f.path), []).append(f)
+        line = lines.setdefault(posixpath.dirname(f.path), [0, 0, 0.0, 0])
+        line[0] += f.bytes
+        line[1] += 1
+        line[2] = max(line[2], f.age_days)
+    while len(lines) > MAX_DESCRIPTION_FOLDERS:
+        deepest = max(lines, key=lambda p: (p.count("/"), p))
+        parent = posixpath.dirname(deepest)
+        if parent == "/":
+            break
+        merged = lines.setdefault(parent, [0, 0, 0.0, 0])
+        for folder in [p for p in lines if posixpath.dirname(p) == parent]:
+            size, count, oldest, folded = lines.pop(folder)
+            merged[0] += size
+            merged[1] += count
+            merged[2] = max(merged[2], oldest)
+            merged[3] += folded + 1
     total = sum(f.bytes for f in scenario.files)
-    lines = []
-    if scenario.description:
-        lines.append(scenario.description.strip())
-    lines.append(
+    used_roots = [
+        r for r in SCENARIO_ROOTS if any(f.path.startswith(r + "/") for f in scenario.files)
+    ]
+    out = [scenario.description.strip()] if scenario.description else []
+    out.append(
         f"The machine's data folders hold {len(scenario.files)} files, {_human(total)} in all "
-        f"(under {', '.join(r for r in SCENARIO_ROOTS if any(f.path.startswith(r + '/') for f in scenario.files))}); "
-        "the system folders (/usr) are read-only and there is no network."
+        f"(under {', '.join(used_roots)}); the system folders (/usr) are read-only and there "
+        "is no network."
     )
-    lines.append("Folders (size, files, oldest file):")
-    for folder in sorted(folders):
-        group = folders[folder]
-        oldest = max(f.age_days for f in group)
-        lines.append(
-            f"  {_human(sum(f.bytes for f in group)):>9}  {len(group):>4} files  "
-            f"{oldest:>5.0f} days  {folder}/"
+    out.append("Folders (size, files, oldest file in days, path):")
+    for folder in sorted(lines):
+        size, count, oldest, folded = lines[folder]
+        more = f" (and {int(folded)} subfolders)" if folded else ""
+        out.append(
+            f"  {_human(int(size)):>9}  {int(count):>4} files  {oldest:>5.0f} days  {folder}/{more}"
         )
-    return "\n".join(lines)
+    return "\n".join(out)
 
 
 def _human(size: int) -> str:
