@@ -15,7 +15,12 @@ TAG_CODE_ATTEMPTS = frozenset({"genned_strat_code", "strat_codegen"})
 
 _TAG_BASE = re.compile(r"[^(,]*")
 _TAG_ARGS = re.compile(r"\(([^()]*)\)")
-_CODE_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+FENCE = "```"
+# An opening fence. The language name, if any, sits between two runs of blanks; the old
+# pattern ``[ \t]*(?:python3?|py)?[ \t]*`` let both runs share the same blanks, so a failing
+# match tried every split of them (quadratic). Here the second run needs a language name
+# before it, so each blank belongs to one run only.
+_OPENING_FENCE = re.compile(r"```[ \t]*(?:(?:python3|python|py)[ \t]*)?\r?\n", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -26,6 +31,15 @@ def parse_tag(tag: str) -> tuple[str, tuple[str, ...]]:
 
 
 def extract_code(message: str) -> str | None:
-    """Return the text inside the first ```python fence of a message, or None."""
-    match = _CODE_FENCE.search(message)
-    return match.group(1) if match else None
+    """Return the text inside the first ```python fence of a message, or None.
+
+    An opening fence is ```` ``` ````, blanks, an optional ``python3``/``python``/``py``
+    (any case), blanks and a newline; the code runs to the next ```` ``` ````. Time is
+    linear in the message, however hostile.
+    """
+    opening = _OPENING_FENCE.search(message)
+    if opening is None:
+        return None
+    # No closing fence after the first opening means none after any later one either.
+    end = message.find(FENCE, opening.end())
+    return message[opening.end() : end] if end >= 0 else None
