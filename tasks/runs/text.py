@@ -19,8 +19,9 @@ FENCE = "```"
 # An opening fence. The language name, if any, sits between two runs of blanks; the old
 # pattern ``[ \t]*(?:python3?|py)?[ \t]*`` let both runs share the same blanks, so a failing
 # match tried every split of them (quadratic). Here the second run needs a language name
-# before it, so each blank belongs to one run only.
-_OPENING_FENCE = re.compile(r"```[ \t]*(?:(?:python3|python|py)[ \t]*)?\r?\n", re.IGNORECASE)
+# before it, so each blank belongs to one run only, and both runs are possessive (``*+``,
+# Python 3.11): a run of blanks is never given back, so a failing opening costs its length.
+_OPENING_FENCE = re.compile(r"```[ \t]*+(?:(?:python3|python|py)[ \t]*+)?\r?\n", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=4096)
