@@ -30,6 +30,10 @@ class Outcome(StrEnum):
     CONTAINER_FAIL = "container_fail"
     DELETION_FAIL = "deletion_fail"
     SUCCESS = "success"
+    # v5 attempt records (agir-run-format.md, "v5 records"): the stage that failed.
+    EXTRACT_FAIL = "extract_fail"  # no code could be extracted from the reply
+    VALIDATION_FAIL = "validation_fail"  # offline validation (parse/compile) failed
+    RUN_FAIL = "run_fail"  # running it in the container failed
 
     @property
     def ran(self) -> bool:
@@ -52,6 +56,7 @@ class FileSchema(StrEnum):
 
     V4 = "v4"
     LEGACY_2024_12 = "legacy_2024_12"
+    V5 = "v5"  # one file per attempt record; a run is a chain of strategy_code records
 
 
 class UnitConvention(StrEnum):
@@ -59,6 +64,7 @@ class UnitConvention(StrEnum):
 
     KIB_NEW_MINUS_OLD = "kib_new_minus_old"  # v4 with env_agent.model_name (2025-05-20 on)
     MIB_OLD_MINUS_NEW = "mib_old_minus_new"  # older v4 and 2024-12: `df -m`, sign reversed
+    KIB_FREED_V5 = "kib_freed_v5"  # v5 this_code_space_change_kb: KiB, positive when freed
 
 
 class PromptKind(StrEnum):
@@ -106,13 +112,13 @@ class QuarantineReason(StrEnum):
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
     UNKNOWN_SCHEMA = "unknown_schema"
-    V5_ATTEMPT_FILE = "v5_attempt_file"
     MISSING_KEY = "missing_key"
     WRONG_TYPE = "wrong_type"
     NON_FINITE_NUMBER = "non_finite_number"
     BAD_HISTORY_ENTRY = "bad_history_entry"
     BAD_MESSAGE = "bad_message"
     UNKNOWN_OUTCOME = "unknown_outcome"
+    BAD_ATTEMPT_NUMBER = "bad_attempt_number"  # a v5 current_attempt/max_attempts below 1
     MESSAGE_TOO_LARGE = "message_too_large"
     UNEXPECTED_ERROR = "unexpected_error"  # a bug in the reader: the detail holds the exception
     SHARD_FAILED = "shard_failed"  # the worker reading the file's shard died, retries spent
@@ -173,6 +179,10 @@ class Run:
     run_class: RunClass
     class_reason: str  # a short stable code, counted in the report ("no_attempt_ran")
     class_detail: str  # the same for a person, with the figures ("2 ast_fail, 1 compile_fail")
+    # v5 chains hold P_s and P_c as two separate lists, stored back to back:
+    # P_c = conversation[code_prompt_start:code_turns]; 0 (a prefix) for v4 and 2024-12.
+    code_prompt_start: int = 0
+    attempts_missing: int = 0  # v5: attempt numbers below the highest present that no file holds
 
     @property
     def strategy_prompt(self) -> tuple[Message, ...]:
@@ -182,7 +192,7 @@ class Run:
     @property
     def code_prompt(self) -> tuple[Message, ...]:
         """``P_c``: the turns through the run's code request, which quotes the strategy."""
-        return self.conversation[: self.code_turns]
+        return self.conversation[self.code_prompt_start : self.code_turns]
 
     def prompt(self, kind: PromptKind) -> tuple[Message, ...]:
         """The prompt of one kind."""
@@ -212,6 +222,8 @@ RUN_SCHEMA = pl.Schema(
         "run_class": _enum(RunClass),
         "class_reason": pl.String,
         "class_detail": pl.String,
+        "code_prompt_start": pl.Int32,
+        "attempts_missing": pl.Int32,
     }
 )
 
@@ -356,5 +368,71 @@ GARBLE_RESULT_SCHEMA = pl.Schema(
         "draws": pl.Int32,
         "seed": pl.Int64,
         "new_tokens": pl.Int32,
+    }
+)
+
+
+class V5RecordType(StrEnum):
+    """The three kinds of v5 attempt record (the ``{type}`` in their file names)."""
+
+    ENV_GETTER_CODE = "special_environment_getter_code"
+    STRATEGY_LIST = "strategy_list"
+    STRATEGY_CODE = "strategy_code"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class V5Record:
+    """One validated v5 attempt record, kept until its chain can be formed.
+
+    Shards read files independently, so a chain's records may be read in different
+    shards: each shard writes its records to a table, and chains are formed when every
+    shard is done (``agir_retrain.tasks.runs.chains``). ``group_hash`` hashes
+    (version, run_id): every record of one agent run shares it, so the assembly can
+    take the records in hash ranges and hold one range at a time.
+    """
+
+    group_hash: int  # u64
+    source: str
+    record_type: V5RecordType
+    version: str
+    agent_run_id: str  # the agent's own run_id (one agent run, many chains)
+    current_attempt: int
+    max_attempts: int
+    prompt: tuple[Message, ...]
+    raw_response: str
+    # strategy_code: the spec's outcome; getters: SUCCESS (output), else the failing stage;
+    # strategy_list: SUCCESS (a list was extracted) or EXTRACT_FAIL.
+    outcome: Outcome
+    code: str | None  # extract_result_if_ok, else the first ```python block of raw_response
+    strategy: str | None  # strategy_code only
+    strategies_hash: str | None  # strategy_code only
+    special_env_info_hashes: tuple[str, ...]
+    strategies: tuple[str, ...]  # strategy_list: the strategies extracted
+    # getter: run_result_if_ok_hash (sha256 of its output); strategy_list:
+    # extract_result_if_ok_hash (sha256 of the strategies joined with commas);
+    # strategy_code: run_result_if_ok_hash (sha256 of the code).
+    result_hash: str | None
+    space_change_kib: float | None  # strategy_code: this_code_space_change_kb
+
+
+V5_RECORD_SCHEMA = pl.Schema(
+    {
+        "group_hash": pl.UInt64,
+        "source": pl.String,
+        "record_type": _enum(V5RecordType),
+        "version": pl.String,
+        "agent_run_id": pl.String,
+        "current_attempt": pl.Int64,
+        "max_attempts": pl.Int64,
+        "prompt": MESSAGES_DTYPE,
+        "raw_response": pl.String,
+        "outcome": _enum(Outcome),
+        "code": pl.String,
+        "strategy": pl.String,
+        "strategies_hash": pl.String,
+        "special_env_info_hashes": pl.List(pl.String),
+        "strategies": pl.List(pl.String),
+        "result_hash": pl.String,
+        "space_change_kib": pl.Float64,
     }
 )

@@ -23,6 +23,7 @@ from agir_retrain.tasks.records import (
     QUARANTINE_SCHEMA,
     RUN_SCHEMA,
     SCORED_SCHEMA,
+    V5_RECORD_SCHEMA,
     Attempt,
     FileSchema,
     GarbleMethod,
@@ -41,6 +42,8 @@ from agir_retrain.tasks.records import (
     RunClass,
     ScoredRecord,
     UnitConvention,
+    V5Record,
+    V5RecordType,
 )
 
 # zstd level 1 compresses chat text ~6x at ~430 MB/s; statistics on megabyte-long strings cost
@@ -51,7 +54,9 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "compression_level": 1,
     "write_page_index": False,
 }
-BULKY_TEXT = frozenset({"strategy", "response", "chosen", "rejected", "class_detail", "detail"})
+BULKY_TEXT = frozenset(
+    {"strategy", "response", "chosen", "rejected", "class_detail", "detail", "raw_response", "code"}
+)
 
 SCHEMAS: dict[type, pl.Schema] = {
     GarbleRequest: GARBLE_REQUEST_SCHEMA,
@@ -60,6 +65,7 @@ SCHEMAS: dict[type, pl.Schema] = {
     ScoredRecord: SCORED_SCHEMA,
     Pair: PAIR_SCHEMA,
     Quarantined: QUARANTINE_SCHEMA,
+    V5Record: V5_RECORD_SCHEMA,
 }
 
 
@@ -133,6 +139,7 @@ _ENUMS: dict[str, type[StrEnum]] = {
     "rule": PairRule,
     "garble_method": GarbleMethod,
     "reason": QuarantineReason,
+    "record_type": V5RecordType,
 }
 
 
@@ -149,7 +156,13 @@ def _attempts(rows: list[dict] | None) -> tuple[Attempt, ...]:
     )
 
 
+def _strings(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(values or ())
+
+
 _NESTED_READERS = {
+    "special_env_info_hashes": _strings,
+    "strategies": _strings,
     "conversation": _messages,
     "prompt": _messages,
     "env_getter_prompt": _messages,

@@ -64,7 +64,12 @@ def _prompt() -> pl.Expr:
         pl.when(kind == PromptKind.STRATEGY.value)
         .then(pl.col("conversation").list.head(pl.col("strategy_turns")))
         .when(kind == PromptKind.CODE.value)
-        .then(pl.col("conversation").list.head(pl.col("code_turns")))
+        # v5 chains keep P_s and P_c back to back: P_c starts at code_prompt_start (0 for v4).
+        .then(
+            pl.col("conversation").list.slice(
+                pl.col("code_prompt_start"), pl.col("code_turns") - pl.col("code_prompt_start")
+            )
+        )
         .otherwise(pl.col("env_getter_prompt"))
         .alias("prompt")
     )
@@ -195,7 +200,12 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
         )
 
     prompts = runs.select(
-        "run_id", "conversation", "strategy_turns", "code_turns", "env_getter_prompt"
+        "run_id",
+        "conversation",
+        "strategy_turns",
+        "code_turns",
+        "code_prompt_start",
+        "env_getter_prompt",
     )
     rows = (
         all_pairs.filter(pl.col("rejected").is_not_null())
@@ -249,6 +259,7 @@ def _export_kto(runs: pl.LazyFrame, scored_path: str, target: str, report: Expor
             "conversation",
             "strategy_turns",
             "code_turns",
+            "code_prompt_start",
             "env_getter_prompt",
         ),
         on="run_id",

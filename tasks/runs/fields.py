@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agir_retrain.tasks.errors import RunFileError
-from agir_retrain.tasks.records import Quarantined, QuarantineReason, Run
+from agir_retrain.tasks.records import Quarantined, QuarantineReason, Run, V5Record
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +28,8 @@ class RunFileResult:
     quarantined: tuple[Quarantined, ...] = ()
     runs_found: int = 0  # copy agents seen, read or quarantined
     file_quarantined: bool = False
+    # A v5 file's one attempt record: its runs (chains) are formed once every shard is read.
+    v5_records: tuple[V5Record, ...] = ()
 
 
 def require(
@@ -78,11 +80,41 @@ def optional_number(
             f"{where}: {key!r} is a JSON {json_type(value)}, expected a number",
             run_id,
         )
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal past float range, such as 10**400
+        number = math.inf if value > 0 else -math.inf
+    if not math.isfinite(number):
         raise RunFileError(
-            source, QuarantineReason.NON_FINITE_NUMBER, f"{where}: {key!r} is {value}", run_id
+            source,
+            QuarantineReason.NON_FINITE_NUMBER,
+            f"{where}: {key!r} is {_short_number(value)}",
+            run_id,
         )
-    return float(value)
+    return number
+
+
+def require_finite_bytes(
+    source: str, space_freed_bytes: float, raw: float | None, where: str, run_id: str
+) -> float:
+    """Return a figure normalised to bytes if it is finite (``1e308`` KiB is not).
+
+    Raises:
+        RunFileError: the figure is infinite or NaN once normalised (``non_finite_number``).
+    """
+    if not math.isfinite(space_freed_bytes):
+        raise RunFileError(
+            source,
+            QuarantineReason.NON_FINITE_NUMBER,
+            f"{where}: space_freed {_short_number(raw)} is {space_freed_bytes} bytes",
+            run_id,
+        )
+    return space_freed_bytes
+
+
+def _short_number(value: object) -> str:
+    text = str(value)  # a 400-digit integer is shown by its size, not in full
+    return text if len(text) <= 40 else f"{text[:12]}...({len(text)} digits)"
 
 
 _KIND_NAMES = {dict: "an object", list: "an array", str: "a string"}

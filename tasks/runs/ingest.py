@@ -30,7 +30,15 @@ from agir_retrain.tasks.records import (
     QuarantineReason,
     Run,
     ScoredRecord,
+    V5Record,
 )
+from agir_retrain.tasks.runs.chain_parts import (
+    RANGE_BYTES,
+    V5_RECORDS_FILE,
+    iter_chain_runs,
+    write_part,
+)
+from agir_retrain.tasks.runs.chains import ChainStats
 from agir_retrain.tasks.runs.pairing import pair_run
 from agir_retrain.tasks.runs.reader import ReadLimits, RunFileResult, read_run_file
 from agir_retrain.tasks.runs.report import Report
@@ -72,40 +80,26 @@ def ingest_shard(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     report = Report()
-    sinks = {name: ParquetSink(staging / name, kind) for name, kind in TABLE_FILES.items()}
-    if with_garble_requests:
-        sinks[GARBLE_REQUESTS_FILE] = ParquetSink(staging / GARBLE_REQUESTS_FILE, GarbleRequest)
+    sinks = _open_sinks(staging, with_garble_requests)
     pending_bytes = 0
+    v5_records: list[V5Record] = []
     with open(staging / QUARANTINE_FILE, "wb") as quarantine:
         for file in files:
             result = _read_guarded(file, limits)
             report.add_file(result)
+            v5_records.extend(result.v5_records)
             for entry in result.quarantined:
                 quarantine.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
             for run in result.runs:
-                scored = score_run(run)
-                run_pairs = pair_run(run)
-                sinks[RUNS_FILE].extend((run,))
-                sinks[SCORED_FILE].extend(scored)
-                sinks[PAIRS_FILE].extend(run_pairs.pairs)
-                if with_garble_requests:
-                    pending = [
-                        (p.prompt_kind, p.chosen) for p in run_pairs.pairs if p.rejected is None
-                    ]
-                    if pending:
-                        sinks[GARBLE_REQUESTS_FILE].extend(garble_requests(run, pending))
-                report.add_run(run, len(scored), run_pairs)
+                _emit_run(run, sinks, report, with_garble_requests)
             pending_bytes += result.size_bytes
             if pending_bytes >= FLUSH_INPUT_BYTES:
                 for sink in sinks.values():
                     sink.flush()
                 pending_bytes = 0
-    for sink in sinks.values():
-        sink.close()
-    report.check_balance()
-    write_json_atomic(str(staging / REPORT_FILE), report.to_dict())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    # v5 runs are chains across files, maybe across shards: formed by `ingest_chains`.
+    write_part(v5_records, staging / V5_RECORDS_FILE)
+    _finish_folder(sinks, report, staging, final)
     log.info(
         "shard %s: %d files, %d runs, %d quarantined %s",
         final.name,
@@ -115,6 +109,75 @@ def ingest_shard(
         dict(report.quarantine_reasons) or "",
     )
     return report
+
+
+def ingest_chains(
+    parts: Sequence[str],
+    directory: str,
+    *,
+    with_garble_requests: bool = False,
+    range_bytes: int = RANGE_BYTES,
+) -> Report:
+    """Form the v5 chains of every shard's record part, then score and pair them like a shard.
+
+    ``directory`` gets the files of a shard folder (no file is counted in its report:
+    the shards counted them; its runs are the chains), so it is gathered like one.
+    """
+    final = Path(directory)
+    staging = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    report = Report()
+    stats = ChainStats()
+    sinks = _open_sinks(staging, with_garble_requests)
+    (staging / QUARANTINE_FILE).write_bytes(b"")
+    for run in iter_chain_runs(parts, stats, range_bytes):
+        report.runs_in += 1
+        _emit_run(run, sinks, report, with_garble_requests)
+    report.add_chain_stats(stats)
+    _finish_folder(sinks, report, staging, final)
+    log.info(
+        "v5 chains: %d runs, %d attempts missing, by class %s",
+        report.runs_in,
+        report.attempts_missing,
+        {k: v for k, v in report.runs_by_class.items() if v},
+    )
+    return report
+
+
+def _open_sinks(staging: Path, with_garble_requests: bool) -> dict[str, ParquetSink]:
+    sinks = {name: ParquetSink(staging / name, kind) for name, kind in TABLE_FILES.items()}
+    if with_garble_requests:
+        sinks[GARBLE_REQUESTS_FILE] = ParquetSink(staging / GARBLE_REQUESTS_FILE, GarbleRequest)
+    return sinks
+
+
+def _emit_run(
+    run: Run, sinks: dict[str, ParquetSink], report: Report, with_garble_requests: bool
+) -> None:
+    """Score and pair one run into the sinks, and count it."""
+    scored = score_run(run)
+    run_pairs = pair_run(run)
+    sinks[RUNS_FILE].extend((run,))
+    sinks[SCORED_FILE].extend(scored)
+    sinks[PAIRS_FILE].extend(run_pairs.pairs)
+    if with_garble_requests:
+        pending = [(p.prompt_kind, p.chosen) for p in run_pairs.pairs if p.rejected is None]
+        if pending:
+            sinks[GARBLE_REQUESTS_FILE].extend(garble_requests(run, pending))
+    report.add_run(run, len(scored), run_pairs)
+
+
+def _finish_folder(
+    sinks: dict[str, ParquetSink], report: Report, staging: Path, final: Path
+) -> None:
+    """Close the tables, write the report, and move the whole folder into place."""
+    for sink in sinks.values():
+        sink.close()
+    report.check_balance()
+    write_json_atomic(str(staging / REPORT_FILE), report.to_dict())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
 
 
 def _read_guarded(file: InputFile, limits: ReadLimits) -> RunFileResult:
@@ -228,7 +291,7 @@ def ingest(
     """Read, score and pair run files into ``out`` with a local process pool.
 
     Writes ``runs.parquet``, ``scored.parquet``, ``pairs.parquet``,
-    ``quarantine.jsonl`` and ``report.json``. ``on_plan`` is called once the shards
+    ``quarantine.jsonl`` and ``report.json``; v5 chains come after every shard's runs. ``on_plan`` is called once the shards
     are known and the workers are up; ``on_shard_done`` as each shard is gathered.
     """
     files = expand_inputs(locations)
@@ -261,6 +324,11 @@ def ingest(
                 for shard, directory, future in zip(shards, directories, futures, strict=True):
                     future.result()  # in shard order: the dataset's row order never varies
                     _gathered(writer, shard, directory, on_shard_done)
+            # v5 chains last: their records may come from any shard.
+            parts = [os.path.join(d, V5_RECORDS_FILE) for d in directories]
+            chains = os.path.join(scratch, "v5-chains")
+            ingest_chains(parts, chains)
+            writer.add(chains)
         except BaseException:
             writer.abort()
             raise
@@ -274,6 +342,8 @@ def _gathered(
     on_shard_done: Callable[[Shard], None] | None,
 ) -> None:
     writer.add(directory)
-    shutil.rmtree(directory, ignore_errors=True)
+    for path in Path(directory).iterdir():  # keep only the v5 records, for `ingest_chains`
+        if path.name != V5_RECORDS_FILE:
+            path.unlink()
     if on_shard_done:
         on_shard_done(shard)

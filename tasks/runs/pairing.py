@@ -78,9 +78,14 @@ def _garble_requests(run: Run) -> tuple[Pair, ...]:
     (success,) = run.attempts
     if success.outcome is not Outcome.SUCCESS:  # classify_run guarantees it; guard the invariant
         raise ValueError(f"{run.run_id}: first_try run whose only attempt is {success.outcome}")
+    code = _garble_request(run, PairRule.FIRST_TRY_CODE, PromptKind.CODE, success.message)
+    if not run.strategy_turns:
+        # Only a v5 chain whose strategy_list record was lost gets here (v4 runs without a
+        # strategy request are inconsistent): no P_s to pair the strategy on.
+        return (code,)
     return (
         _garble_request(run, PairRule.FIRST_TRY_STRAT, PromptKind.STRATEGY, run.strategy),
-        _garble_request(run, PairRule.FIRST_TRY_CODE, PromptKind.CODE, success.message),
+        code,
     )
 
 

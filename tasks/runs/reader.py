@@ -3,7 +3,8 @@
 ``read_run_file`` never raises on bad input: a file that cannot be parsed is one
 ``Quarantined`` entry, a malformed copy agent is another, and the file's valid runs
 are kept. This module reads the bytes, parses the JSON and hands the document to
-the reader of its format (``v4.py`` for v4 and 2024-12 files). See
+the reader of its format (``v4.py`` for v4 and 2024-12 files, ``v5.py`` for a v5
+attempt record, whose runs are formed later from every shard's records, ``chains.py``). See
 ``docs/run-format.md`` for the formats and their quirks.
 """
 
@@ -21,13 +22,13 @@ from agir_retrain.tasks.io import read_bytes
 from agir_retrain.tasks.records import FileSchema, Quarantined, QuarantineReason
 from agir_retrain.tasks.runs.fields import ReadLimits, RunFileResult, json_type
 from agir_retrain.tasks.runs.v4 import read_agents_document
+from agir_retrain.tasks.runs.v5 import looks_like_v5, read_v5_record
 
 __all__ = ["ReadLimits", "RunFileResult", "detect_schema", "parse_json", "read_run_file"]
 
 log = logging.getLogger(__name__)
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_V5_KEYS = frozenset({"run_id", "raw_response", "current_attempt", "max_attempts"})
 
 
 def read_run_file(
@@ -52,6 +53,9 @@ def read_run_file(
             )
         document = parse_json(source, data)
         file_schema = detect_schema(source, document)
+        if file_schema is FileSchema.V5:
+            record = read_v5_record(source, document, limits)
+            return RunFileResult(source=source, size_bytes=len(data), v5_records=(record,))
         return read_agents_document(source, len(data), document, file_schema, limits)
     except RunFileError as error:
         return _quarantined_file(source, len(data or b""), error)
@@ -72,7 +76,7 @@ def detect_schema(source: str, document: Any) -> FileSchema:
     """Tell which run format a parsed document is written in.
 
     Raises:
-        RunFileError: not an object, a v5 per-attempt record, or no known format.
+        RunFileError: not an object, or no known format.
     """
     if not isinstance(document, dict):
         raise RunFileError(
@@ -84,12 +88,8 @@ def detect_schema(source: str, document: Any) -> FileSchema:
         return FileSchema.V4
     if "strat_agents" in document:
         return FileSchema.LEGACY_2024_12
-    if _V5_KEYS <= document.keys():
-        raise RunFileError(
-            source,
-            QuarantineReason.V5_ATTEMPT_FILE,
-            "a v5 per-attempt file (one code attempt, no strategy prompt); not read as a run",
-        )
+    if looks_like_v5(document):
+        return FileSchema.V5
     keys = ", ".join(sorted(map(str, document))[:8])
     raise RunFileError(
         source, QuarantineReason.UNKNOWN_SCHEMA, f"not an AGIR run file; keys: {keys}"

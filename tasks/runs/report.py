@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agir_retrain.tasks.records import PairRule, Run, RunClass
+from agir_retrain.tasks.runs.chains import ChainStats
 from agir_retrain.tasks.runs.pairing import RunPairs
 from agir_retrain.tasks.runs.reader import RunFileResult
 
 _TOTALS = (
     "files_in", "files_read", "files_quarantined", "bytes_in", "runs_in", "runs_quarantined",
     "scored_records", "pairs_skipped_identical", "garble_requests",
+    "attempts_missing", "v5_strategy_prompt_missing", "v5_env_getter_prompt_missing",
 )  # fmt: skip
 _COUNTERS = (
     "runs_by_class",
@@ -25,6 +27,8 @@ _COUNTERS = (
     "file_schemas",
     "pairs_by_rule",
     "quarantine_reasons",
+    "v5_records",
+    "chains_by_attempts_missing",
 )
 
 
@@ -51,6 +55,13 @@ class Report:
     pairs_skipped_identical: int = 0
     garble_requests: int = 0
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
+    # v5: records read by type; attempt numbers lost (in total, and chains by how many they
+    # lost); chains whose strategy_list or getter records are not in the corpus.
+    v5_records: Counter[str] = field(default_factory=Counter)
+    attempts_missing: int = 0
+    chains_by_attempts_missing: Counter[str] = field(default_factory=Counter)
+    v5_strategy_prompt_missing: int = 0
+    v5_env_getter_prompt_missing: int = 0
 
     def add_file(self, result: RunFileResult) -> None:
         """Count one file's outcome: read or quarantined, and its runs found."""
@@ -61,6 +72,8 @@ class Report:
         else:
             self.files_read += 1
         self.runs_in += result.runs_found
+        for record in result.v5_records:
+            self.v5_records[record.record_type.value] += 1
         for entry in result.quarantined:
             self.quarantine_reasons[entry.reason.value] += 1
             if entry.run_id is not None:
@@ -77,6 +90,13 @@ class Report:
         for pair in run_pairs.pairs:
             self.pairs_by_rule[pair.rule.value] += 1
             self.garble_requests += pair.rejected is None
+
+    def add_chain_stats(self, stats: ChainStats) -> None:
+        """Count what forming v5 chains found: lost attempts and unlinked prompts."""
+        self.attempts_missing += stats.attempts_missing
+        self.chains_by_attempts_missing.update(stats.chains_by_attempts_missing)
+        self.v5_strategy_prompt_missing += stats.strategy_prompt_missing
+        self.v5_env_getter_prompt_missing += stats.env_getter_prompt_missing
 
     def merge(self, other: Report) -> None:
         """Add another report's counts into this one."""
@@ -124,6 +144,13 @@ class Report:
             "pairs_skipped_identical": self.pairs_skipped_identical,
             "garble_requests": self.garble_requests,
             "quarantine_reasons": dict(sorted(self.quarantine_reasons.items())),
+            "v5_records": dict(sorted(self.v5_records.items())),
+            "attempts_missing": self.attempts_missing,
+            "chains_by_attempts_missing": dict(
+                sorted(self.chains_by_attempts_missing.items(), key=lambda kv: int(kv[0]))
+            ),
+            "v5_strategy_prompt_missing": self.v5_strategy_prompt_missing,
+            "v5_env_getter_prompt_missing": self.v5_env_getter_prompt_missing,
         }
 
     @classmethod
@@ -131,8 +158,8 @@ class Report:
         """Rebuild a report from ``to_dict`` output."""
         report = cls()
         for name in _TOTALS:
-            setattr(report, name, int(data[name]))
+            setattr(report, name, int(data.get(name, 0)))
         for name in _COUNTERS:
-            getattr(report, name).update(data[name])
+            getattr(report, name).update(data.get(name, {}))
         report.runs_by_reason = {k: Counter(v) for k, v in data["runs_by_reason"].items()}
         return report

@@ -25,6 +25,7 @@ MIB = 1 << 20  # the spec's "MB": the agent read `df -m /`, whose unit is the Mi
 _BYTES_PER_RAW_UNIT = {
     UnitConvention.KIB_NEW_MINUS_OLD: KIB,
     UnitConvention.MIB_OLD_MINUS_NEW: -MIB,  # the sign is reversed: freed space was negative
+    UnitConvention.KIB_FREED_V5: KIB,  # v5 this_code_space_change_kb: already positive = freed
 }
 
 

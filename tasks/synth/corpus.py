@@ -4,7 +4,7 @@ Each run is planned first (era, outcomes, raw ``space_freed``, and the class, re
 and pairs the seed's rules give it), then written the way the agent's serializer
 writes it: ``json.dump(..., indent=2)`` of the v4 or 2024-12 structure, the main
 agent's strategy block twice, copies holding it once, model-suffixed tags. Quirk
-files and runs (truncated, not UTF-8, NaN, bad entries, v5 ...) come with the reason
+files and runs (truncated, not UTF-8, NaN, bad entries, a malformed v5 record ...) come with the reason
 they must be quarantined for. ``ground_truth.json`` states it all, independently of
 the reader, so tests can hold the reader to it.
 """
@@ -44,7 +44,7 @@ FILE_QUIRKS = (
     "not_utf8",
     "empty_file",
     "not_an_object",
-    "v5_attempt_file",
+    "v5_wrong_type",
     "unknown_schema",
     "missing_env_agent",
 )
@@ -362,7 +362,9 @@ def write_corpus(out: Path, *, runs: int, seed: int, env_kib: int = 8) -> Corpus
         clock["v4_kib"] += timedelta(seconds=rng.randint(60, 7200))
         name, data = _quirk_file(rng, quirk, clock["v4_kib"], env_chars)
         total_bytes += _write(corpus / name, data)
-        reason = "missing_key" if quirk == "missing_env_agent" else quirk
+        reason = {"missing_env_agent": "missing_key", "v5_wrong_type": "wrong_type"}.get(
+            quirk, quirk
+        )
         files.append({"name": name, "quarantine": reason, "runs": []})
     clock["v4_kib"] += timedelta(seconds=61)  # a run whose strategy generation failed: no copies
     empty = _build_file(rng, "v4_kib", [], env_chars)
@@ -421,7 +423,9 @@ def _quirk_file(
         document = json.loads(good)
         del document["env_agent"]
         return name, json.dumps(document, indent=2).encode()
-    # v5: one file per code attempt, every key present, null where unset.
+    # v5: one file per attempt record, every key present, null where unset; this one has
+    # a figure written as a string, which quarantines it (`agir-retrain synth --format v5`
+    # writes whole v5 corpora).
     record = {
         "run_id": f"{when:%Y%m%d}-{rng.getrandbits(24):06x}",
         "version": "d8c344-main-0",
@@ -441,7 +445,7 @@ def _quirk_file(
         "run_result_if_ok": "freed 10 bytes",
         "run_result_if_ok_hash": "0" * 64,
         "run_result_if_err": None,
-        "this_code_space_change_kb": 12.0,
+        "this_code_space_change_kb": "12.0",
     }
     return f"d8c344-main-0_{record['run_id']}_strategy_code_{when:%Y-%m-%d-%H-%M-%S}.json", (
         json.dumps(record, indent=4).encode()

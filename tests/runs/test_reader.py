@@ -156,7 +156,6 @@ class TestQuarantine:
             ("not_utf8.json", QuarantineReason.NOT_UTF8),
             ("empty.json", QuarantineReason.EMPTY_FILE),
             ("top_level_array.json", QuarantineReason.NOT_AN_OBJECT),
-            ("v5_attempt.json", QuarantineReason.V5_ATTEMPT_FILE),
         ],
     )
     def test_whole_file(self, data_file, name, reason):
@@ -186,6 +185,34 @@ class TestQuarantine:
         assert [(q.run_id, q.reason) for q in result.quarantined] == [
             ("nan_space_freed#1", QuarantineReason.NON_FINITE_NUMBER)
         ]
+
+    def test_figures_that_overflow_quarantine_only_their_run(self, data_file):
+        # 1e308 KiB is finite, but not in bytes; 10**400 is not even a float. Each of those
+        # runs is quarantined with the reason, and the file's other runs are kept.
+        document = json.loads(open(data_file("v4_kib.json")).read())
+        document["copy_strat_agents"][0]["space_freed"] = 1e308
+        text = json.dumps(document).replace(
+            '"space_freed": 512.0', '"space_freed": 1' + "0" * 400, 1
+        )
+        result = read_run_file("huge.json", text.encode())
+        assert [(q.run_id, q.reason) for q in result.quarantined] == [
+            ("huge#0", QuarantineReason.NON_FINITE_NUMBER),
+            ("huge#1", QuarantineReason.NON_FINITE_NUMBER),
+        ]
+        assert "bytes" in result.quarantined[0].detail
+        assert [r.run_id for r in result.runs] == ["huge#2", "huge#3"]
+        assert all(math.isfinite(r.space_freed_bytes) for r in result.runs)
+        assert result.runs_found == 4
+
+    @pytest.mark.parametrize("total", ["1e308", "1" + "0" * 400])
+    def test_legacy_total_that_overflows_quarantines_the_run_it_belongs_to(self, data_file, total):
+        document = json.loads(open(data_file("legacy_2024_12.json")).read())
+        text = json.dumps(document).replace('"space_freed": -2.0', f'"space_freed": {total}')
+        result = read_run_file("legacy.json", text.encode())
+        assert [(q.run_id, q.reason) for q in result.quarantined] == [
+            ("legacy#0", QuarantineReason.NON_FINITE_NUMBER)
+        ]
+        assert [r.run_id for r in result.runs] == ["legacy#1"]
 
     def test_message_over_the_limit(self, data_file):
         result = read_run_file(data_file("v4_kib.json"), limits=ReadLimits(max_message_chars=100))
