@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def run_episode(
         tempfile.mkdtemp(prefix="agir-episode-", dir=settings.work_dir or default_work_dir())
     )
     try:
-        materialise(scenario, folder / "root", settings.clock, owner=sandbox.owner)
+        clock = settings.clock if settings.clock is not None else time.time()
+        materialise(scenario, folder / "root", clock, owner=sandbox.owner)
         (folder / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
         result = sandbox.run(folder, limits_from(settings))
         found = measure(scenario, folder / "root")

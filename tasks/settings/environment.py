@@ -10,9 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
-# 2026-01-01T00:00:00Z: a fixed "now", so "older than N days" is the same on every run.
-DEFAULT_CLOCK = 1_767_225_600.0
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,10 +64,12 @@ class EnvironmentSettings(_Section):
     limits: LimitsSettings = Field(
         default_factory=LimitsSettings, description="Limits on each program."
     )
-    clock: float = Field(
-        DEFAULT_CLOCK,
-        description="The episode's 'now' as a Unix time; file ages (age_days) count back from "
-        "it. Fixed so that 'older than N days' gives the same result on every run.",
+    clock: float | None = Field(
+        None,
+        description="The 'now' file ages (age_days) count back from, as a Unix time. None: "
+        "each episode's own start, so a program comparing mtimes with time.time() sees each "
+        "file exactly age_days old (the sandbox's clock is the host's). A fixed value makes "
+        "mtimes byte-identical across runs, but the program's time.time() still reads the host.",
     )
     interpreter: str = Field(
         "/usr/bin/python3",
