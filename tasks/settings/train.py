@@ -1,0 +1,214 @@
+"""Settings of the training program and of where it runs (launch, submission)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from agir_retrain.tasks.settings.base import Section
+
+
+class LoraSettings(Section):
+    """The LoRA adapter (peft)."""
+
+    r: PositiveInt = Field(16, description="LoRA rank.")
+    alpha: PositiveInt = Field(32, description="LoRA alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names to adapt; None finds every linear (or 4-bit linear) layer of "
+        "the model except its output head.",
+    )
+
+
+class DpoSettings(Section):
+    """DPO training (TRL's DPOConfig, the settings this program exposes)."""
+
+    beta: float = Field(
+        0.1, gt=0, description="DPO beta: how far the policy may move from the reference."
+    )
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (LoRA parameters).")
+    epochs: float = Field(
+        1.0, gt=0, description="Passes over the training rows (ignored when max_steps is set)."
+    )
+    max_steps: PositiveInt | None = Field(
+        None, description="Optimizer steps; None trains for `epochs`."
+    )
+    batch_size: PositiveInt = Field(1, description="Rows per device per step.")
+    gradient_accumulation: PositiveInt = Field(
+        8, description="Steps accumulated per optimizer update."
+    )
+    max_length: PositiveInt = Field(
+        2048,
+        description="Tokens per row (prompt + completion). Over-long prompts are shortened by "
+        "cutting the middle of their longest messages; rows that still do not fit are dropped "
+        "and counted.",
+    )
+    truncation_mode: Literal["keep_start", "keep_end"] = Field(
+        "keep_start",
+        description="TRL's truncation of a completion that alone overflows max_length "
+        "(keep_end is deprecated in TRL 1.16).",
+    )
+    loss_types: list[str] = Field(
+        default_factory=lambda: ["sigmoid"],
+        description="TRL loss types, combined with loss_weights, e.g. [sigmoid, sft] for DPO "
+        "with an SFT term on the chosen side.",
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="One weight per loss type; None weighs each 1.0."
+    )
+    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
+    seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
+    logging_steps: PositiveInt = Field(1, description="Log metrics every this many steps.")
+    eval_steps: PositiveInt | None = Field(
+        None, description="Evaluate every this many steps; None evaluates at the end only."
+    )
+    save_steps: PositiveInt = Field(50, description="Write a checkpoint every this many steps.")
+    save_total_limit: PositiveInt = Field(2, description="Checkpoints kept (the oldest go first).")
+
+    @model_validator(mode="after")
+    def _check(self) -> DpoSettings:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} weights for {len(self.loss_types)} "
+                f"loss types {self.loss_types}: give one weight per loss type, or none"
+            )
+        return self
+
+
+class LaunchSettings(Section):
+    """How the training program is launched (accelerate)."""
+
+    num_processes: PositiveInt = Field(
+        1,
+        description="Processes (one per GPU); more than one launches through `accelerate launch`.",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="An accelerate config: single_gpu, ddp or fsdp_qlora (container/accelerate/) "
+        "or a path; None means single_gpu for one process and ddp for several.",
+    )
+    main_process_port: PositiveInt = Field(
+        29500, description="Rendezvous port of a multi-process launch."
+    )
+
+
+class SubmitSettings(Section):
+    """Where the training job runs: this machine, a Docker engine, or a Prefect GPU work pool."""
+
+    backend: Literal["local", "docker", "prefect"] = Field(
+        "local",
+        description="local: `accelerate launch` here; docker: build container/Dockerfile and run "
+        "it on the Docker engine (every GPU requested when the host has some); prefect: run the "
+        "`train` deployment on a GPU work pool and fetch its outputs from shared storage.",
+    )
+    image: str = Field(
+        "agir-retrain", description="Image repository; the tag is the build context's hash."
+    )
+    base_image: str | None = Field(
+        None,
+        description="BASE_IMAGE build argument (a CUDA PyTorch image); None keeps the Dockerfile's.",
+    )
+    build_network: str | None = Field(
+        None,
+        description="Network of the docker build (e.g. host, where builds cannot reach PyPI otherwise).",
+    )
+    gpus: Literal["auto", "all", "none"] = Field(
+        "auto",
+        description="GPUs for the docker job: auto requests every GPU when the host has some.",
+    )
+    deployment: str = Field(
+        "train/train-docker-gpu",
+        description="Prefect deployment (flow/deployment) the prefect backend runs.",
+    )
+    work_pool_type: Literal["docker", "kubernetes", "process"] = Field(
+        "docker", description="Kind of the deployment's work pool: decides the GPU job variables."
+    )
+    gpus_per_job: PositiveInt = Field(
+        1, description="GPUs a prefect job asks for (Kubernetes nvidia.com/gpu limit)."
+    )
+    shared_storage: str | None = Field(
+        None,
+        description="fsspec URL both sides see (s3://bucket/runs, or file:// on a shared "
+        "filesystem); the prefect backend uploads a local dataset's training and eval files "
+        "there, and the job writes its outputs there to be fetched into `out`. None: the "
+        "dataset and `out` must themselves be such URLs.",
+    )
+    timeout_s: PositiveInt = Field(
+        24 * 3600,
+        description="Longest a submitted job may run, in seconds; past it the job (its whole "
+        "process group, or its container) is stopped and reported as timed out.",
+    )
+    network: bool = Field(
+        False,
+        description="Give the docker job a network. Off: it can reach nothing, so the base model "
+        "must be a local folder (or builtin:tiny); on: a hub id is downloaded inside.",
+    )
+    memory_limit: str | None = Field(
+        "64g",
+        description="Memory cap of the docker job (docker's --memory: 512m, 64g, or bytes), "
+        "swap included; None: no cap.",
+    )
+    pids_limit: PositiveInt | None = Field(
+        4096, description="Most processes and threads the docker job may run; None: no cap."
+    )
+    shm_size: str | None = Field(
+        "8g",
+        description="Size of the docker job's /dev/shm (torch data workers and NCCL use it); "
+        "None: docker's 64m.",
+    )
+    container_user: str | None = Field(
+        None,
+        description="uid:gid the docker job runs as (never root); None: the caller's, or "
+        "1000:1000 (the image's agir user) when the caller is root.",
+    )
+
+
+class TrainConfig(Section):
+    """Settings of the QLoRA DPO training program (`python -m agir_retrain.tasks.training`)."""
+
+    dataset: str = Field(
+        "dataset",
+        description="A folder holding dpo/train.jsonl (and dpo/eval.jsonl) or train.jsonl "
+        "(and eval.jsonl), or one JSONL file; local or an fsspec URL. Our rows, TRL's standard "
+        "(strings) or conversational rows.",
+    )
+    eval_dataset: str | None = Field(
+        None, description="An eval JSONL file; None uses the one beside the training file, if any."
+    )
+    base_model: str = Field(
+        "builtin:tiny", description="Base model: a local folder, a hub id, or builtin:tiny."
+    )
+    out: str = Field(
+        "adapter", description="Output folder: adapter, tokenizer, metrics, plots, model card."
+    )
+    quantize: bool = Field(
+        True,
+        description="Load the base in 4-bit NF4 with double quantization (bitsandbytes); "
+        "False trains plain LoRA on a full-precision base.",
+    )
+    reference: Literal["adapter", "separate", "precomputed"] = Field(
+        "adapter",
+        description="The DPO reference: adapter = the base with the adapter disabled (no second "
+        "copy); separate = a second (4-bit) copy of the base, as the seed did; precomputed = "
+        "reference log-probs computed once before training.",
+    )
+    resume: bool = Field(
+        False, description="Resume from the last checkpoint in `out`, if there is one."
+    )
+    merge: bool = Field(
+        False,
+        description="Also write the adapter merged into a full-precision copy of the base "
+        "(out/merged); never merged into 4-bit weights.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow a model's own code from its repository to run; off unless asked."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA.")
+    dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO.")
+    launch: LaunchSettings = Field(default_factory=LaunchSettings, description="Launch.")
+    submit: SubmitSettings = Field(
+        default_factory=SubmitSettings,
+        description="Where the job runs (the program itself ignores it).",
+    )
