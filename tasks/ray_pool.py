@@ -7,7 +7,9 @@ from settings through ``.options()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import ray
 from ray.util import ActorPool
@@ -21,7 +23,11 @@ from agir_retrain.tasks.dataset.build import (
     save_garbled,
 )
 from agir_retrain.tasks.dataset.garble import Garbler, plan_batches
+from agir_retrain.tasks.environment.records import Completion, Episode
+from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_group, sort_episodes
+from agir_retrain.tasks.evaluation.sampling import CompletionSampler, SampleRequest, SamplerSpec
 from agir_retrain.tasks.records import GarbleRequest, GarbleResult
+from agir_retrain.tasks.settings.environment import EnvironmentSettings
 from agir_retrain.tasks.settings.models import GarbleSettings
 
 log = logging.getLogger(__name__)
@@ -114,3 +120,75 @@ def garble_shards(
         results = garble_on_actor_pool(batches, model_name, settings, on_batch_done)
         save_garbled(results, owner, key)
     return garble_stats(manifests, key, fresh=len(results))
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
+    """Use the Ray already started here, else join ``address`` (or RAY_ADDRESS), else start one.
+
+    Only a Ray started here is shut down on leaving.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)
+    else:
+        # "local": a bare ray.init() would join any cluster a `ray start` left on this machine.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            object_store_memory=1 << 30,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def sample_on_actor_pool(
+    batches: Sequence[list[SampleRequest]],
+    spec: SamplerSpec,
+    actors: int,
+    on_batch_done: Callable[[int], None] | None = None,
+) -> list[Completion]:
+    """Sample batches on at most ``actors`` actors, each holding the base model and adapters."""
+    if not batches:
+        return []
+    actor_class = ray.remote(CompletionSampler).options(
+        num_cpus=spec.cpus, num_gpus=spec.gpus, max_restarts=2, max_task_retries=2
+    )
+    holders = [actor_class.remote(spec) for _ in range(min(actors, len(batches)))]
+    log.info("sampling %d batches on %d actors", len(batches), len(holders))
+    completions: list[Completion] = []
+    try:
+        for batch_completions in ActorPool(holders).map(
+            lambda actor, batch: actor.sample.remote(batch), batches
+        ):
+            completions.extend(batch_completions)
+            if on_batch_done:
+                on_batch_done(len(batch_completions))
+    finally:
+        for holder in holders:
+            ray.kill(holder)
+    return completions
+
+
+def run_episode_groups_on_ray(
+    groups: Sequence[EpisodeGroup],
+    settings: EnvironmentSettings,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Episode]:
+    """Run each task's episodes as one Ray task (one CPU each); episodes in canonical order."""
+    remote = ray.remote(run_group).options(num_cpus=1, max_retries=2)
+    pending = {remote.remote(group, settings): group for group in groups}
+    episodes: list[Episode] = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            group = pending.pop(ref)
+            episodes.extend(ray.get(ref))
+            if on_done:
+                on_done(len(group.completions))
+    return sort_episodes(episodes)

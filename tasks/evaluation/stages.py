@@ -1,0 +1,105 @@
+"""The stages of an evaluation as plain functions: tasks, completions, episodes, report.
+
+``flows/evaluate.py`` runs them as Prefect tasks; each can be called from a REPL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
+from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
+from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.evaluation.completions import read_completions, write_completions
+from agir_retrain.tasks.evaluation.episodes import (
+    EpisodeGroup,
+    episode_groups,
+    resolve_scenarios,
+)
+from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
+from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
+from agir_retrain.tasks.evaluation.tasks import read_tasks, tasks_from_dataset, write_tasks
+from agir_retrain.tasks.io import is_url, join
+from agir_retrain.tasks.settings.evaluation import EvaluateConfig
+
+log = logging.getLogger(__name__)
+
+TASKS_FILE = "tasks.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+
+
+def make_tasks(config: EvaluateConfig) -> list[EvalTask]:
+    """The tasks (from the dataset's held-out runs or the tasks file), written to out/tasks.jsonl."""
+    if config.dataset is not None:
+        tasks = tasks_from_dataset(
+            config.dataset,
+            scenarios=config.scenarios,
+            env_blocks=config.env_blocks,
+            include_strategy_prompts=config.include_strategy_prompts,
+            max_tasks=config.max_tasks,
+            describe=lambda ref: describe_scenario(load_scenario(ref)),
+        )
+    elif config.tasks is not None:
+        tasks = read_tasks(config.tasks)
+        if config.max_tasks is not None:
+            tasks = tasks[: config.max_tasks]
+    else:
+        raise ConfigError(
+            "no tasks: give a built dataset (--dataset DIR) or a tasks file (--tasks FILE)"
+        )
+    write_tasks(join(config.out, TASKS_FILE), tasks)
+    return tasks
+
+
+def tasks_dir(config: EvaluateConfig) -> str | None:
+    """The folder of a local tasks file: relative scenario paths are looked up there."""
+    if config.tasks is None or is_url(config.tasks):
+        return None
+    return os.path.dirname(os.path.abspath(config.tasks.removeprefix("file://")))
+
+
+def given_completions(config: EvaluateConfig, tasks: Sequence[EvalTask]) -> list[Completion]:
+    """Read and check the given completions file; written again, sorted, to the output."""
+    assert config.completions is not None
+    task_ids = {t.task_id for t in tasks}
+    completions = read_completions(config.completions, task_ids)
+    if config.max_tasks is not None:  # the file may cover tasks cut by max_tasks
+        completions = [c for c in completions if c.task_id in task_ids]
+    write_completions(join(config.out, COMPLETIONS_FILE), completions)
+    return completions
+
+
+def prepare_episodes(
+    config: EvaluateConfig, tasks: Sequence[EvalTask], completions: Sequence[Completion]
+) -> list[EpisodeGroup]:
+    """Load the tasks' scenarios (failing early on a bad one) and group completions by task."""
+    scenarios = resolve_scenarios(tasks, tasks_dir(config))
+    groups = episode_groups(tasks, completions, scenarios)
+    log.info("%d episodes over %d tasks", len(completions), len(groups))
+    return groups
+
+
+def model_order(config: EvaluateConfig, completions: Sequence[Completion]) -> list[str]:
+    """Models in report order: base then adapters when sampled here, else sorted labels."""
+    present = sorted({c.model for c in completions})
+    if config.completions is None:
+        return [label for label in config.model_labels() if label in present]
+    return present
+
+
+def summarise(
+    config: EvaluateConfig, episodes: Sequence[Episode], models: Sequence[str]
+) -> tuple[EvalReport, bytes]:
+    """Compute the metrics and write episodes.parquet, eval.json, eval.md, eval.png."""
+    report = compute_report(
+        episodes_frame(episodes),
+        models=models,
+        k=config.pass_k,
+        resamples=config.bootstrap_resamples,
+        confidence=config.confidence,
+        seed=config.seed,
+    )
+    png = write_report(config.out, episodes, report)
+    return report, png
