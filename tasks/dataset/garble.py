@@ -18,6 +18,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agir_retrain.tasks.chat import render_prompt, trim_message
 from agir_retrain.tasks.records import (
     GarbleMethod,
     GarbleRequest,
@@ -40,15 +41,6 @@ def garble_seed(base_seed: int, run_id: str, prompt_kind: PromptKind, draw: int)
     """The seed of one draw for one request: stable across runs, machines and pool sizes."""
     key = f"{base_seed}\x1f{run_id}\x1f{prompt_kind.value}\x1f{draw}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & _SEED_MASK
-
-
-def trim_message(content: str, max_chars: int) -> str:
-    """Keep the start and end of an over-long message, saying how much was cut."""
-    if len(content) <= max_chars:
-        return content
-    half = max_chars // 2
-    tail = content[len(content) - half :]  # not content[-half:]: that is everything when half == 0
-    return f"{content[:half]}\n[... {len(content) - 2 * half} characters cut ...]\n{tail}"
 
 
 # Requests are stored with each prompt message cut to this many characters (start and end):
@@ -196,13 +188,13 @@ class Garbler:
 
         limit = self.settings.max_prompt_chars_per_message
         prompts = [
-            self.tokenizer.apply_chat_template(
+            # Conformed to the template (merged turns, folded system) where it demands it.
+            render_prompt(
+                self.tokenizer,
                 [
                     {"role": m.role.value, "content": trim_message(m.content, limit)}
                     for m in r.prompt
                 ],
-                add_generation_prompt=True,
-                tokenize=False,
             )
             for r in requests
         ]

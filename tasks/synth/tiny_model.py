@@ -1,4 +1,5 @@
-"""A tiny causal LM made locally: a byte-level BPE tokenizer and a random Llama, both saved
+"""A tiny causal LM made locally: a byte-level BPE tokenizer and a random Llama (or Qwen2 or
+Mistral, under one of several chat templates), both saved
 with ``save_pretrained`` and loaded through the same code paths as a real model.
 
 Nothing is downloaded. Tests, the demo and the CPU benchmarks use it; its samples are
@@ -24,6 +25,48 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+# Templates of the kinds real models carry, for tests of conversations under them. Each
+# raises as its namesake does (their raise_exception calls copied in spirit, not verbatim).
+CHATML_TEMPLATE = (  # Qwen2-style: any roles, any order
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+MISTRAL_TEMPLATE = (  # a leading system message is allowed; the rest must alternate user/assistant
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set system = '' %}"
+    "{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + (system + '\\n\\n' if loop.first and system else '') + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+GEMMA_TEMPLATE = (  # no system role at all, and strict alternation
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/model/user/model/...') }}"
+    "{% endif %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] + '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+# name -> (template, its marker tokens); "none" makes a tokenizer without a template.
+TEMPLATES: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "plain": (CHAT_TEMPLATE, ()),
+    "chatml": (CHATML_TEMPLATE, ("<|im_start|>", "<|im_end|>")),
+    "mistral": (MISTRAL_TEMPLATE, ("[INST]", "[/INST]")),
+    "gemma": (GEMMA_TEMPLATE, ("<start_of_turn>", "<end_of_turn>")),
+    "none": (None, ()),
+}
+ARCHITECTURES = ("llama", "qwen2", "mistral")
 SPECIAL_TOKENS = ["<pad>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 VOCAB_SIZE = 1024
 MAX_POSITIONS = 2048
@@ -44,20 +87,41 @@ def _training_texts(seed: int = 0, count: int = 400) -> list[str]:
 
 
 def make_tiny_model(
-    folder: str | Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    architecture: str = "llama",
+    chat_template: str = "plain",
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate_size: int | None = None,
 ) -> Path:
-    """Train a tokenizer and initialise a tiny Llama, and save both to ``folder``."""
+    """Train a tokenizer and initialise a tiny causal LM, and save both to ``folder``.
+
+    ``architecture`` is one of ``ARCHITECTURES``, ``chat_template`` a key of ``TEMPLATES``.
+    Keep every layer width a multiple of 32 (hidden size, ``kv_heads * hidden_size /
+    heads``, the intermediate size) for 4-bit on the CPU: bitsandbytes' CPU inference
+    kernel packs rows in blocks of 32. Other widths are allowed, to test exactly that.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r}: expected one of {ARCHITECTURES}")
+    if chat_template not in TEMPLATES:
+        raise ValueError(f"chat_template {chat_template!r}: expected one of {sorted(TEMPLATES)}")
+    template, markers = TEMPLATES[chat_template]
+    specials = SPECIAL_TOKENS + list(markers)
     folder = Path(folder)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -67,30 +131,48 @@ def make_tiny_model(
         tokenizer_object=bpe,
         pad_token="<pad>",
         eos_token="<|end|>",
-        additional_special_tokens=SPECIAL_TOKENS[2:],
+        additional_special_tokens=specials[2:],
         padding_side="left",
         model_max_length=MAX_POSITIONS,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    if template is not None:
+        tokenizer.chat_template = template
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config_class, model_class = _classes(architecture)
+    extra = {"sliding_window": None} if architecture == "mistral" else {}
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
         tie_word_embeddings=False,
+        **extra,
     )
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def _classes(architecture: str) -> tuple[type, type]:
+    if architecture == "qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return Qwen2Config, Qwen2ForCausalLM
+    if architecture == "mistral":
+        from transformers import MistralConfig, MistralForCausalLM
+
+        return MistralConfig, MistralForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaConfig, LlamaForCausalLM
 
 
 def default_cache_dir() -> Path:
