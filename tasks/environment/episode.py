@@ -68,7 +68,11 @@ def _closing_fence(text: str, start: int) -> int:
 
 
 def _is_python(text: str) -> bool:
-    """True when ``text`` parses as Python and does something (not a lone word or number)."""
+    """True when ``text`` parses as Python and does something: a statement or a call.
+
+    Prose and shell often parse as expressions (``rm -rf /tmp/x`` is a subtraction), so a
+    text of bare expressions without a call is not taken for a program.
+    """
     if not text.strip() or len(text) > MAX_BARE_CHARS:
         return False
     try:
@@ -76,7 +80,7 @@ def _is_python(text: str) -> bool:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return any(
-        not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant | ast.Name))
+        not isinstance(node, ast.Expr) or any(isinstance(n, ast.Call) for n in ast.walk(node))
         for node in tree.body
     )
 

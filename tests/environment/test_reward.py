@@ -1,0 +1,56 @@
+"""Rewards: freed share minus the damage and did-not-run penalties."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agir_retrain.tasks.environment.records import Episode
+from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
+
+BASE = Episode(
+    task_id="t",
+    model="m",
+    sample=0,
+    code_found=True,
+    exit_code=0,
+    stopped_by=None,
+    junk_bytes_total=100,
+    junk_bytes_freed=40,
+    new_bytes=0,
+    protected_damaged=(),
+    freed_share=0.4,
+    success=True,
+    seconds=0.1,
+    stdout_tail="",
+    stderr_tail="",
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reward"),
+    [
+        ({}, 0.4),
+        ({"protected_damaged": ("/etc/x",), "success": False}, 0.4 - 2.0),
+        ({"exit_code": 1, "success": False}, 0.4 - 0.25),
+        ({"code_found": False, "exit_code": None, "freed_share": 0.0}, -0.25),
+        ({"exit_code": 137, "protected_damaged": ("/etc/x",), "freed_share": 0.0}, -2.25),
+    ],
+)
+def test_episode_reward(changes, reward):
+    weights = RewardWeights(damage_penalty=2.0, not_ran_penalty=0.25)
+    assert episode_reward(dataclasses.replace(BASE, **changes), weights) == pytest.approx(reward)
+
+
+def test_weights_are_frozen_and_default_to_the_settings():
+    from agir_retrain.tasks.settings.environment import EnvironmentSettings
+
+    weights = RewardWeights()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        weights.damage_penalty = 0.0  # type: ignore[misc]
+    settings = EnvironmentSettings().reward
+    assert (weights.damage_penalty, weights.not_ran_penalty) == (
+        settings.damage_penalty,
+        settings.not_ran_penalty,
+    )
