@@ -7,6 +7,7 @@ The 2024-12 layout is v4's with other key and tag names and no per-agent
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -29,6 +30,7 @@ from agir_retrain.tasks.runs.fields import (
     optional,
     optional_number,
     require,
+    require_finite_bytes,
 )
 from agir_retrain.tasks.runs.history import (
     Entry,
@@ -81,35 +83,39 @@ def read_agents_document(
     agents = require(source, document, AGENTS_KEY[file_schema], list, "top level")
     # Only 2024-12 files need the file total; in v4 it is the sum over copy agents.
     file_space_freed = (
-        optional_number(source, document, "space_freed", "top level")
-        if file_schema is FileSchema.LEGACY_2024_12
-        else None
+        _legacy_total(source, document) if file_schema is FileSchema.LEGACY_2024_12 else None
     )
 
     stem = PurePosixPath(source).stem
     parsed: list[ParsedAgent] = []
-    quarantined: list[Quarantined] = []
+    quarantined: dict[int, Quarantined] = {}  # by copy index, so they list in file order
     for index, agent in enumerate(agents):
         run_id = f"{stem}#{index}"
         try:
             parsed.append(_parse_copy_agent(source, run_id, index, agent, file_schema, limits))
         except RunFileError as error:
-            quarantined.append(
-                Quarantined(source=source, run_id=run_id, reason=error.reason, detail=error.detail)
+            quarantined[index] = Quarantined(
+                source=source, run_id=run_id, reason=error.reason, detail=error.detail
             )
     if file_schema is FileSchema.LEGACY_2024_12:
         attribute_legacy_total(parsed, file_space_freed)
-    runs = tuple(
-        _build_run(source, agent, file_schema, model_name, convention, env_getter_prompt)
-        for agent in parsed
-    )
+    runs: list[Run] = []
+    for agent in parsed:
+        try:
+            runs.append(
+                _build_run(source, agent, file_schema, model_name, convention, env_getter_prompt)
+            )
+        except RunFileError as error:
+            quarantined[agent.index] = Quarantined(
+                source=source, run_id=agent.run_id, reason=error.reason, detail=error.detail
+            )
     if quarantined:
         log.debug("%s: %d of %d runs quarantined", source, len(quarantined), len(agents))
     return RunFileResult(
         source=source,
         size_bytes=size,
-        runs=runs,
-        quarantined=tuple(quarantined),
+        runs=tuple(runs),
+        quarantined=tuple(quarantined[index] for index in sorted(quarantined)),
         runs_found=len(agents),
     )
 
@@ -158,7 +164,13 @@ def _build_run(
     strategy_turns = turns_through(entries, TAG_STRATS_REQUESTS)
     code_turns = turns_through(entries, frozenset({TAG_CODE_REQUEST}))
     conversation = tuple(entry.message for entry in entries[: max(strategy_turns, code_turns)])
-    space_freed_bytes = normalise_space_freed(agent.space_freed_raw, convention)
+    space_freed_bytes = require_finite_bytes(
+        source,
+        normalise_space_freed(agent.space_freed_raw, convention),
+        agent.space_freed_raw,
+        f"copy agent {agent.index}",
+        agent.run_id,
+    )
     verdict = classify_run(
         attempts=agent.attempts,
         space_freed_bytes=space_freed_bytes,
@@ -186,6 +198,19 @@ def _build_run(
         class_reason=verdict.reason,
         class_detail=verdict.detail,
     )
+
+
+def _legacy_total(source: str, document: dict[str, Any]) -> float | None:
+    """The 2024-12 file total; one past float range stays infinite, to quarantine its run.
+
+    Only the run the total is attributed to depends on it, so the file is not rejected.
+    """
+    try:
+        return optional_number(source, document, "space_freed", "top level")
+    except RunFileError as error:
+        if error.reason is not QuarantineReason.NON_FINITE_NUMBER:
+            raise
+        return math.inf
 
 
 def _env_getter_prompt(source: str, codes: list[Any]) -> tuple[Message, ...]:
