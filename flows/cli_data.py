@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -97,11 +97,25 @@ def synth(
     env_kib: Annotated[
         int, typer.Option(help="Mean size of the pasted container listings, in KiB per file.")
     ] = 8,
+    file_format: Annotated[
+        Literal["v4", "v5", "mixed"],
+        typer.Option(
+            "--format",
+            help="v4: v4 and 2024-12 run files; v5: one file per attempt record (chains, "
+            "same-second overwrites, killed runs); mixed: half of each in one folder.",
+        ),
+    ] = "v4",
 ) -> None:
     """Write an upstream-shaped synthetic corpus covering every class and quirk, with ground truth."""
     from agir_retrain.tasks.synth.corpus import write_corpus
+    from agir_retrain.tasks.synth.v5 import write_mixed_corpus, write_v5_corpus
 
-    truth = write_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
+    if file_format == "v5":
+        truth = write_v5_corpus(out, runs=runs, seed=seed)
+    elif file_format == "mixed":
+        truth = write_mixed_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
+    else:
+        truth = write_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
     console.print(
         f"wrote {truth.files} files ({truth.runs} runs, {truth.bytes / 1e6:.1f} MB) to "
         f"{out / 'runs'}; ground truth in {out / 'ground_truth.json'}"
