@@ -21,7 +21,7 @@ from agir_retrain.flows.build_dataset import build_dataset
 from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.flows.train import train
 from agir_retrain.tasks.delivery.archive import create_archive, verify_archive
-from agir_retrain.tasks.delivery.submit import download_folder
+from agir_retrain.tasks.delivery.remote import download_folder
 from agir_retrain.tasks.io import is_url, join
 from agir_retrain.tasks.settings.models import RetrainConfig
 

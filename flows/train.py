@@ -1,15 +1,18 @@
-"""The train flow: run the QLoRA DPO training job on the chosen backend and publish its metrics.
+"""The train flow, and ``submit``: the one place that decides where training runs.
 
     agir-retrain train dataset --base-model builtin:tiny --out adapter --backend local|docker|prefect
 
-With ``submit.backend=prefect`` this flow runs the ``train`` deployment on a GPU work
-pool, where the same flow runs with the ``local`` backend inside the GPU image, writing
-to shared storage; the outputs are then fetched into ``out``.
+``submit`` is what every caller uses (the CLI's ``train``, this flow, and so the
+``retrain`` flow and the ``train-*`` deployments): ``submit.backend`` picks ``local``
+(``accelerate launch`` in a child process here), ``docker`` (the GPU image on a Docker
+engine) or ``prefect`` (the ``train`` deployment on a GPU work pool, where this same flow
+runs with the ``local`` backend; the dataset is uploaded to shared storage first and the
+outputs fetched back into ``out``).
 """
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +20,21 @@ import orjson
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from agir_retrain.tasks.delivery.submit import JobResult, download_folder, submit
+from agir_retrain.tasks.delivery.job_output import JobTimeoutError
+from agir_retrain.tasks.delivery.remote import download_folder, remote_config, shared_job_folder
+from agir_retrain.tasks.delivery.submit import JobResult, submit_docker, submit_local
 from agir_retrain.tasks.errors import ConfigError, SubmitError
 from agir_retrain.tasks.io import is_url, join, read_bytes
 from agir_retrain.tasks.settings.models import SubmitSettings, TrainConfig
+
+Backend = Callable[[TrainConfig, Callable[[str], None] | None], JobResult]
 
 
 @flow(name="train")
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train on the configured backend; return the metrics (``metrics.json``)."""
     logger = get_run_logger()
-    if config.submit.backend == "prefect":
-        result = submit_deployment(config)
-    else:
-        result = submit(config, on_line=logger.info)
+    result = submit(config, on_line=logger.info)
     metrics = orjson.loads(read_bytes(join(result.out, "metrics.json")))
     create_markdown_artifact(
         key="training-metrics",
@@ -38,6 +42,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         description="Training metrics",
     )
     return metrics
+
+
+def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
+    """Run the training job where ``submit.backend`` says, and wait for it; raise if it fails."""
+    return BACKENDS[config.submit.backend](config, on_line)
 
 
 def gpu_job_variables(settings: SubmitSettings) -> dict[str, Any]:
@@ -52,29 +61,47 @@ def gpu_job_variables(settings: SubmitSettings) -> dict[str, Any]:
     return {}
 
 
-def submit_deployment(config: TrainConfig) -> JobResult:
-    """Run the train deployment on its work pool, wait for it, and fetch its outputs."""
+def submit_deployment(
+    config: TrainConfig, on_line: Callable[[str], None] | None = None
+) -> JobResult:
+    """Ship the dataset to shared storage, run the train deployment on its pool, fetch the outputs."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
 
-    if is_url(config.out):
-        shared_out = config.out
-    elif config.submit.shared_storage:
-        shared_out = join(config.submit.shared_storage, f"train-{uuid.uuid4().hex[:12]}")
-    else:
+    if not PREFECT_API_URL.value():
         raise ConfigError(
-            "submit.backend=prefect: the job runs elsewhere, so out must be a URL both sides see, "
-            "or set submit.shared_storage (e.g. s3://bucket/agir-runs)"
+            "submit.backend=prefect runs a deployment on a Prefect server: set PREFECT_API_URL "
+            "(a server where `prefect deploy` registered the train deployment and a worker polls)"
         )
-    remote = config.model_copy(
-        update={"out": shared_out, "submit": config.submit.model_copy(update={"backend": "local"})}
+    needs_shared = not (is_url(config.dataset) and is_url(config.out)) or (
+        config.eval_dataset is not None and not is_url(config.eval_dataset)
     )
-    flow_run = run_deployment(
-        name=config.submit.deployment,
-        parameters={"config": remote.model_dump(mode="json")},
-        job_variables=gpu_job_variables(config.submit),
-        timeout=config.submit.timeout_s,
+    remote = remote_config(config, shared_job_folder(config) if needs_shared else None)
+    emit = on_line or (lambda _line: None)
+    emit(
+        f"running deployment {config.submit.deployment}: dataset {remote.dataset}, out {remote.out}"
     )
+    try:
+        flow_run = run_deployment(
+            name=config.submit.deployment,
+            parameters={"config": remote.model_dump(mode="json")},
+            job_variables=gpu_job_variables(config.submit),
+            timeout=config.submit.timeout_s,
+        )
+    except ObjectNotFound as error:
+        raise ConfigError(
+            f"submit.deployment={config.submit.deployment!r}: no such deployment on "
+            f"{PREFECT_API_URL.value()}; run `prefect deploy` first"
+        ) from error
     state = flow_run.state
+    if state is not None and not state.is_final():
+        raise JobTimeoutError(
+            f"prefect deployment {config.submit.deployment} (flow run {flow_run.id}, "
+            f"still {state.name}: cancel it in the UI)",
+            config.submit.timeout_s,
+            state.message or "",
+        )
     if state is None or not state.is_completed():
         raise SubmitError(
             f"prefect deployment {config.submit.deployment} (flow run {flow_run.id})",
@@ -83,8 +110,15 @@ def submit_deployment(config: TrainConfig) -> JobResult:
             or f"ended in state {state.name if state else 'unknown'}",
         )
     if not is_url(config.out):
-        download_folder(shared_out, Path(config.out))
+        download_folder(remote.out, Path(config.out))
     return JobResult(returncode=0, out=config.out, log_tail=state.message or "")
+
+
+BACKENDS: dict[str, Backend] = {
+    "local": submit_local,
+    "docker": submit_docker,
+    "prefect": submit_deployment,
+}
 
 
 def metrics_markdown(metrics: dict[str, Any], out: str) -> str:

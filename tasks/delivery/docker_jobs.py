@@ -3,35 +3,39 @@
 The image is built from a context and tagged by the hash of what the build would see
 (the files ``.dockerignore`` admits, the Dockerfile, the build arguments), so an
 unchanged context reuses the image. The container gets every GPU when the host has
-some, its mounts, and its environment; its log is streamed as it runs. Whether the job
-succeeds or fails, the container is removed, and so is whatever the build left
-(intermediate containers, dangling layers). A failed job raises ``SubmitError`` with
-the job's own exit status and last log lines.
+some, its mounts, and its environment; its log is streamed as it runs. It is confined:
+never root (the caller's uid, or ``DEFAULT_USER`` when the caller is root), no network
+unless the job asks, no capabilities, no privilege gain, and memory and process limits.
+Whether the job succeeds, fails or runs past its deadline, the container is removed, and
+so is whatever the build left (intermediate containers, dangling layers). A failed job
+raises ``SubmitError`` with the job's own exit status and last log lines; one stopped at
+its deadline raises ``JobTimeoutError``.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agir_retrain.tasks.delivery.job_output import JobTimeoutError, LogTail, follow
 from agir_retrain.tasks.errors import SubmitError
 
 log = logging.getLogger(__name__)
 
 LABEL = "org.agir-retrain"  # on every image, layer and container we make
-LOG_TAIL_LINES = 40
+DEFAULT_USER = "1000:1000"  # the GPU image's own `agir` user; jobs of a root caller run as it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mount:
-    """A host folder seen inside the container."""
+    """A host folder, or a single file, seen inside the container."""
 
     host: Path
     container: str
@@ -51,6 +55,11 @@ class DockerJob:
     mounts: tuple[Mount, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     gpus: Literal["auto", "all", "none"] = "auto"
+    network: bool = False  # the job's own network; off unless it must download
+    memory_limit: str | None = "64g"  # docker's --memory (bytes or 512m, 64g); None: no limit
+    pids_limit: int | None = 4096  # docker's --pids-limit; None: no limit
+    shm_size: str | None = "8g"  # /dev/shm, which torch's workers and NCCL use
+    user: str | None = None  # uid:gid; None: the caller's, or DEFAULT_USER for root
     timeout_s: float = 24 * 3600
 
 
@@ -117,7 +126,7 @@ def build_image(client: Any, job: DockerJob, on_line: Callable[[str], None]) -> 
         return tag, True
     except docker.errors.ImageNotFound:
         pass
-    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    tail = LogTail(on_line)
     layers: list[str] = []  # images of finished steps: a failed build leaves them behind
     stream = client.api.build(
         path=str(job.context),
@@ -134,16 +143,15 @@ def build_image(client: Any, job: DockerJob, on_line: Callable[[str], None]) -> 
     for chunk in stream:  # read to the end: the engine removes the failed step's container last
         text = chunk.get("stream") or chunk.get("status") or ""
         for line in text.rstrip("\n").splitlines():
-            tail.append(line)
-            on_line(line)
+            tail.line(line)
             if line.startswith(" ---> ") and len(line.split()) == 2:
                 layers.append(line.split()[1])
         if "error" in chunk:
             error = chunk["error"]
-            tail.append(error)
+            tail.line(error)
     if error is not None:
         _remove_layers(client, layers)
-        raise SubmitError(f"docker build {tag}", None, "\n".join(tail))
+        raise SubmitError(f"docker build {tag}", None, tail.text)
     return tag, False
 
 
@@ -160,49 +168,32 @@ def _remove_layers(client: Any, layers: list[str]) -> None:
 
 def run_docker_job(job: DockerJob, on_line: Callable[[str], None] | None = None) -> DockerJobResult:
     """Build (or reuse) the image, run the job, stream its log, and clean up in every case."""
-    import docker
-
     emit = on_line or (lambda line: log.info("%s", line))
     client = _client()
     container = None
+    user, owner = _user(job)
     try:
         image, reused = build_image(client, job, emit)
-        device_requests = []
-        if job.gpus == "all" or (job.gpus == "auto" and host_has_gpus(client)):
-            device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        container = client.containers.create(
-            image=image,
-            command=job.command,
-            volumes={
-                str(m.host.resolve()): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
-                for m in job.mounts
-            },
-            environment=job.env,
-            device_requests=device_requests or None,
-            labels={LABEL: "job"},
-            **_user(job),
-        )
+        deadline = time.monotonic() + job.timeout_s  # the build is not the job's time
+        container = client.containers.create(image=image, **_run_options(client, job, user))
         container.start()
-        tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        pending = ""
-        for chunk in container.logs(stream=True, follow=True):
-            pending += chunk.decode(errors="replace")
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                tail.append(line)
-                emit(line)
-        if pending:
-            tail.append(pending)
-            emit(pending)
-        status = container.wait(timeout=job.timeout_s)["StatusCode"]
+        tail = LogTail(emit)
+        ended = follow(container.logs(stream=True, follow=True), tail, deadline)
+        status = _wait(container, deadline) if ended else None
+        if status is None:
+            container.kill()
+            raise JobTimeoutError(
+                f"docker run {image} {' '.join(job.command)}", job.timeout_s, tail.text
+            )
         result = DockerJobResult(
-            image=image, reused_image=reused, returncode=status, log_tail="\n".join(tail)
+            image=image, reused_image=reused, returncode=status, log_tail=tail.text
         )
     finally:
         if container is not None:
             container.remove(force=True)
         client.images.prune(filters={"dangling": True, "label": LABEL})
         client.close()
+        _give_back(job, owner)
     if result.returncode != 0:
         raise SubmitError(
             f"docker run {image} {' '.join(job.command)}", result.returncode, result.log_tail
@@ -210,12 +201,77 @@ def run_docker_job(job: DockerJob, on_line: Callable[[str], None] | None = None)
     return result
 
 
-def _user(job: DockerJob) -> dict[str, str]:
-    """Run as the calling user (``--user uid:gid``): mounted files stay readable, and the
-    outputs belong to whoever submitted the job rather than to the image's own user."""
-    if os.name != "posix":
-        return {}
+def _run_options(client: Any, job: DockerJob, user: str) -> dict[str, Any]:
+    """The container's confinement, mounts, GPUs and environment, as ``containers.create`` takes them."""
+    import docker
+
+    device_requests = []
+    if job.gpus == "all" or (job.gpus == "auto" and host_has_gpus(client)):
+        device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return {
+        "command": job.command,
+        "volumes": {
+            str(m.host.resolve()): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
+            for m in job.mounts
+        },
+        "environment": job.env,
+        "device_requests": device_requests or None,
+        "labels": {LABEL: "job"},
+        "user": user,
+        "network_mode": None if job.network else "none",
+        "mem_limit": job.memory_limit,
+        "memswap_limit": job.memory_limit,  # the same: no swap beyond the memory limit
+        "pids_limit": job.pids_limit,
+        "shm_size": job.shm_size,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+    }
+
+
+def _wait(container: Any, deadline: float) -> int | None:
+    """The container's exit status, or None if it still runs at the deadline."""
+    import requests
+
+    try:
+        return container.wait(timeout=max(deadline - time.monotonic(), 1))["StatusCode"]
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        return None
+
+
+def _user(job: DockerJob) -> tuple[str, tuple[int, int] | None]:
+    """The job's ``uid:gid`` (never root), and the owner to give outputs back to afterwards.
+
+    A caller who is not root runs the job as itself: mounted files stay readable and the
+    outputs are its own. A root caller's job runs as ``job.user`` or ``DEFAULT_USER``; the
+    writable mounts are handed to that user for the run and back to root afterwards.
+    """
     for mount in job.mounts:
         if not mount.read_only:
             mount.host.mkdir(parents=True, exist_ok=True)
-    return {"user": f"{os.getuid()}:{os.getgid()}"}
+    caller = (os.getuid(), os.getgid())
+    user = job.user or (DEFAULT_USER if caller[0] == 0 else f"{caller[0]}:{caller[1]}")
+    uid, _, gid = user.partition(":")
+    if uid in ("0", "root"):
+        raise SubmitError("docker", None, f"refusing to run a job as root (user={user!r})")
+    if caller[0] != 0:
+        return user, None
+    for mount in job.mounts:
+        if not mount.read_only:
+            _chown_tree(mount.host, int(uid), int(gid or uid))
+    return user, caller
+
+
+def _give_back(job: DockerJob, owner: tuple[int, int] | None) -> None:
+    """Return the writable mounts (and what the job wrote) to the caller."""
+    if owner is None:
+        return
+    for mount in job.mounts:
+        if not mount.read_only:
+            _chown_tree(mount.host, *owner)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)

@@ -1,44 +1,46 @@
-"""Submitting the training job: one interface, several backends.
+"""Training jobs on this machine or in the GPU image on a Docker engine.
 
-- ``local`` runs ``accelerate launch -m agir_retrain.tasks.training`` as a subprocess on this machine,
-  streams its log, and keeps its exit status.
-- ``docker`` builds ``container/Dockerfile`` (reused while the build context is
-  unchanged) and runs it on the Docker engine with the dataset mounted read-only
-  (``tasks/docker_jobs.py``).
-- ``prefect`` runs the ``train`` deployment on a GPU work pool (``flows/train.py``,
-  which holds the Prefect side).
+- ``local`` runs ``accelerate launch -m agir_retrain.tasks.training`` as a child process
+  on this machine, streams its log, keeps its exit status, and stops it (its whole process
+  group) at ``submit.timeout_s``.
+- ``docker`` builds the GPU image (reused while the build context is unchanged) and runs
+  it on the Docker engine as a non-root user, with the network off unless
+  ``submit.network`` is set, memory and process limits from the settings, and only the
+  files the job reads mounted, read-only (``docker_jobs.py``).
 
-A failed job raises ``SubmitError`` with the job's own exit status and last lines.
+The one entry point that picks a backend (these two, or ``prefect``, which needs
+Prefect) is ``agir_retrain.flows.train.submit``. A failed job raises ``SubmitError``
+with the job's own exit status and last lines; one stopped at its deadline raises
+``JobTimeoutError``.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agir_retrain.tasks.delivery.docker_jobs import DockerJob, Mount, run_docker_job
+from agir_retrain.tasks.delivery.job_output import JobTimeoutError, LogTail, follow
 from agir_retrain.tasks.delivery.package_data import (
     DOCKERFILE_IN_CONTEXT,
     accelerate_configs_dir,
     write_build_context,
 )
+from agir_retrain.tasks.delivery.remote import upload_folder
 from agir_retrain.tasks.errors import ConfigError, SubmitError
-from agir_retrain.tasks.io import copy_file_atomic, is_url, join
+from agir_retrain.tasks.io import is_url
 from agir_retrain.tasks.settings.models import LaunchSettings, TrainConfig
 
-if TYPE_CHECKING:
-    from agir_retrain.tasks.delivery.docker_jobs import Mount
-
 log = logging.getLogger(__name__)
-
-LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,36 +86,63 @@ def run_streaming(
     on_line: Callable[[str], None] | None = None,
     timeout_s: float | None = None,
 ) -> tuple[int, str]:
-    """Run a command, passing each output line to ``on_line`` (else the log); return (status, tail)."""
-    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-    emit = on_line or (lambda line: log.info("%s", line))
-    with subprocess.Popen(
+    """Run a command, passing each output line to ``on_line`` (else the log); return (status, tail).
+
+    The command gets a process group of its own; past ``timeout_s`` the whole group
+    (``accelerate launch`` and its ranks) is stopped and ``JobTimeoutError`` raised.
+    """
+    tail = LogTail(on_line)
+    deadline = time.monotonic() + (timeout_s if timeout_s is not None else float("inf"))
+    process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
         env={**os.environ, **(env or {})},
-    ) as process:
-        if process.stdout is None:  # stdout=PIPE always gives one
-            raise RuntimeError("no output pipe")
+        start_new_session=True,  # its own group: a deadline stops every process it started
+    )
+    if process.stdout is None:  # stdout=PIPE always gives one
+        raise RuntimeError("no output pipe")
+    try:
+        ended = follow(iter(process.stdout.readline, b""), tail, deadline)
+        if ended:
+            left = deadline - time.monotonic()
+            try:
+                process.wait(timeout=None if left == float("inf") else max(left, 0.001))
+            except subprocess.TimeoutExpired:  # closed its output but still runs
+                ended = False
+    except BaseException:
+        _stop_group(process)
+        raise
+    if not ended:
+        _stop_group(process)
+        raise JobTimeoutError(shlex.join(command), timeout_s or 0, tail.text)
+    process.stdout.close()
+    return process.returncode, tail.text
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """Stop a process and everything in its group: SIGTERM, then SIGKILL after a grace."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
         try:
-            for line in process.stdout:
-                line = line.rstrip("\n")
-                tail.append(line)
-                emit(line)
-            process.wait(timeout=timeout_s)
-        except BaseException:
-            process.kill()
-            raise
-    return process.returncode, "\n".join(tail)
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
     """Train on this machine under ``accelerate launch``; raise ``SubmitError`` if it fails.
 
-    When ``out`` is a URL (shared storage), the job writes to a local folder first and
-    the finished outputs are uploaded file by file.
+    Always a child process, whoever calls (the CLI, a flow, a deployment's worker): the
+    deadline can stop it, and a crash in it cannot take the caller down. When ``out`` is a
+    URL (shared storage), the job writes to a local folder first and the finished outputs
+    are uploaded file by file.
     """
     from agir_retrain.tasks.training.outputs import CONFIG_FILE, write_config
 
@@ -126,93 +155,74 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
     out.mkdir(parents=True, exist_ok=True)
     config_file = write_config(config, out / CONFIG_FILE)
     command = accelerate_command(config_file, config.launch)
-    log.info("launching: %s", " ".join(command))
+    log.info("launching: %s", shlex.join(command))
     returncode, tail = run_streaming(command, on_line=on_line, timeout_s=config.submit.timeout_s)
     if returncode != 0:
-        raise SubmitError(" ".join(command), returncode, tail)
+        raise SubmitError(shlex.join(command), returncode, tail)
     return JobResult(returncode=returncode, out=str(out), log_tail=tail)
 
 
-def upload_folder(folder: Path, target: str) -> None:
-    """Copy every file under a local folder to a folder URL (each file atomically)."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            copy_file_atomic(str(path), join(target, path.relative_to(folder).as_posix()))
+def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, str]]:
+    """What a docker job mounts (only the files it reads) and the settings that name them inside.
 
+    The training and eval files are mounted one by one, read-only, under ``/data``; a local
+    base model folder at ``/model``; ``out`` read-write at ``/out``. A hub id is fetched
+    inside, which needs ``submit.network``.
+    """
+    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.training.data import locate
 
-def download_folder(source: str, target: Path) -> None:
-    """Copy every file under a folder URL into a local folder."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(source)
-    for remote in sorted(fs.find(root)):
-        local = target / remote[len(root.rstrip("/")) + 1 :]
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(remote, str(local))
+    if is_url(config.out) or is_url(config.dataset) or is_url(config.eval_dataset or ""):
+        raise ConfigError("the docker backend mounts local files: give a local dataset and out")
+    files = locate(config.dataset, config.eval_dataset)
+    mounts = [Mount(host=Path(files.train).resolve(), container="/data/train.jsonl")]
+    inside = {"dataset": "/data/train.jsonl", "out": "/out"}
+    if files.eval is not None:
+        mounts.append(Mount(host=Path(files.eval).resolve(), container="/data/eval.jsonl"))
+        inside["eval_dataset"] = "/data/eval.jsonl"
+    mounts.append(Mount(host=Path(config.out).resolve(), container="/out", read_only=False))
+    base = resolve_model(config.base_model)
+    if Path(base).is_dir():
+        mounts.append(Mount(host=Path(base).resolve(), container="/model"))
+        inside["base_model"] = "/model"
+    elif not config.submit.network:
+        raise ConfigError(
+            f"base_model={config.base_model!r} is a hub id, and the docker job runs with the "
+            "network off: set submit.network=true to let it download, or give a local model folder"
+        )
+    return tuple(mounts), inside
 
 
 def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
-    """Train in the GPU image on the Docker engine: dataset and model read-only, outputs in ``out``."""
-    from agir_retrain.tasks.delivery.docker_jobs import Mount
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    """Train in the GPU image on the Docker engine: inputs read-only, outputs in ``out``."""
     from agir_retrain.tasks.training.outputs import CONFIG_FILE, write_config
 
-    if is_url(config.out) or is_url(config.dataset):
-        raise ConfigError("the docker backend mounts local folders: give a local dataset and out")
-    dataset = Path(config.dataset).resolve()
-    data_root = dataset if dataset.is_dir() else dataset.parent
-    inside = {"dataset": "/data" if dataset.is_dir() else f"/data/{dataset.name}", "out": "/out"}
-    mounts = [
-        Mount(host=data_root, container="/data"),
-        Mount(host=Path(config.out), container="/out", read_only=False),
-    ]
-    base = resolve_model(config.base_model)
-    if Path(base).is_dir():  # a local model is mounted; a hub id is fetched inside
-        mounts.append(Mount(host=Path(base), container="/model"))
-        inside["base_model"] = "/model"
-    if config.eval_dataset:
-        raise ConfigError(
-            "the docker backend takes the eval file from the dataset folder; unset eval_dataset"
-        )
+    mounts, inside = docker_mounts(config)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     write_config(config.model_copy(update=inside), Path(config.out) / CONFIG_FILE)
+    settings = config.submit
     with tempfile.TemporaryDirectory(prefix="agir-build-context-") as context:
-        return _run_in_image(config, Path(context), tuple(mounts), on_line)
-
-
-def _run_in_image(
-    config: TrainConfig,
-    context: Path,
-    mounts: tuple[Mount, ...],
-    on_line: Callable[[str], None] | None,
-) -> JobResult:
-    from agir_retrain.tasks.delivery.docker_jobs import DockerJob, run_docker_job
-    from agir_retrain.tasks.training.outputs import CONFIG_FILE
-
-    job = DockerJob(
-        context=write_build_context(context),
-        dockerfile=DOCKERFILE_IN_CONTEXT,
-        build_args={"BASE_IMAGE": config.submit.base_image} if config.submit.base_image else {},
-        build_network=config.submit.build_network,
-        repository=config.submit.image,
-        command=["--config", f"/out/{CONFIG_FILE}"],
-        mounts=mounts,
-        env={
-            "NUM_PROCESSES": str(config.launch.num_processes),
-            "ACCELERATE_CONFIG": f"/app/agir_retrain/container/accelerate/{accelerate_config_path(config.launch).name}",
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
-        },
-        gpus=config.submit.gpus,
-        timeout_s=config.submit.timeout_s,
-    )
-    result = run_docker_job(job, on_line)
+        job = DockerJob(
+            context=write_build_context(Path(context)),
+            dockerfile=DOCKERFILE_IN_CONTEXT,
+            build_args={"BASE_IMAGE": settings.base_image} if settings.base_image else {},
+            build_network=settings.build_network,
+            repository=settings.image,
+            command=["--config", f"/out/{CONFIG_FILE}"],
+            mounts=mounts,
+            env={
+                "NUM_PROCESSES": str(config.launch.num_processes),
+                "ACCELERATE_CONFIG": "/app/agir_retrain/container/accelerate/"
+                + accelerate_config_path(config.launch).name,
+                "HF_HUB_OFFLINE": "0" if settings.network else "1",
+            },
+            gpus=settings.gpus,
+            network=settings.network,
+            memory_limit=settings.memory_limit,
+            pids_limit=settings.pids_limit,
+            shm_size=settings.shm_size,
+            user=settings.container_user,
+            timeout_s=settings.timeout_s,
+        )
+        result = run_docker_job(job, on_line)
     return JobResult(returncode=result.returncode, out=config.out, log_tail=result.log_tail)
-
-
-def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
-    """Run the training job on the local or docker backend (prefect: ``flows.train``)."""
-    if config.submit.backend == "local":
-        return submit_local(config, on_line)
-    if config.submit.backend == "docker":
-        return submit_docker(config, on_line)
-    raise ConfigError("submit.backend=prefect is run by the train flow (flows/train.py)")
