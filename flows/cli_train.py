@@ -70,21 +70,11 @@ def train(
         ),
     )
     settings = loaded.config
-    if settings.submit.backend == "prefect":
-        from agir_retrain.flows.runtime import prefect_api
-        from agir_retrain.flows.train import train as train_flow
+    from agir_retrain.flows.train import submit  # the one place that decides where it runs
+    from agir_retrain.tasks.io import join, read_bytes
 
-        with prefect_api():
-            metrics = train_flow(settings)
-    elif settings.submit.backend == "docker" or settings.launch.num_processes > 1:
-        from agir_retrain.tasks.delivery.submit import submit
-
-        submit(settings, on_line=echo)
-        metrics = json.loads((Path(settings.out) / "metrics.json").read_text())
-    else:  # one process here: run the program in this process
-        from agir_retrain.tasks.training.program import main as train_main
-
-        metrics = train_main(settings).metrics
+    result = submit(settings, on_line=echo)
+    metrics = json.loads(read_bytes(join(result.out, "metrics.json")))
     print_train_summary(metrics, settings.out)
 
 
@@ -121,7 +111,7 @@ def verify(
         console.print(f"ok: {result.files} files match the manifest of {archive_path}")
         return
     for problem in result.problems:
-        console.print(f"[red]{problem}[/red]")
+        console.print(problem, style="red", markup=False, highlight=False)
     raise typer.Exit(1)
 
 

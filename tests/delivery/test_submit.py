@@ -206,3 +206,20 @@ class TestDockerMounts:
         mounts, inside = docker_mounts(online)
         assert "base_model" not in inside
         assert "/model" not in {m.container for m in mounts}
+
+
+def test_the_cli_trains_through_the_one_submit_and_its_deadline(dataset, model_folder, tmp_path):
+    """The CLI's local path is the same child process as the flows' (so the deadline holds)."""
+    from typer.testing import CliRunner
+
+    from agir_retrain.flows.cli import app
+
+    started = time.monotonic()
+    outcome = CliRunner().invoke(
+        app,
+        ["train", str(dataset), "--base-model", model_folder, "--out", str(tmp_path / "adapter"),
+         "--set", "submit.timeout_s=1"],
+    )  # fmt: skip
+    assert outcome.exit_code == 2, outcome.output
+    assert "timed out: stopped after 1 s" in outcome.output
+    assert time.monotonic() - started < 30
