@@ -49,6 +49,7 @@ class ExportReport:
     kto_rows: int = 0
     kto_desirable: int = 0
     kto_skipped_inconsistent: int = 0
+    kto_skipped_no_prompt: int = 0
 
 
 def split_of(run_id: str, seed: int, eval_share: float) -> str:
@@ -282,6 +283,11 @@ def _export_kto(runs: pl.LazyFrame, scored_path: str, target: str, report: Expor
         .select(KTO_COLUMNS)
         .collect()
     )
+    # A record whose prompt the corpus lacks (a v5 chain whose strategy_list or getter
+    # records were lost, a file with no getter codes) teaches nothing: counted, not written.
+    has_prompt = pl.col("prompt").list.len() > 0
+    report.kto_skipped_no_prompt = rows.filter(~has_prompt).height
+    rows = rows.filter(has_prompt)
     _write_ndjson(rows, target)
     report.kto_rows = rows.height
     report.kto_desirable = int(rows.get_column("label").sum())
