@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from agir_retrain.tasks.delivery.docker_jobs import LABEL, DockerJob, Mount, run_docker_job
+from agir_retrain.tasks.delivery.docker_jobs import (
+    DEFAULT_USER,
+    LABEL,
+    DockerJob,
+    Mount,
+    run_docker_job,
+)
+from agir_retrain.tasks.delivery.job_output import JobTimeoutError
 from agir_retrain.tasks.errors import SubmitError
 
 pytestmark = pytest.mark.integration
@@ -61,8 +70,7 @@ def _job(context: Path, tmp_path: Path, script: str, **options) -> DockerJob:
             Mount(host=tmp_path / "out", container="/out", read_only=False),
         ),
         env={"GREETING": "hello"},
-        timeout_s=120,
-        **options,
+        **({"timeout_s": 120} | options),
     )
 
 
@@ -121,3 +129,74 @@ def test_a_failed_build_raises_and_leaves_nothing(docker_engine, busybox, tmp_pa
         run_docker_job(_job(context, tmp_path, "true"))
     assert "docker build" in str(failure.value)
     assert "broken step" in failure.value.log_tail
+
+
+def _confinement_report(docker_engine, busybox, tmp_path, **options) -> tuple[list[str], Path]:
+    context = _context(tmp_path / "ctx", busybox)
+    script = (
+        "echo uid=$(id -u); echo net=$(ls /sys/class/net | tr '\\n' ' ');"
+        "echo mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes);"
+        "echo pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max);"
+        "echo data=$(ls /data | tr '\\n' ' '); echo made > /out/made.txt"
+    )
+    lines: list[str] = []
+    run_docker_job(_job(context, tmp_path, script, **options), on_line=lines.append)
+    return lines, tmp_path / "out" / "made.txt"
+
+
+def test_a_job_is_confined_and_its_outputs_are_the_callers(docker_engine, busybox, tmp_path):
+    lines, made = _confinement_report(
+        docker_engine, busybox, tmp_path, memory_limit="256m", pids_limit=64
+    )
+    report = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert report["uid"] != "0"  # never root, even when the caller is
+    if os.geteuid() == 0:
+        assert report["uid"] == DEFAULT_USER.split(":")[0]
+    assert report["net"].split() == ["lo"]  # no network unless asked
+    assert report["mem"] == str(256 << 20)
+    assert report["pids"] == "64"
+    assert (made.stat().st_uid, made.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+def test_the_network_is_given_only_when_asked(docker_engine, busybox, tmp_path):
+    lines, _ = _confinement_report(docker_engine, busybox, tmp_path, network=True)
+    report = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert "eth0" in report["net"].split()
+
+
+def test_a_single_file_mount_shows_only_that_file(docker_engine, busybox, tmp_path):
+    context = _context(tmp_path / "ctx", busybox)
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "train.jsonl").write_text("row\n")
+    (tmp_path / "dataset" / "secret.txt").write_text("not for the job\n")
+    job = DockerJob(
+        context=context,
+        repository="agir-retrain-test",
+        command=["ls -A /data; cat /data/train.jsonl"],
+        mounts=(
+            Mount(host=tmp_path / "dataset" / "train.jsonl", container="/data/train.jsonl"),
+            Mount(host=tmp_path / "out", container="/out", read_only=False),
+        ),
+        timeout_s=120,
+    )
+    result = run_docker_job(job)
+    assert result.log_tail.splitlines()[-2:] == ["train.jsonl", "row"]  # after the build's lines
+    assert "secret.txt" not in result.log_tail
+
+
+def test_a_job_past_its_deadline_is_stopped_removed_and_reported(
+    docker_engine, busybox, tmp_path, engine_state
+):
+    context = _context(tmp_path / "ctx", busybox)
+    run_docker_job(_job(context, tmp_path, "true"))  # build first: the deadline is the job's
+    started = time.monotonic()
+    with pytest.raises(JobTimeoutError, match="timed out: stopped after 3 s") as failure:
+        run_docker_job(_job(context, tmp_path, "echo started; sleep 600", timeout_s=3))
+    assert time.monotonic() - started < 60
+    assert "started" in failure.value.log_tail
+
+
+def test_a_root_user_is_refused(docker_engine, busybox, tmp_path):
+    context = _context(tmp_path / "ctx", busybox)
+    with pytest.raises(SubmitError, match="refusing to run a job as root"):
+        run_docker_job(_job(context, tmp_path, "true", user="0:0"))
