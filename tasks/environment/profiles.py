@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from functools import cache
 
 from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
 
@@ -196,7 +197,8 @@ PROFILES: dict[str, tuple[Callable[[int], Scenario], int]] = {
 }
 
 
+@cache
 def build_profile(name: str) -> Scenario:
-    """Build a built-in profile (its seed is part of its definition)."""
+    """Build a built-in profile (its seed is part of its definition); built once per process."""
     make, seed = PROFILES[name]
     return make(seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import signal
 import subprocess
 import time
@@ -132,17 +133,35 @@ def set_rlimits(limits: SandboxLimits, *, nproc: bool) -> None:
 
 
 def wait_or_kill(process: subprocess.Popen[bytes], wall_s: float) -> bool:
-    """Wait for the process; past the deadline kill its whole session. True when it timed out."""
+    """Wait for the process; past the deadline kill its whole session. True when it timed out.
+
+    Waits on a pidfd: ``Popen.wait(timeout=...)`` polls with sleeps of up to 50 ms, which
+    would cost every episode ~25 ms on average.
+    """
     try:
-        process.wait(timeout=wall_s)
-        return False
-    except subprocess.TimeoutExpired:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: fall back to polling
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            process.wait(timeout=wall_s)
+            return False
+        except subprocess.TimeoutExpired:
             pass
-        process.wait(timeout=30)
-        return True
+    else:
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            exited = bool(poller.poll(wall_s * 1000))
+        finally:
+            os.close(pidfd)
+        if exited:
+            process.wait()
+            return False
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+    return True
 
 
 class PlainSandbox:

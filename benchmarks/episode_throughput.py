@@ -1,0 +1,151 @@
+"""Episodes per second of the sandbox backends, against plain `python` in a temp folder.
+
+    .venv/bin/python benchmarks/episode_throughput.py                  # 200 episodes, 2 workers
+    .venv/bin/python benchmarks/episode_throughput.py --episodes 400 --workers 1 2
+
+Each episode is the whole thing the evaluation pays for: a fresh copy of the `debian-like`
+profile materialised, one cleanup program run, the copy measured and removed. The same
+programs run on each backend in the same run:
+- plain (the floor): the host's python in the episode folder, NO isolation; the programs
+  find their files under `$SCENARIO_ROOT`, which the sandboxes leave unset (so `/`);
+- bwrap: the default backend;
+- docker: when an engine answers and the sandbox image can be built (`--docker`).
+Targets (issue 13): bwrap within 2x of plain, and at least 20 episodes/s on 2 cores.
+Results go to stdout and to bench-out/episode_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import cache
+from pathlib import Path
+
+from agir_retrain.tasks.environment.episode import run_episode
+from agir_retrain.tasks.environment.sandbox import PlainSandbox, Sandbox, SandboxError
+from agir_retrain.tasks.environment.scenario import load_scenario
+from agir_retrain.tasks.settings.environment import EnvironmentSettings
+
+OUT = Path(__file__).resolve().parent.parent / "bench-out"
+PROFILE = "debian-like"
+PREFIX = 'import os\nROOT = os.environ.get("SCENARIO_ROOT", "")\n'
+PROGRAMS = {  # cleanup programs of the kinds agents write, each working under ROOT
+    "rotated-logs": PREFIX
+    + (
+        "import glob\n"
+        "for p in glob.glob(ROOT + '/var/log/**/*.gz', recursive=True) + glob.glob(ROOT + '/var/log/*.1'):\n"
+        "    os.remove(p)\n"
+    ),
+    "apt-and-pip": PREFIX
+    + (
+        "import shutil\n"
+        "for d in ('/var/cache/apt/archives', '/root/.cache/pip'):\n"
+        "    shutil.rmtree(ROOT + d, ignore_errors=True)\n"
+        "print('cleaned')\n"
+    ),
+    "older-than-30-days": PREFIX
+    + (
+        "import time\n"
+        "now = time.time()\n"
+        "for top in ('/var', '/tmp', '/root/.cache'):\n"
+        "    for folder, _, files in os.walk(ROOT + top):\n"
+        "        for name in files:\n"
+        "            path = os.path.join(folder, name)\n"
+        "            if now - os.path.getmtime(path) > 30 * 86400:\n"
+        "                os.remove(path)\n"
+    ),
+    "survey-only": PREFIX
+    + (
+        "total = 0\n"
+        "for top in ('/var', '/tmp', '/home', '/root', '/opt', '/srv', '/etc'):\n"
+        "    for folder, _, files in os.walk(ROOT + top):\n"
+        "        total += sum(os.path.getsize(os.path.join(folder, f)) for f in files)\n"
+        "print(total)\n"
+    ),
+}
+
+
+@cache
+def _sandbox(backend: str) -> Sandbox:
+    settings = EnvironmentSettings()
+    if backend == "plain":
+        return PlainSandbox(settings.interpreter, i_know_this_is_unsafe=True)
+    from agir_retrain.tasks.environment.episode import make_sandbox
+
+    return make_sandbox(backend, settings.interpreter, settings.docker_image)
+
+
+def one_episode(backend: str, index: int) -> tuple[float, float]:
+    """Run one episode; return (freed share, seconds of the whole episode)."""
+    name = sorted(PROGRAMS)[index % len(PROGRAMS)]
+    start = time.perf_counter()
+    episode = run_episode(
+        task_id=name,
+        model="bench",
+        sample=index,
+        completion=f"```python\n{PROGRAMS[name]}```",
+        scenario=load_scenario(PROFILE),
+        settings=EnvironmentSettings(backend="docker" if backend == "docker" else "bwrap"),
+        sandbox=_sandbox(backend),
+    )
+    if episode.exit_code != 0:
+        raise RuntimeError(f"{backend} {name}: exit {episode.exit_code}: {episode.stderr_tail}")
+    return episode.freed_share, time.perf_counter() - start
+
+
+def measure(backend: str, episodes: int, workers: int) -> dict:
+    """Episodes/s of one backend with a pool of ``workers`` processes (warmed up first)."""
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(one_episode, [backend] * workers * 2, range(workers * 2)))  # warm-up
+        start = time.perf_counter()
+        results = list(pool.map(one_episode, [backend] * episodes, range(episodes)))
+        wall = time.perf_counter() - start
+    shares = [share for share, _ in results]
+    seconds = sorted(s for _, s in results)
+    return {
+        "backend": backend,
+        "workers": workers,
+        "episodes": episodes,
+        "episodes_per_s": episodes / wall,
+        "median_episode_ms": 1000 * seconds[len(seconds) // 2],
+        "mean_freed_share": sum(shares) / len(shares),
+    }
+
+
+def main() -> None:
+    """Measure each backend and print the table with ratios to the plain floor."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
+    parser.add_argument("--docker", action="store_true", help="also measure the docker backend")
+    args = parser.parse_args()
+    backends = ["plain", "bwrap"] + (["docker"] if args.docker else [])
+    rows = []
+    for workers in args.workers:
+        for backend in backends:
+            try:
+                rows.append(measure(backend, args.episodes, workers))
+            except SandboxError as exc:
+                print(f"{backend}: skipped ({exc})")
+    print(f"\n{PROFILE}, materialisation included, {os.cpu_count()} CPUs")
+    print(
+        f"{'backend':<8} {'workers':>7} {'episodes/s':>11} {'median ms':>10} {'x plain':>8} {'freed':>6}"
+    )
+    for row in rows:
+        floor = next(r for r in rows if r["backend"] == "plain" and r["workers"] == row["workers"])
+        row["ratio_to_plain"] = floor["episodes_per_s"] / row["episodes_per_s"]
+        print(
+            f"{row['backend']:<8} {row['workers']:>7} {row['episodes_per_s']:>11.1f} "
+            f"{row['median_episode_ms']:>10.1f} {row['ratio_to_plain']:>8.2f} {row['mean_freed_share']:>6.3f}"
+        )
+    shares = {round(r["mean_freed_share"], 9) for r in rows}
+    print("same freed share on every backend:", len(shares) == 1)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "episode_throughput.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
