@@ -77,6 +77,9 @@ def evaluate(
             ray_address=ray_address,
         ),
     )
+    from agir_retrain.tasks.evaluation.stages import check_inputs
+
+    check_inputs(loaded.config)  # a bad line or scenario fails here, before any server starts
     result = run_evaluate(loaded.config)
     print_evaluation(result.report, result.out)
 
@@ -103,7 +106,7 @@ def print_evaluation(report, out: str) -> None:  # type: ignore[no-untyped-def]
         for index, name in enumerate(header):
             table.add_column(name, justify="left" if index == 0 else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(cell.replace(" [", "\n[") for cell in row))  # interval below
         Console().print(table)
     Console().print(
         f"{out}/episodes.parquet, {out}/eval.json, {out}/eval.md, {out}/eval.png "

@@ -20,7 +20,12 @@ from agir_retrain.tasks.evaluation.episodes import (
 )
 from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
 from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
-from agir_retrain.tasks.evaluation.tasks import read_tasks, tasks_from_dataset, write_tasks
+from agir_retrain.tasks.evaluation.tasks import (
+    held_out_run_ids,
+    read_tasks,
+    tasks_from_dataset,
+    write_tasks,
+)
 from agir_retrain.tasks.io import is_url, join
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 
@@ -51,6 +56,27 @@ def make_tasks(config: EvaluateConfig) -> list[EvalTask]:
         )
     write_tasks(join(config.out, TASKS_FILE), tasks)
     return tasks
+
+
+def check_inputs(config: EvaluateConfig) -> None:
+    """Fail now, with the input's own one-line message, rather than minutes into a flow.
+
+    Reads the tasks file (or checks the dataset holds its eval split), the completions
+    against those tasks, and every scenario the tasks file names.
+    """
+    if config.tasks is not None:
+        tasks = read_tasks(config.tasks)
+        resolve_scenarios(tasks, tasks_dir(config))
+        if config.completions is not None:
+            read_completions(config.completions, {t.task_id for t in tasks})
+    elif config.dataset is not None:
+        held_out_run_ids(config.dataset)
+        for ref in config.scenarios:
+            load_scenario(ref)
+    else:
+        raise ConfigError(
+            "no tasks: give a built dataset (--dataset DIR) or a tasks file (--tasks FILE)"
+        )
 
 
 def tasks_dir(config: EvaluateConfig) -> str | None:

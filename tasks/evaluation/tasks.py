@@ -180,15 +180,13 @@ def read_tasks(path: str) -> list[EvalTask]:
             raise line_error(path, line, "'task_id' and 'scenario' must not be empty")
         if env_blocks not in ENV_BLOCK_CHOICES:
             raise line_error(path, line, f"'env_blocks' must be one of {ENV_BLOCK_CHOICES}")
+        messages = _messages(path, line, prompt)
         if task_id in tasks:
             raise line_error(
                 path, line, f"duplicate task_id {task_id!r} (first on line {lines[task_id]})"
             )
         tasks[task_id] = EvalTask(
-            task_id=task_id,
-            prompt=_messages(path, line, prompt),
-            scenario=scenario,
-            env_blocks=env_blocks,
+            task_id=task_id, prompt=messages, scenario=scenario, env_blocks=env_blocks
         )
         lines[task_id] = line
     if not tasks:
