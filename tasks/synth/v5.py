@@ -295,7 +295,8 @@ def write_v5_corpus(
         writes = _agent_run(rng, run_id, min(runs - planned, rng.randint(1, 4)))
         planned += len({w.chain for w in writes if w.chain is not None})
         killed = rng.random() < 0.1  # killed mid-way: the last code records never written
-        stop = rng.randint(len(writes) - 3, len(writes)) if killed else len(writes)
+        first_code = next(i for i, w in enumerate(writes) if w.kind == "strategy_code")
+        stop = rng.randint(max(first_code, len(writes) - 3), len(writes)) if killed else len(writes)
         names_of: list[str] = []
         for write in writes[:stop]:
             name = f"{VERSION}_{run_id}_{write.kind}_{clock:%Y-%m-%d-%H-%M-%S}.json"
