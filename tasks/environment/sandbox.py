@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +23,13 @@ from typing import Protocol
 from agir_retrain.tasks.environment.records import StoppedBy
 from agir_retrain.tasks.errors import AgirError
 
-SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+# The program's whole environment on every backend (bwrap adds PWD=/ itself; docker is given it)
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "HOSTNAME": "sandbox",
+}
 PROGRAM_PATH = "/agir/program.py"  # where the program lies inside the sandbox (read-only)
 SANDBOX_UID = 1000  # the program's user inside, on every backend: it owns the scenario's files
 TAIL_CHARS = 2000
@@ -132,17 +139,26 @@ def set_rlimits(limits: SandboxLimits, *, nproc: bool) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
 
-def wait_or_kill(process: subprocess.Popen[bytes], wall_s: float) -> bool:
-    """Wait for the process; past the deadline kill its whole session. True when it timed out.
+def wait_or_kill(
+    process: subprocess.Popen[bytes],
+    wall_s: float,
+    *,
+    kill: Callable[[], None] | None = None,
+    grace_s: float = 0.0,
+) -> bool:
+    """Wait for the process; past the deadline stop it. True when it timed out.
 
-    Waits on a pidfd: ``Popen.wait(timeout=...)`` polls with sleeps of up to 50 ms, which
-    would cost every episode ~25 ms on average.
+    The deadline is ``wall_s + grace_s`` (grace: a backend's own start-up). ``kill`` stops
+    what the process runs (a container); by default, and if that fails, its whole session
+    is killed. Waits on a pidfd: ``Popen.wait(timeout=...)`` polls with sleeps of up to
+    50 ms, which would cost every episode ~25 ms on average.
     """
+    deadline = wall_s + grace_s
     try:
         pidfd = os.pidfd_open(process.pid)
     except (AttributeError, OSError):  # not Linux >= 5.3: fall back to polling
         try:
-            process.wait(timeout=wall_s)
+            process.wait(timeout=deadline)
             return False
         except subprocess.TimeoutExpired:
             pass
@@ -150,12 +166,19 @@ def wait_or_kill(process: subprocess.Popen[bytes], wall_s: float) -> bool:
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
-            exited = bool(poller.poll(wall_s * 1000))
+            exited = bool(poller.poll(deadline * 1000))
         finally:
             os.close(pidfd)
         if exited:
             process.wait()
             return False
+    if kill is not None:
+        kill()
+        try:
+            process.wait(timeout=30)
+            return True
+        except subprocess.TimeoutExpired:
+            pass
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
