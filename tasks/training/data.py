@@ -14,14 +14,19 @@ cannot fit are dropped. Every trim and drop is counted.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from agir_retrain.tasks.dataset.garble import trim_message
+from agir_retrain.tasks.chat import (
+    ConformCounts,
+    TemplateTraits,
+    conform_messages,
+    tally,
+    trim_message,
+)
 from agir_retrain.tasks.errors import DatasetError
 from agir_retrain.tasks.io import exists, is_url, join, read_bytes
 
@@ -92,8 +97,10 @@ def load_rows(path: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
+            # The standard library, not orjson: the GPU machines have no orjson. NaN and
+            # Infinity are refused, as orjson would.
+            row = json.loads(line, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError) as error:
             raise DatasetError(f"{path}, line {number}: not JSON ({error})") from error
         rows.append(_checked(path, number, row))
     if not rows and not allow_empty:
@@ -102,6 +109,10 @@ def load_rows(path: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
     if len(formats) > 1:
         raise DatasetError(f"{path}: rows mix formats {sorted(formats)}; use one format per file")
     return rows
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def row_format(row: dict[str, Any]) -> str:
@@ -166,6 +177,47 @@ def explicit_prompt(row: dict[str, Any]) -> dict[str, Any]:
         "chosen": chosen[shared:],
         "rejected": rejected[shared:],
     }
+
+
+def conform_rows(
+    rows: Sequence[dict[str, Any]], traits: TemplateTraits
+) -> tuple[list[dict[str, Any]], ConformCounts]:
+    """Conform every conversational row to the chat template; count what changed.
+
+    The prompt is conformed on its own, and so is each completion, so the boundary
+    between them stays where it was. A completion that starts with the role the prompt
+    ends with cannot be rendered by a template that refuses consecutive turns.
+    """
+    conformed, results = [], []
+    for number, row in enumerate(rows, start=1):
+        row = explicit_prompt(row)
+        if row_format(row) == "standard":
+            conformed.append(row)
+            continue
+        prompt = conform_messages(row["prompt"], traits)
+        results.append(prompt)
+        fixed = {**row, "prompt": prompt.messages}
+        for side in ("chosen", "rejected"):
+            completion = conform_messages(row[side], traits)
+            if (
+                not traits.consecutive_turns
+                and prompt.messages
+                and prompt.messages[-1]["role"] == completion.messages[0]["role"]
+            ):
+                raise DatasetError(
+                    f"row {number}: the prompt ends with a {prompt.messages[-1]['role']} turn and "
+                    f"{side} starts with one, which this chat template refuses (it needs "
+                    "alternating turns); end prompts with a user turn"
+                )
+            fixed[side] = completion.messages
+        conformed.append(fixed)
+    counts = tally(results)
+    if counts.changed:
+        log.info(
+            "chat template: %d of %d prompts conformed (%d turns merged, %d system messages folded)",
+            counts.changed, counts.conversations, counts.turns_merged, counts.systems_folded,
+        )  # fmt: skip
+    return conformed, counts
 
 
 def fit_rows(

@@ -17,6 +17,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+ADAPTER_FILE = "adapter_model.safetensors"
 # Linear layer classes LoRA can adapt, by name: torch's and bitsandbytes' 4- and 8-bit ones.
 LINEAR_CLASSES = frozenset({"Linear", "Linear4bit", "Linear8bitLt"})
 
@@ -82,7 +83,86 @@ def load_base(name: str, *, quantize: bool, trust_remote_code: bool = False) -> 
         kwargs["device_map"] = placement
     model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     model.config.use_cache = False  # the KV cache only costs memory while training
+    if quantize:
+        keep_cpu_4bit_in_compute_dtype(model)
     return model
+
+
+def keep_cpu_4bit_in_compute_dtype(model: Any) -> int:
+    """Make every 4-bit layer compute on the CPU as in training; return how many were set.
+
+    bitsandbytes 0.50.2, on CPUs with avx512_bf16 only, switches a ``Linear4bit`` in eval
+    mode with no gradient to a fused kernel: the fp32 input is rounded to bf16 (2^-8
+    relative), the weight is repacked and its double-quantized scales are decoded to bf16,
+    and saving packs them back by quantizing the scales again (lossy). So on those CPUs
+    evaluation computed in another precision than training, a model that was evaluated
+    and saved held slightly different scales than a fresh load (logits -0.2284 against
+    -0.2277), and that kernel asserts that every output width is a multiple of 32. Off,
+    every CPU dequantizes and multiplies in the compute dtype (fp32), as training does.
+    GPUs never take that path. Remove when bitsandbytes makes the kernel opt-in.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
+def lora_config(settings: Any, targets: list[str]) -> Any:
+    """peft's LoraConfig from our LoRA settings and the layers to adapt."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_policy(
+    name: str, *, quantize: bool, gradient_checkpointing: bool, trust_remote_code: bool = False
+) -> tuple[Any, bool]:
+    """Load the base to train on, prepared for k-bit training where it is 4-bit.
+
+    Returns the model and whether the trainer still has to turn on gradient checkpointing
+    (``prepare_model_for_kbit_training`` does it itself; FSDP shards weights as they are).
+    """
+    from peft import prepare_model_for_kbit_training
+
+    model = load_base(name, quantize=quantize, trust_remote_code=trust_remote_code)
+    if quantize and not use_fsdp():
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        return model, False
+    return model, gradient_checkpointing
+
+
+def save_adapter(trainer: Any, out: str | Path) -> None:
+    """Save the trained adapter (and tokenizer) to ``out``, also under FSDP.
+
+    transformers 5.23's ``Trainer.save_model`` writes weights under FSDP only when the
+    plugin's state dict type is FULL_STATE_DICT, and ``fsdp_qlora.yaml`` shards
+    checkpoints (SHARDED_STATE_DICT, cheap to write and to resume from). So the final
+    save switches to FULL_STATE_DICT, as peft's FSDP-QLoRA example does: the adapter is
+    gathered on rank 0 and written as ``adapter_model.safetensors``.
+    """
+    if getattr(trainer, "is_fsdp_enabled", False):
+        final_save_state_dict_type(trainer.accelerator.state.fsdp_plugin)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero() and not (Path(out) / ADAPTER_FILE).is_file():
+        raise RuntimeError(f"{out}: the trainer saved no {ADAPTER_FILE}")
+
+
+def final_save_state_dict_type(plugin: Any) -> str:
+    """Switch an FSDP plugin to FULL_STATE_DICT for the final save; return the type's name."""
+    plugin.set_state_dict_type("FULL_STATE_DICT")
+    return plugin.state_dict_type.name
 
 
 def lora_targets(model: Any) -> list[str]:

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
-from agir_retrain.tasks.io import write_bytes_atomic, write_json_atomic
+from agir_retrain.tasks.io import write_bytes_atomic
 from agir_retrain.tasks.settings.models import TrainConfig
+from agir_retrain.tasks.training.metrics import (
+    METRICS_FILE,
+    TrainingMetrics,
+    markdown_table,
+    metrics_bytes,
+    metrics_rows,
+)
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 CONFIG_FILE = "train_config.yaml"
-CURVES = {
-    "loss.png": ("loss", "eval_loss", "DPO loss"),
-    "reward_accuracy.png": ("rewards/accuracies", "eval_rewards/accuracies", "reward accuracy"),
-    "reward_margin.png": ("rewards/margins", "eval_rewards/margins", "reward margin"),
-}
+CARD_FILE = "README.md"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Curve:
+    """One plot of the log history: the training and evaluation series of one metric."""
+
+    file: str  # e.g. loss.png
+    train_key: str
+    eval_key: str
+    title: str
 
 
 def write_config(config: TrainConfig, path: Path) -> Path:
@@ -31,60 +45,31 @@ def write_config(config: TrainConfig, path: Path) -> Path:
 
 
 def write_outputs(
-    *,
-    config: TrainConfig,
-    base_model: str,
-    out: Path,
-    train_metrics: dict[str, float],
-    evaluation: dict[str, dict[str, float]],
-    log_history: list[dict[str, Any]],
-    parameters: dict[str, Any],
-    data: dict[str, Any],
-    resumed_from: str | None,
-    world_size: int,
-) -> dict[str, Any]:
-    """Write metrics.json, the curves, train_config.yaml and README.md; return the metrics."""
-    metrics = {
-        "base_model": base_model,
-        "reference": config.reference,
-        "quantized": config.quantize,
-        "world_size": world_size,
-        "resumed_from_checkpoint": resumed_from,
-        "parameters": parameters,
-        "data": data,
-        "train": train_metrics,
-        "evaluation": evaluation,
-        "log_history": log_history,
-    }
-    write_json_atomic(str(out / METRICS_FILE), _finite(metrics))
+    *, config: TrainConfig, metrics: TrainingMetrics, curves: tuple[Curve, ...], out: Path
+) -> list[str]:
+    """Write metrics.json, the curves, train_config.yaml and README.md; return the plots."""
+    write_bytes_atomic(str(out / METRICS_FILE), metrics_bytes(metrics))
     write_config(config, out / CONFIG_FILE)
-    plots = plot_curves(log_history, out)
-    (out / "README.md").write_text(model_card(config, base_model, metrics, plots))
-    return metrics
+    plots = plot_curves(metrics.log_history, out, curves)
+    write_bytes_atomic(str(out / CARD_FILE), model_card(config, metrics, plots).encode())
+    return plots
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def plot_curves(log_history: list[dict[str, Any]], out: Path) -> list[str]:
-    """Plot loss, reward accuracy and reward margin against the step; return the PNG names."""
+def plot_curves(
+    log_history: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]],
+    out: Path,
+    curves: tuple[Curve, ...],
+) -> list[str]:
+    """Plot each curve's training and evaluation series against the step; return the PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    for name, (train_key, eval_key, title) in CURVES.items():
+    for curve in curves:
         figure, axes = plt.subplots(figsize=(6, 3.5))
-        for key, label, style in ((train_key, "train", "-"), (eval_key, "eval", "o--")):
+        for key, label, style in ((curve.train_key, "train", "-"), (curve.eval_key, "eval", "o--")):
             points = [
                 (row["step"], row[key])
                 for row in log_history
@@ -94,71 +79,43 @@ def plot_curves(log_history: list[dict[str, Any]], out: Path) -> list[str]:
                 steps, values = zip(*points, strict=True)
                 axes.plot(steps, values, style, label=label)
         axes.set_xlabel("step")
-        axes.set_title(title)
+        axes.set_title(curve.title)
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend()
         figure.tight_layout()
-        figure.savefig(out / name, dpi=100)
+        # No timestamp in the PNG's metadata: the same run gives the same bytes.
+        figure.savefig(out / curve.file, dpi=100, metadata={"Software": None})
         plt.close(figure)
-        written.append(name)
+        written.append(curve.file)
     return written
 
 
-def model_card(
-    config: TrainConfig, base_model: str, metrics: dict[str, Any], plots: list[str]
-) -> str:
+def model_card(config: TrainConfig, metrics: TrainingMetrics, plots: list[str]) -> str:
     """A model card: what was trained, on what, with which settings, and how it scored."""
-    rows = [
-        f"| {split} | {values['rows']} | {values['loss']:.4f} | {values['rewards/accuracies']:.3f} | "
-        f"{values['rewards/margins']:.4f} |"
-        for split, values in metrics["evaluation"].items()
-    ]
-    evaluation = (
-        "\n".join(
-            [
-                "| split | rows | loss | reward accuracy | reward margin |",
-                "|---|---|---|---|---|",
-                *rows,
-            ]
-        )
-        if rows
-        else "No eval file was given."
-    )
-    data = metrics["data"]
-    params = metrics["parameters"]
+    params = metrics.parameters
+    base = metrics.base_model
+    settings = json.loads(config.model_dump_json())
     return f"""---
-base_model: {base_model}
+base_model: {base}
 library_name: peft
-tags: [dpo, qlora, trl, agir-retrain]
+tags: [{metrics.objective}, qlora, trl, agir-retrain]
 ---
 
-# DPO adapter for {base_model}
+# {metrics.objective.upper()} adapter for {base}
 
-A LoRA adapter trained with TRL's DPO on AGIR preference data by agir-retrain:
-base {"in 4-bit NF4 (double quantization)" if config.quantize else "in full precision"},
-LoRA r={config.lora.r} alpha={config.lora.alpha} on `{", ".join(params["lora_targets"])}`,
-reference: `{config.reference}`, {metrics["world_size"]} process(es).
-Trainable parameters: {params["trainable"]:,} of {params["total"]:,} ({params["trainable_percent"]:.3f}%).
+A LoRA adapter trained with TRL ({metrics.objective}) on AGIR data by agir-retrain:
+base {"in 4-bit NF4 (double quantization)" if metrics.quantized else "in full precision"},
+LoRA r={config.lora.r} alpha={config.lora.alpha} on `{", ".join(params.lora_targets)}`,
+reference: `{metrics.reference}`, {metrics.world_size} process(es).
 
-## Data
+## Summary
 
-| split | file | rows in | prompts shortened | dropped |
-|---|---|---|---|---|
-| train | `{data["train_file"]}` | {data["train"]["rows_in"]} | {data["train"]["rows_trimmed"]} | {data["train"]["rows_dropped"] + data["train"]["dropped_by_trl"]} |
-| eval | `{data["eval_file"]}` | {data["eval"]["rows_in"]} | {data["eval"]["rows_trimmed"]} | {data["eval"]["rows_dropped"]} |
+{markdown_table(metrics_rows(metrics))}
 
-## Evaluation
-
-{evaluation}
-
+Data: `{metrics.data.train_file}` (train), `{metrics.data.eval_file}` (eval).
 `garbled`: pairs whose rejected side was sampled from the base model; `natural`: pairs
 whose rejected side is a failed attempt of the agent (or another run's strategy).
-
-## Training
-
-Final train loss {metrics["train"].get("train_loss", float("nan")):.4f} over {metrics["train"]["global_step"]} steps
-in {metrics["train"].get("train_runtime", float("nan")):.1f} s.
 
 {chr(10).join(f"![{name}]({name})" for name in plots)}
 
@@ -167,7 +124,7 @@ in {metrics["train"].get("train_runtime", float("nan")):.1f} s.
 ```python
 from agir_retrain.tasks.training.model import load_adapter  # agir-retrain
 
-model = load_adapter("{base_model}", "<this folder>", quantize={config.quantize})
+model = load_adapter("{base}", "<this folder>", quantize={metrics.quantized})
 ```
 
 With peft alone, pass `autocast_adapter_dtype=False` to `PeftModel.from_pretrained`: TRL
@@ -176,6 +133,6 @@ keeps QLoRA adapter weights in bf16, and up-casting them changes the logits slig
 ## Settings
 
 ```yaml
-{yaml.safe_dump(orjson.loads(config.model_dump_json()), sort_keys=False).rstrip()}
+{yaml.safe_dump(settings, sort_keys=False).rstrip()}
 ```
 """

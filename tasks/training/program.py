@@ -17,13 +17,51 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agir_retrain.tasks.settings.loader import load_config
 from agir_retrain.tasks.settings.models import TrainConfig
-from agir_retrain.tasks.training.data import FitStats, fit_rows, load_rows, locate
+from agir_retrain.tasks.training import dpo
+from agir_retrain.tasks.training.data import (
+    DataFiles,
+    FitStats,
+    conform_rows,
+    fit_rows,
+    load_rows,
+    locate,
+    row_format,
+)
+from agir_retrain.tasks.training.metrics import (
+    ChatSummary,
+    DataSummary,
+    EvalSplit,
+    ParameterSummary,
+    SplitData,
+    TrainingMetrics,
+    TrainSummary,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rows:
+    """The checked training and eval rows, and where they came from."""
+
+    files: DataFiles
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FittedRows:
+    """Rows rendered-ready for the tokenizer: conformed to its template, fitted to the budget."""
+
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    train_fit: FitStats
+    eval_fit: FitStats
+    chat: ChatSummary
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,10 +72,8 @@ class Prepared:
     trainer: Any
     tokenizer: Any
     base_model: str
-    files: Any
-    eval_rows: list[dict[str, Any]]
-    train_fit: FitStats
-    eval_fit: FitStats
+    files: DataFiles
+    fitted: FittedRows
     targets: list[str]
     trl_dropped: int
 
@@ -47,15 +83,7 @@ class TrainResult:
     """Where the outputs are, and the metrics written to ``metrics.json``."""
 
     out: str
-    metrics: dict[str, Any]
-
-
-def _dataset(rows: list[dict[str, Any]]) -> Any:
-    from datasets import Dataset
-
-    return Dataset.from_list(
-        [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows]
-    )
+    metrics: TrainingMetrics
 
 
 def main(config: TrainConfig) -> TrainResult:
@@ -64,123 +92,110 @@ def main(config: TrainConfig) -> TrainResult:
 
 
 def prepare(config: TrainConfig) -> Prepared:
-    """Check and fit the data, load the base (4-bit), and build the DPO trainer."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.logging import get_logger
-    from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
+    """Check and fit the data, load the base (4-bit) and LoRA, and build the objective's trainer."""
     from agir_retrain.tasks.synth.tiny_model import resolve_model
-    from agir_retrain.tasks.training.model import compute_dtype, load_base, lora_targets, use_fsdp
+    from agir_retrain.tasks.training.model import load_policy, lora_config, lora_targets
 
-    # The process group, which the logger needs. State is shared and the first creation wins:
-    # without cpu=True here, ranks launched on a machine with no GPU would each train alone
-    # instead of joining one gloo group (accelerate 1.15).
-    PartialState(cpu=not torch.cuda.is_available())
-    log = get_logger(__name__)
-    # 1. Data first: a bad file stops here, before any model is loaded.
-    files = locate(config.dataset, config.eval_dataset)
-    train_rows = load_rows(files.train)
-    eval_rows = load_rows(files.eval, allow_empty=True) if files.eval else []
+    log = start_process_group()
+    rows = check_data(config)  # a bad file stops here, before any model is loaded
     log.info(
         "data: %d training rows from %s, %d eval rows",
-        len(train_rows),
-        files.train,
-        len(eval_rows),
-        main_process_only=True,
-    )
-
+        len(rows.train), rows.files.train, len(rows.eval), main_process_only=True,
+    )  # fmt: skip
     base = resolve_model(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=config.trust_remote_code)
-    train_rows, train_fit = fit_rows(train_rows, tokenizer, config.dpo.max_length)
-    eval_rows, eval_fit = fit_rows(eval_rows, tokenizer, config.dpo.max_length)
-    if not train_rows:
-        from agir_retrain.tasks.errors import DatasetError
-
-        raise DatasetError(
-            f"{files.train}: no row fits dpo.max_length={config.dpo.max_length} tokens "
-            f"({train_fit.rows_dropped} dropped, e.g. {train_fit.dropped_examples}); raise max_length"
-        )
-
-    # 2. The policy: 4-bit NF4 base prepared for k-bit training, LoRA on every linear layer.
-    model = load_base(base, quantize=config.quantize, trust_remote_code=config.trust_remote_code)
-    checkpointing = config.dpo.gradient_checkpointing
-    if config.quantize and not use_fsdp():
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-        checkpointing = False  # enabled by prepare_model_for_kbit_training
+    tokenizer = load_tokenizer(base, trust_remote_code=config.trust_remote_code)
+    fitted = fit_data(rows, tokenizer, config.dpo.max_length)
+    model, checkpointing = load_policy(
+        base,
+        quantize=config.quantize,
+        gradient_checkpointing=config.dpo.gradient_checkpointing,
+        trust_remote_code=config.trust_remote_code,
+    )
     targets = config.lora.target_modules or lora_targets(model)
-    peft_config = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    # 3. The reference: the base with the adapter disabled, unless a separate copy is asked for.
-    ref_model = None
-    if config.reference == "separate":
-        ref_model = load_base(
-            base, quantize=config.quantize, trust_remote_code=config.trust_remote_code
-        )
-
-    on_gpu = torch.cuda.is_available()
-    args = DPOConfig(
-        output_dir=config.out,
-        beta=config.dpo.beta,
-        learning_rate=config.dpo.learning_rate,
-        num_train_epochs=config.dpo.epochs,
-        max_steps=config.dpo.max_steps or -1,
-        per_device_train_batch_size=config.dpo.batch_size,
-        per_device_eval_batch_size=config.dpo.batch_size,
-        gradient_accumulation_steps=config.dpo.gradient_accumulation,
-        max_length=config.dpo.max_length,
-        truncation_mode=config.dpo.truncation_mode,
-        loss_type=config.dpo.loss_types,
-        loss_weights=config.dpo.loss_weights,
-        precompute_ref_log_probs=config.reference == "precomputed",
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        seed=config.dpo.seed,
-        data_seed=config.dpo.seed,
-        logging_steps=config.dpo.logging_steps,
-        eval_strategy="steps" if config.dpo.eval_steps and eval_rows else "no",
-        eval_steps=config.dpo.eval_steps,
-        save_strategy="steps",
-        save_steps=config.dpo.save_steps,
-        save_total_limit=config.dpo.save_total_limit,
-        report_to="none",
-        use_cpu=not on_gpu,
-        bf16=compute_dtype() == torch.bfloat16,
-        ddp_find_unused_parameters=False,
-    )
-    trainer = DPOTrainer(
+    trainer = dpo.build_trainer(
+        config,
+        base=base,
         model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=_dataset(train_rows),
-        eval_dataset=_dataset(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
+        tokenizer=tokenizer,
+        peft_config=lora_config(config.lora, targets),
+        train_rows=fitted.train,
+        eval_rows=fitted.eval,
+        gradient_checkpointing=checkpointing,
     )
-    # TRL drops a row whose prompt alone fills max_length; fitted rows never do, but count anyway.
-    trl_dropped = len(train_rows) - len(trainer.train_dataset)
     return Prepared(
         config=config,
         trainer=trainer,
         tokenizer=tokenizer,
         base_model=base,
-        files=files,
-        eval_rows=eval_rows,
-        train_fit=train_fit,
-        eval_fit=eval_fit,
+        files=rows.files,
+        fitted=fitted,
         targets=targets,
-        trl_dropped=trl_dropped,
+        # TRL drops a row whose prompt alone fills max_length; fitted rows never do, but count.
+        trl_dropped=len(fitted.train) - len(trainer.train_dataset),
+    )
+
+
+def start_process_group() -> Any:
+    """Join (or make) the process group, and return the rank-aware logger."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.logging import get_logger
+
+    # State is shared and the first creation wins: without cpu=True here, ranks launched on
+    # a machine with no GPU would each train alone instead of joining one gloo group
+    # (accelerate 1.15).
+    PartialState(cpu=not torch.cuda.is_available())
+    return get_logger(__name__)
+
+
+def check_data(config: TrainConfig) -> Rows:
+    """Find and check every training and eval row (no tokenizer or model needed)."""
+    files = locate(config.dataset, config.eval_dataset)
+    train = load_rows(files.train)
+    evaluation = load_rows(files.eval, allow_empty=True) if files.eval else []
+    return Rows(files=files, train=train, eval=evaluation)
+
+
+def load_tokenizer(base: str, *, trust_remote_code: bool = False) -> Any:
+    """The base model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+
+
+def fit_data(rows: Rows, tokenizer: Any, max_length: int) -> FittedRows:
+    """Conform conversations to the chat template, then fit every row to ``max_length`` tokens.
+
+    Raises:
+        ChatTemplateError: conversational rows, and a tokenizer without a usable template.
+        DatasetError: no training row fits.
+    """
+    from agir_retrain.tasks.chat import template_traits
+    from agir_retrain.tasks.errors import DatasetError
+
+    chat = ChatSummary()
+    train, evaluation = rows.train, rows.eval
+    if any(row_format(row) == "conversational" for row in train + evaluation):
+        traits = template_traits(tokenizer)
+        train, train_counts = conform_rows(train, traits)
+        evaluation, eval_counts = conform_rows(evaluation, traits)
+        chat = ChatSummary(
+            system_role=traits.system_role,
+            consecutive_turns=traits.consecutive_turns,
+            conversations=train_counts.conversations + eval_counts.conversations,
+            changed=train_counts.changed + eval_counts.changed,
+            turns_merged=train_counts.turns_merged + eval_counts.turns_merged,
+            systems_folded=train_counts.systems_folded + eval_counts.systems_folded,
+        )
+    train, train_fit = fit_rows(train, tokenizer, max_length)
+    evaluation, eval_fit = fit_rows(evaluation, tokenizer, max_length)
+    if not train:
+        raise DatasetError(
+            f"{rows.files.train}: no row fits max_length={max_length} tokens "
+            f"({train_fit.rows_dropped} dropped, e.g. {train_fit.dropped_examples}); raise max_length"
+        )
+    return FittedRows(
+        train=train, eval=evaluation, train_fit=train_fit, eval_fit=eval_fit, chat=chat
     )
 
 
@@ -188,11 +203,11 @@ def run(prepared: Prepared) -> TrainResult:
     """Train, evaluate (overall and by provenance), save, and write the run's outputs."""
     from accelerate.logging import get_logger
 
-    from agir_retrain.tasks.training.model import parameter_counts
+    from agir_retrain.tasks.training.model import merge_adapter, parameter_counts, save_adapter
     from agir_retrain.tasks.training.outputs import write_outputs
 
     log = get_logger(__name__)
-    config, trainer, eval_rows = prepared.config, prepared.trainer, prepared.eval_rows
+    config, trainer = prepared.config, prepared.trainer
     counts = parameter_counts(trainer.model)
     log.info(
         "LoRA on %s: %d of %d parameters trainable (%.3f%%); reference: %s",
@@ -200,54 +215,36 @@ def run(prepared: Prepared) -> TrainResult:
         main_process_only=True,
     )  # fmt: skip
 
-    # 4. Train, resuming from the last checkpoint if asked and one exists.
+    # Train, resuming from the last checkpoint if asked and one exists.
     resume_from = last_complete_checkpoint(config.out) if config.resume else None
     if config.resume and resume_from is None:
         log.info("no checkpoint in %s: starting from scratch", config.out, main_process_only=True)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
+    history = tuple(trainer.state.log_history)  # curves: training and scheduled evaluations
+    evaluation = evaluate_splits(trainer, prepared.fitted.eval, dpo.to_dataset)
 
-    # 5. Evaluate: overall, and split by how the rejected side was made.
-    evaluation: dict[str, dict[str, float]] = {}
-    if eval_rows:
-        evaluation["overall"] = _clean(trainer.evaluate(), "eval") | {"rows": len(eval_rows)}
-    history = list(trainer.state.log_history)  # curves: training and the scheduled evaluations
-    for name, garbled in (("garbled", True), ("natural", False)):
-        subset = [row for row in eval_rows if row.get("garbled") is garbled]
-        if subset:
-            result = trainer.evaluate(
-                eval_dataset=_dataset(subset), metric_key_prefix=f"eval_{name}"
-            )
-            evaluation[name] = _clean(result, f"eval_{name}") | {"rows": len(subset)}
-
-    # 6. Save the adapter and tokenizer; write metrics, curves and the model card.
-    trainer.save_model(config.out)
-    metrics: dict[str, Any] = {}
+    save_adapter(trainer, config.out)
+    metrics = TrainingMetrics(
+        objective=dpo.NAME,
+        base_model=prepared.base_model,
+        reference=config.reference,
+        quantized=config.quantize,
+        world_size=trainer.args.world_size,
+        resumed_from_checkpoint=resume_from,
+        parameters=ParameterSummary(
+            trainable=counts.trainable,
+            total=counts.total,
+            trainable_percent=counts.trainable_percent,
+            lora_targets=tuple(prepared.targets),
+        ),
+        data=data_summary(prepared),
+        train=train_summary(train_output.metrics, trainer.state.global_step),
+        evaluation=evaluation,
+        log_history=history,
+    )
     if trainer.is_world_process_zero():
-        prepared.tokenizer.save_pretrained(config.out)
-        metrics = write_outputs(
-            config=config,
-            base_model=prepared.base_model,
-            out=Path(config.out),
-            train_metrics=train_output.metrics
-            | _peak_memory()
-            | {"global_step": trainer.state.global_step},
-            evaluation=evaluation,
-            log_history=history,
-            parameters=asdict(counts)
-            | {"trainable_percent": counts.trainable_percent, "lora_targets": prepared.targets},
-            data=_data_summary(
-                prepared.files.train,
-                prepared.files.eval,
-                prepared.train_fit,
-                prepared.eval_fit,
-                prepared.trl_dropped,
-            ),
-            resumed_from=resume_from,
-            world_size=trainer.args.world_size,
-        )
+        write_outputs(config=config, metrics=metrics, curves=dpo.CURVES, out=Path(config.out))
         if config.merge:
-            from agir_retrain.tasks.training.model import merge_adapter
-
             merge_adapter(
                 prepared.base_model,
                 config.out,
@@ -258,13 +255,71 @@ def run(prepared: Prepared) -> TrainResult:
     return TrainResult(out=config.out, metrics=metrics)
 
 
-def _peak_memory() -> dict[str, int]:
-    """Peak GPU memory this process allocated, where there is a GPU."""
+def evaluate_splits(
+    trainer: Any, eval_rows: list[dict[str, Any]], to_dataset: Any
+) -> dict[str, EvalSplit]:
+    """Evaluate on every eval row, then on each provenance (garbled or natural rejected side)."""
+    if not eval_rows:
+        return {}
+    evaluation = {"overall": _eval_split(trainer.evaluate(), "eval", len(eval_rows))}
+    for name, garbled in (("garbled", True), ("natural", False)):
+        subset = [row for row in eval_rows if row.get("garbled") is garbled]
+        if subset:
+            result = trainer.evaluate(
+                eval_dataset=to_dataset(subset), metric_key_prefix=f"eval_{name}"
+            )
+            evaluation[name] = _eval_split(result, f"eval_{name}", len(subset))
+    return evaluation
+
+
+def _eval_split(metrics: dict[str, float], prefix: str, rows: int) -> EvalSplit:
+    """Strip TRL's key prefixes (it keeps ``eval_`` on reward metrics whatever the prefix)."""
+    values = {
+        key.removeprefix(f"{prefix}_").removeprefix("eval_"): value
+        for key, value in metrics.items()
+        if key != "epoch"
+    }
+    loss = values.pop("loss", None)
+    return EvalSplit(rows=rows, loss=loss, values=values)
+
+
+def train_summary(values: dict[str, float], global_step: int) -> TrainSummary:
+    """The trainer's end-of-training figures, with this process's peak GPU memory."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {}
-    return {"peak_gpu_memory_bytes": torch.cuda.max_memory_allocated()}
+    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    return TrainSummary(
+        global_step=global_step,
+        train_loss=values.get("train_loss"),
+        train_runtime_s=values.get("train_runtime"),
+        epoch=values.get("epoch"),
+        peak_gpu_memory_bytes=peak,
+        values={
+            k: v for k, v in values.items() if k not in ("train_loss", "train_runtime", "epoch")
+        },
+    )
+
+
+def data_summary(prepared: Prepared) -> DataSummary:
+    """What became of the rows: fitted, trimmed, dropped, conformed to the template."""
+    fitted = prepared.fitted
+
+    def split(fit: FitStats, trl_dropped: int = 0) -> SplitData:
+        return SplitData(
+            rows_in=fit.rows_in,
+            rows_trimmed=fit.rows_trimmed,
+            rows_dropped=fit.rows_dropped,
+            rows_out=fit.rows_out,
+            dropped_by_trl=trl_dropped,
+        )
+
+    return DataSummary(
+        train_file=prepared.files.train,
+        eval_file=prepared.files.eval,
+        train=split(fitted.train_fit, prepared.trl_dropped),
+        eval=split(fitted.eval_fit),
+        chat=fitted.chat,
+    )
 
 
 def last_complete_checkpoint(out: str) -> str | None:
@@ -289,27 +344,6 @@ def last_complete_checkpoint(out: str) -> str | None:
             "skipping incomplete checkpoint %s (step %d)", path, step
         )
     return None
-
-
-def _clean(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """Strip TRL's key prefixes (it keeps ``eval_`` on reward metrics whatever the prefix)."""
-    return {
-        key.removeprefix(f"{prefix}_").removeprefix("eval_"): value
-        for key, value in metrics.items()
-        if key != "epoch"
-    }
-
-
-def _data_summary(
-    train: str, evaluation: str | None, train_fit: FitStats, eval_fit: FitStats, trl_dropped: int
-) -> dict[str, Any]:
-    return {
-        "train_file": train,
-        "eval_file": evaluation,
-        "train": {k: v for k, v in asdict(train_fit).items() if k != "dropped_examples"}
-        | {"dropped_by_trl": trl_dropped},
-        "eval": {k: v for k, v in asdict(eval_fit).items() if k != "dropped_examples"},
-    }
 
 
 def make_parser() -> argparse.ArgumentParser:
