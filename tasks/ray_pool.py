@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import ray
 from ray.util import ActorPool
@@ -24,6 +26,7 @@ from agir_retrain.tasks.dataset.build import (
 )
 from agir_retrain.tasks.dataset.garble import Garbler, plan_batches
 from agir_retrain.tasks.environment.records import Completion, Episode
+from agir_retrain.tasks.errors import AgirError, ConfigError
 from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_group, sort_episodes
 from agir_retrain.tasks.evaluation.sampling import CompletionSampler, SampleRequest, SamplerSpec
 from agir_retrain.tasks.records import GarbleRequest, GarbleResult
@@ -31,6 +34,85 @@ from agir_retrain.tasks.settings.environment import EnvironmentSettings
 from agir_retrain.tasks.settings.models import GarbleSettings
 
 log = logging.getLogger(__name__)
+
+
+READY_TIMEOUT_S = 900.0  # loading a large base model from disk can take minutes
+_EPSILON = 1e-9
+
+
+def actors_that_fit(cpus: float, gpus: float) -> int:
+    """How many actors needing ``cpus`` and ``gpus`` each the cluster's alive nodes can hold at once."""
+    count = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        fits = [int(resources.get("CPU", 0) / cpus + _EPSILON)] if cpus > 0 else []
+        if gpus > 0:
+            fits.append(int(resources.get("GPU", 0) / gpus + _EPSILON))
+        count += min(fits) if fits else 1 << 20
+    return count
+
+
+def start_actors(
+    make: Callable[[], Any],
+    *,
+    wanted: int,
+    cpus: float,
+    gpus: float,
+    knobs: str,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> list[Any]:
+    """Start as many of ``wanted`` actors as the cluster can hold, and return those that got ready.
+
+    An actor the cluster can never place would wait forever (and a pool waits with it):
+    the count is first cut to what the alive nodes can hold (none: ``ConfigError`` at
+    once); then the first actor must be ready within ``ready_timeout_s`` (else
+    ``AgirError``: the resources are taken by something else), and the others within a
+    grace after it; those still waiting are stopped and the pool runs without them.
+    """
+    fit = actors_that_fit(cpus, gpus)
+    shape = f"{cpus:g} CPU and {gpus:g} GPU"
+    if fit == 0:
+        raise ConfigError(
+            f"each actor needs {shape}, and no node of the Ray cluster has that much (its "
+            f"resources: {_resources(ray.cluster_resources())}); lower {knobs}, or add such nodes"
+        )
+    count = min(wanted, fit)
+    if count < wanted:
+        log.warning(
+            "the Ray cluster can hold %d actors of %s, not %d: starting %d",
+            fit,
+            shape,
+            wanted,
+            count,
+        )
+    actors = [make() for _ in range(count)]
+    ready_refs = {actor.__ray_ready__.remote(): actor for actor in actors}
+    started = time.monotonic()
+    ready, waiting = ray.wait(list(ready_refs), num_returns=1, timeout=ready_timeout_s)
+    if not ready:
+        available = _resources(ray.available_resources())
+        for actor in actors:
+            ray.kill(actor)
+        raise AgirError(
+            f"no actor of {shape} started within {ready_timeout_s:g} s (free now: {available}); "
+            f"the cluster's resources are taken: wait for them, or lower {knobs}"
+        )
+    ray.get(ready)  # an actor that failed to load its model raises here, with its own error
+    if waiting:
+        grace = min(ready_timeout_s, max(30.0, 2 * (time.monotonic() - started)))
+        more, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=grace)
+        ray.get(more)
+        ready += more
+    for ref in waiting:
+        log.warning("an actor of %s did not start within the grace; running without it", shape)
+        ray.kill(ready_refs[ref])
+    return [ready_refs[ref] for ref in ready]
+
+
+def _resources(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources.get(name, 0):g} {name}" for name in ("CPU", "GPU"))
 
 
 class GarblerPool:
@@ -42,7 +124,11 @@ class GarblerPool:
     """
 
     def __init__(
-        self, model_name: str, settings: GarbleSettings, actors: int | None = None
+        self,
+        model_name: str,
+        settings: GarbleSettings,
+        actors: int | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         actor_class = ray.remote(Garbler).options(
             num_cpus=settings.cpus_per_actor,
@@ -50,12 +136,18 @@ class GarblerPool:
             max_restarts=2,
             max_task_retries=2,
         )
-        count = actors if actors is not None else settings.actors
-        self.actors = [actor_class.remote(model_name, settings) for _ in range(count)]
+        self.actors = start_actors(
+            lambda: actor_class.remote(model_name, settings),
+            wanted=actors if actors is not None else settings.actors,
+            cpus=settings.cpus_per_actor,
+            gpus=settings.gpus_per_actor,
+            knobs="build.garble.actors, cpus_per_actor or gpus_per_actor",
+            ready_timeout_s=ready_timeout_s,
+        )
         self._pool = ActorPool(self.actors)
 
     def wait_ready(self) -> None:
-        """Block until every actor has loaded its model."""
+        """Block until every actor has loaded its model (``start_actors`` already waited)."""
         ray.get([actor.__ray_ready__.remote() for actor in self.actors])
 
     def garble(
@@ -91,7 +183,8 @@ def garble_on_actor_pool(
     settings: GarbleSettings,
     on_batch_done: Callable[[int], None] | None = None,
 ) -> list[GarbleResult]:
-    """Garble batches on a pool of at most ``settings.actors`` actors (fewer for few batches)."""
+    """Garble batches on a pool of at most ``settings.actors`` actors (fewer for few batches,
+    or when the cluster cannot hold that many; see ``start_actors``)."""
     if not batches:
         return []
     actors = min(settings.actors, len(batches))

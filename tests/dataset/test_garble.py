@@ -171,3 +171,71 @@ class TestTinyModel:
         first = garbler.sample([request], [1])
         assert garbler.sample([request], [1]) == first
         assert garbler.sample([request], [2]) != first
+
+
+def _within(seconds: float, call):
+    """Run ``call`` on a daemon thread; return its result or raise its error, and fail (not hang)
+    if it has not returned in time: the hang is the bug these tests guard against."""
+    import threading
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still waiting after {seconds} s: the pool hangs"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@pytest.mark.integration
+class TestPoolSizing:
+    """The garble pool on the real local Ray (2 CPUs, no GPU): sized to fit, or a fast clear error."""
+
+    def test_an_actor_no_node_can_hold_fails_fast_saying_what_to_change(self, local_ray):
+        from agir_retrain.tasks.errors import ConfigError
+        from agir_retrain.tasks.ray_pool import garble_on_actor_pool
+
+        settings = GarbleSettings(gpus_per_actor=1)  # this machine has no GPU
+        with pytest.raises(ConfigError, match=r"1 GPU.*0 GPU.*gpus_per_actor"):
+            _within(60, lambda: garble_on_actor_pool([[_request()]] * 2, "unused", settings))
+
+    def test_a_busy_cluster_fails_within_the_ready_timeout(self, local_ray):
+        import ray
+
+        from agir_retrain.tasks.errors import AgirError
+        from agir_retrain.tasks.ray_pool import GarblerPool
+
+        @ray.remote(num_cpus=2)
+        class Holder:  # takes every CPU, as another job on a shared cluster would
+            def ping(self) -> bool:
+                return True
+
+        holder = Holder.remote()
+        ray.get(holder.ping.remote())
+        try:
+            with pytest.raises(AgirError, match=r"no actor of 1 CPU and 0 GPU started within 3 s"):
+                _within(60, lambda: GarblerPool("unused", GarbleSettings(), ready_timeout_s=3))
+        finally:
+            ray.kill(holder)
+
+    @pytest.mark.slow
+    def test_more_actors_than_cpus_are_cut_to_fit_and_every_batch_is_garbled(
+        self, local_ray, tiny_model
+    ):
+        from agir_retrain.tasks.ray_pool import garble_on_actor_pool
+
+        settings = GarbleSettings(actors=5, max_new_tokens=8, batch_size=1)  # 5 x 1 CPU on 2 CPUs
+        requests = [_request()] * 6
+        results = _within(
+            600, lambda: garble_on_actor_pool(plan_batches(requests, 1), tiny_model, settings)
+        )
+        assert len(results) == 6
+        assert len({r.rejected for r in results}) == 1  # one request, one seed: one text
