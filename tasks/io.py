@@ -1,4 +1,4 @@
-"""Paths and bytes: expanding inputs, reading them, hashing them, writing outputs atomically.
+"""Paths and bytes: reading files, hashing them, writing outputs atomically (``inputs.py`` finds them).
 
 Local paths and fsspec URLs (``file://``, ``s3://``, ``memory://``, ...) are treated
 alike; local files take a fast path with no fsspec call.
@@ -13,15 +13,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RUN_FILE_SUFFIX = ".json"
+from agir_retrain.tasks.errors import ConfigError
+
 # mkstemp creates files 0600; outputs get the mode a plain open() would give them.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-_GLOB_CHARS = frozenset("*?[")
 
 
 def is_url(location: str) -> bool:
@@ -34,54 +33,7 @@ def local_path(location: str) -> str:
     return location.removeprefix("file://")
 
 
-@dataclass(frozen=True, slots=True)
-class InputFile:
-    """One input file found by ``expand_inputs``: where it is, how big, and (for object
-    storage) the store's own content fingerprint, such as an S3 ETag."""
-
-    location: str
-    size_bytes: int
-    fingerprint: str | None = None
-
-
-def expand_inputs(locations: list[str]) -> list[InputFile]:
-    """List the run files named by files, folders (recursive), globs or URLs.
-
-    Folders contribute every ``*.json`` below them; a file named directly is taken
-    whatever its suffix. The result is sorted and free of duplicates, so the same
-    inputs always give the same order.
-
-    Raises:
-        FileNotFoundError: a location matches nothing.
-    """
-    found: dict[str, InputFile] = {}
-    for location in locations:
-        matches = _expand_url(location) if is_url(location) else _expand_local(location)
-        if not matches:
-            raise FileNotFoundError(f"no run files at {location!r}: check the path or pattern")
-        found.update((file.location, file) for file in matches)
-    return [found[location] for location in sorted(found)]
-
-
-def _expand_local(location: str) -> list[InputFile]:
-    path = local_path(location)
-    if any(char in path for char in _GLOB_CHARS):
-        candidates = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
-    elif os.path.isdir(path):
-        candidates = [
-            os.path.join(root, name)
-            for root, _dirs, names in os.walk(path)
-            for name in names
-            if name.endswith(RUN_FILE_SUFFIX)
-        ]
-    elif os.path.isfile(path):
-        candidates = [path]
-    else:
-        candidates = []
-    return [InputFile(os.path.abspath(p), os.path.getsize(p)) for p in candidates]
-
-
-def _fs(location: str) -> tuple[Any, str]:
+def url_fs(location: str) -> tuple[Any, str]:
     """The fsspec filesystem and path of a URL (imported lazily: workers reading local
     files never pay for it)."""
     import fsspec
@@ -89,50 +41,20 @@ def _fs(location: str) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(location)
 
 
-def _expand_url(location: str) -> list[InputFile]:
-    fs, path = _fs(location)
-    if any(char in path for char in _GLOB_CHARS):
-        infos = fs.glob(path, detail=True)
-    elif fs.isdir(path):
-        infos = {p: i for p, i in fs.find(path, detail=True).items() if p.endswith(RUN_FILE_SUFFIX)}
-    elif fs.exists(path):
-        infos = {path: fs.info(path)}
-    else:
-        infos = {}
-    return [
-        InputFile(fs.unstrip_protocol(p), int(info.get("size") or 0), _store_fingerprint(info))
-        for p, info in infos.items()
-        if info.get("type", "file") == "file"
-    ]
-
-
-def _store_fingerprint(info: dict[str, Any]) -> str | None:
-    """What an object store says identifies a file's content, without reading it."""
-    for key in ("ETag", "etag", "md5Hash", "content_md5", "checksum"):
-        if info.get(key):
-            return f"{key}:{info[key]}"
-    return None
-
-
 def read_bytes(location: str) -> bytes:
     """Read a whole file from a local path or an fsspec URL."""
     if is_url(location):
-        fs, path = _fs(location)
+        fs, path = url_fs(location)
         return fs.cat_file(path)
     with open(local_path(location), "rb") as handle:
         return handle.read()
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of some bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(location: str, chunk_bytes: int = 1 << 22) -> str:
     """Hex sha256 of a file's content, read in chunks so memory stays flat."""
     digest = hashlib.sha256()
     if is_url(location):
-        fs, path = _fs(location)
+        fs, path = url_fs(location)
         opener = fs.open(path, "rb")
     else:
         opener = open(local_path(location), "rb")
@@ -149,19 +71,10 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(local_path(base), *parts)
 
 
-def make_dirs(location: str) -> None:
-    """Create a folder (local or URL) and its parents; an existing one is fine."""
-    if is_url(location):
-        fs, path = _fs(location)
-        fs.makedirs(path, exist_ok=True)
-    else:
-        os.makedirs(local_path(location), exist_ok=True)
-
-
 def exists(location: str) -> bool:
     """Tell whether a file or folder exists, locally or at a URL."""
     if is_url(location):
-        fs, path = _fs(location)
+        fs, path = url_fs(location)
         return fs.exists(path)
     return os.path.exists(local_path(location))
 
@@ -179,7 +92,7 @@ def atomic_output(target: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="agir-") as scratch:
             staged = Path(scratch) / Path(target).name
             yield staged
-            fs, path = _fs(target)
+            fs, path = url_fs(target)
             fs.makedirs(os.path.dirname(path), exist_ok=True)
             fs.put_file(str(staged), path)
         return
@@ -217,3 +130,78 @@ def copy_file_atomic(source: str, target: str) -> None:
     """Copy a local file to a local path or URL atomically."""
     with atomic_output(target) as staged:
         shutil.copyfile(local_path(source), staged)
+
+
+@contextmanager
+def output_set(out: str) -> Iterator[str]:
+    """Yield a folder to write a command's outputs into; on success they replace ``out``'s as a set.
+
+    Locally the folder is a sibling of ``out`` (same filesystem), and the swap happens
+    under an exclusive lock on ``.<name>.lock`` beside it: ``out`` is renamed aside, the
+    new folder renamed into its place, and anything of the old folder the new set does
+    not replace (another command's outputs, the user's files) moved back. Readers see
+    the old set or the new one, never a mix; two commands writing one ``out`` finish one
+    after the other (the last wins whole). A swap cut short (a killed process) is
+    completed by the next one. For a URL the files are uploaded one by one, the report
+    last, since object stores have no folder rename. On error nothing under ``out`` changes.
+
+    Raises:
+        ConfigError: ``out`` is a file, or holds the working folder (it is swapped whole).
+    """
+    if is_url(out):
+        with tempfile.TemporaryDirectory(prefix="agir-out-") as scratch:
+            yield scratch
+            files = sorted(p for p in Path(scratch).rglob("*") if p.is_file())
+            for path in sorted(files, key=lambda p: p.name == "report.json"):
+                copy_file_atomic(str(path), join(out, path.relative_to(scratch).as_posix()))
+        return
+    final = Path(os.path.abspath(local_path(out)))
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"output folder {out} is a file; pass a folder (new or existing)")
+    if Path.cwd().is_relative_to(final):
+        raise ConfigError(f"output folder {out} holds the working folder; pass a folder of its own")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    try:
+        os.chmod(staging, 0o777 & ~_UMASK)
+        yield str(staging)
+        with _folder_lock(final):
+            _finish_swaps(final)
+            _swap_in(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _folder_lock(final: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(final.with_name(f".{final.name}.lock"), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Put ``staging`` in ``final``'s place; keep what of the old folder it does not replace."""
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    old = final.with_name(f".{final.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+    os.rename(final, old)
+    os.rename(staging, final)
+    _finish_swaps(final)
+
+
+def _finish_swaps(final: Path) -> None:
+    """Complete swaps cut short: put an old folder back, or move back what it still holds."""
+    for old in sorted(final.parent.glob(f".{glob.escape(final.name)}.old-*")):
+        if not final.exists():
+            os.rename(old, final)
+            continue
+        for entry in old.iterdir():
+            if not os.path.lexists(final / entry.name):
+                os.rename(entry, final / entry.name)
+        shutil.rmtree(old, ignore_errors=True)

@@ -23,15 +23,8 @@ from typing import Any
 import polars as pl
 
 from agir_retrain.tasks.dataset.export import ExportReport, export_dataset
-from agir_retrain.tasks.io import (
-    InputFile,
-    copy_file_atomic,
-    expand_inputs,
-    is_url,
-    join,
-    sha256_file,
-    write_json_atomic,
-)
+from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
+from agir_retrain.tasks.io import join, output_set, sha256_file, write_json_atomic
 from agir_retrain.tasks.records import (
     GARBLE_RESULT_SCHEMA,
     GarbleMethod,
@@ -56,7 +49,7 @@ from agir_retrain.tasks.tables import ParquetSink, from_frame, read_table
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = "2"  # bump when a shard's outputs change for the same inputs
+STAGE_VERSION = "3"  # bump when a shard's outputs change for the same inputs
 GARBLE_VERSION = "1"  # bump when garbling changes what it samples
 _BIG_FILE = 16 << 20
 
@@ -112,12 +105,15 @@ def plan_dataset(
         fingerprints = dict(
             zip((f.location for f in files), pool.map(_fingerprint, files), strict=True)
         )
+    # Byte-identical files: the first by sorted path is read, the others quarantined.
+    files = mark_duplicates(files, lambda f: fingerprints[f.location])
     settings = read.model_dump_json()
     planned = []
     for shard in plan_shards(files, shard_bytes):
         digest = hashlib.sha256(f"{STAGE_VERSION}\n{settings}\n".encode())
         for file in shard.files:
-            digest.update(f"{file.location}\x1f{fingerprints[file.location]}\n".encode())
+            fingerprint, duplicate_of = fingerprints[file.location], file.duplicate_of or ""
+            digest.update(f"{file.location}\x1f{fingerprint}\x1f{duplicate_of}\n".encode())
         key = digest.hexdigest()[:32]
         planned.append(PlannedShard(shard=shard, key=key, directory=join(work_dir, "shards", key)))
     return planned
@@ -250,41 +246,47 @@ def assemble_dataset(
 ) -> tuple[Report, ExportReport]:
     """Gather shards into ``out`` (pairs with their garbled sides) and export DPO/KTO files.
 
-    Tables are assembled in a local folder (``out`` itself when it is local) and
-    uploaded file by file when ``out`` is a URL.
+    Everything is written to a folder beside ``out`` and swapped in as one set
+    (``io.output_set``; for a URL, uploaded file by file, the report last). ``work_dir``
+    is not written to.
+
+    Raises:
+        DuplicateRunIdError: two runs share an id.
     """
-    local = join(work_dir, "assembled") if is_url(out) else out
     directories = [m.directory for m in manifests]
-    writer = DatasetWriter(local, tables=(RUNS_FILE, SCORED_FILE))
-    for directory in directories:
-        writer.add(directory)
-    report = writer.close()
-    garbled = _garbled(manifests, key).select("run_id", "prompt_kind", "rejected", "garble_method")
-    pairs = pl.concat([read_table(join(d, PAIRS_FILE), Pair) for d in directories])
-    filled = (
-        pairs.join(
-            garbled,
-            on=["run_id", "prompt_kind"],
-            how="left",
-            suffix="_garbled",
-            maintain_order="left",
+    with output_set(out) as local:
+        writer = DatasetWriter(local, tables=(RUNS_FILE, SCORED_FILE))
+        try:
+            for directory in directories:
+                writer.add(directory)
+        except BaseException:
+            writer.abort()
+            raise
+        report = writer.close()
+        garbled = _garbled(manifests, key).select(
+            "run_id", "prompt_kind", "rejected", "garble_method"
         )
-        .with_columns(
-            pl.coalesce("rejected", "rejected_garbled").alias("rejected"),
-            pl.when(pl.col("rejected_garbled").is_not_null())
-            .then(pl.col("garble_method_garbled"))
-            .otherwise(pl.col("garble_method"))
-            .alias("garble_method"),
+        pairs = pl.concat([read_table(join(d, PAIRS_FILE), Pair) for d in directories])
+        filled = (
+            pairs.join(
+                garbled,
+                on=["run_id", "prompt_kind"],
+                how="left",
+                suffix="_garbled",
+                maintain_order="left",
+            )
+            .with_columns(
+                pl.coalesce("rejected", "rejected_garbled").alias("rejected"),
+                pl.when(pl.col("rejected_garbled").is_not_null())
+                .then(pl.col("garble_method_garbled"))
+                .otherwise(pl.col("garble_method"))
+                .alias("garble_method"),
+            )
+            .select(pairs.columns)
         )
-        .select(pairs.columns)
-    )
-    with ParquetSink(Path(local, PAIRS_FILE), Pair) as sink:
-        sink.extend(from_frame(filled, Pair))
-    export_report = export_dataset(local, local, export)
-    if is_url(out):
-        for path in sorted(Path(local).rglob("*")):
-            if path.is_file():
-                copy_file_atomic(str(path), join(out, str(path.relative_to(local))))
+        with ParquetSink(Path(local, PAIRS_FILE), Pair) as sink:
+            sink.extend(from_frame(filled, Pair))
+        export_report = export_dataset(local, local, export)
     return report, export_report
 
 

@@ -21,15 +21,13 @@ from pathlib import Path
 import orjson
 
 from agir_retrain.tasks.dataset.garble import garble_requests
-from agir_retrain.tasks.io import InputFile, atomic_output, expand_inputs, join, write_json_atomic
-from agir_retrain.tasks.parquet_concat import ParquetConcatenator
+from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
+from agir_retrain.tasks.io import output_set, write_json_atomic
 from agir_retrain.tasks.records import (
     GarbleRequest,
-    Pair,
     Quarantined,
     QuarantineReason,
     Run,
-    ScoredRecord,
     V5Record,
 )
 from agir_retrain.tasks.runs.chain_parts import (
@@ -39,6 +37,17 @@ from agir_retrain.tasks.runs.chain_parts import (
     write_part,
 )
 from agir_retrain.tasks.runs.chains import ChainStats
+from agir_retrain.tasks.runs.gather import (
+    GARBLE_REQUESTS_FILE,
+    PAIRS_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    RUNS_FILE,
+    SCORED_FILE,
+    TABLE_FILES,
+    DatasetWriter,
+    read_shard_report,
+)
 from agir_retrain.tasks.runs.pairing import pair_run
 from agir_retrain.tasks.runs.reader import ReadLimits, RunFileResult, read_run_file
 from agir_retrain.tasks.runs.report import Report
@@ -46,15 +55,23 @@ from agir_retrain.tasks.runs.scoring import score_run
 from agir_retrain.tasks.runs.shards import Shard, plan_shards
 from agir_retrain.tasks.tables import ParquetSink
 
-log = logging.getLogger(__name__)
+# The output file names and the writer live in gather.py; named here too for callers.
+__all__ = [
+    "GARBLE_REQUESTS_FILE",
+    "PAIRS_FILE",
+    "QUARANTINE_FILE",
+    "REPORT_FILE",
+    "RUNS_FILE",
+    "SCORED_FILE",
+    "TABLE_FILES",
+    "DatasetWriter",
+    "ingest",
+    "ingest_chains",
+    "ingest_shard",
+    "read_shard_report",
+]
 
-RUNS_FILE = "runs.parquet"
-SCORED_FILE = "scored.parquet"
-PAIRS_FILE = "pairs.parquet"
-GARBLE_REQUESTS_FILE = "garble_requests.parquet"
-QUARANTINE_FILE = "quarantine.jsonl"
-REPORT_FILE = "report.json"
-TABLE_FILES = {RUNS_FILE: Run, SCORED_FILE: ScoredRecord, PAIRS_FILE: Pair}
+log = logging.getLogger(__name__)
 
 # Flush row groups after this much input, so memory stays flat however big a shard is.
 FLUSH_INPUT_BYTES = 32 << 20
@@ -182,83 +199,27 @@ def _finish_folder(
 
 def _read_guarded(file: InputFile, limits: ReadLimits) -> RunFileResult:
     """Read one file; a bug in the reader quarantines that file instead of the batch."""
+    if file.duplicate_of is not None:
+        return _quarantined_input(
+            file, QuarantineReason.DUPLICATE_FILE, f"byte-identical to {file.duplicate_of}"
+        )
     try:
         return read_run_file(file.location, limits=limits)
     except Exception as error:  # one file must never stop the batch
         log.exception("unexpected error reading %s", file.location)
-        entry = Quarantined(
-            source=file.location,
-            run_id=None,
-            reason=QuarantineReason.UNEXPECTED_ERROR,
-            detail=f"{type(error).__name__}: {error}",
-        )
-        return RunFileResult(
-            source=file.location,
-            size_bytes=file.size_bytes,
-            quarantined=(entry,),
-            file_quarantined=True,
+        return _quarantined_input(
+            file, QuarantineReason.UNEXPECTED_ERROR, f"{type(error).__name__}: {error}"
         )
 
 
-def read_shard_report(directory: str) -> Report:
-    """Load the report a finished shard folder holds."""
-    return Report.from_dict(orjson.loads(Path(directory, REPORT_FILE).read_bytes()))
-
-
-class DatasetWriter:
-    """Gather shard folders, in order, into the dataset files under ``out``.
-
-    Parquet parts are joined without decoding (``ParquetConcatenator``), quarantine
-    lines are copied, and the report is the sum of the shards'. Nothing appears under
-    ``out`` until ``close``, and then each file appears whole.
-    """
-
-    def __init__(self, out: str, tables: Sequence[str] = tuple(TABLE_FILES)) -> None:
-        self.out = out
-        self.report = Report()
-        self._stack = ExitStack()
-        self._tables = {
-            name: ParquetConcatenator(self._stack.enter_context(atomic_output(join(out, name))))
-            for name in tables
-        }
-        staged = self._stack.enter_context(atomic_output(join(out, QUARANTINE_FILE)))
-        self._quarantine = self._stack.enter_context(open(staged, "wb"))
-
-    def add(self, directory: str) -> None:
-        """Append one finished shard folder."""
-        self.report.merge(read_shard_report(directory))
-        for name, concatenator in self._tables.items():
-            concatenator.append(Path(directory, name))
-        with open(Path(directory, QUARANTINE_FILE), "rb") as part:
-            shutil.copyfileobj(part, self._quarantine)
-
-    def close(self) -> Report:
-        """Finish every file and write ``report.json``; return the report."""
-        self.report.check_balance()
-        for concatenator in self._tables.values():
-            concatenator.close()
-        self._quarantine.close()
-        self._stack.close()  # atomic_output swaps each finished file in
-        write_json_atomic(join(self.out, REPORT_FILE), self.report.to_dict())
-        return self.report
-
-    def abort(self) -> None:
-        """Discard everything written so far."""
-        for concatenator in self._tables.values():
-            concatenator.abort()
-        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-
-def merge_shards(directories: Sequence[str], out: str) -> Report:
-    """Gather finished shard folders, in the order given, into the dataset under ``out``."""
-    writer = DatasetWriter(out)
-    try:
-        for directory in directories:
-            writer.add(directory)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+def _quarantined_input(file: InputFile, reason: QuarantineReason, detail: str) -> RunFileResult:
+    entry = Quarantined(source=file.location, run_id=None, reason=reason, detail=detail)
+    return RunFileResult(
+        source=file.location,
+        size_bytes=file.size_bytes,
+        quarantined=(entry,),
+        file_quarantined=True,
+    )
 
 
 @contextmanager
@@ -291,10 +252,15 @@ def ingest(
     """Read, score and pair run files into ``out`` with a local process pool.
 
     Writes ``runs.parquet``, ``scored.parquet``, ``pairs.parquet``,
-    ``quarantine.jsonl`` and ``report.json``; v5 chains come after every shard's runs. ``on_plan`` is called once the shards
+    ``quarantine.jsonl`` and ``report.json``, as one set (``io.output_set``); v5 chains
+    come after every shard's runs. A file byte-identical to an earlier one (by sorted
+    path) is quarantined as ``duplicate_file``. ``on_plan`` is called once the shards
     are known and the workers are up; ``on_shard_done`` as each shard is gathered.
+
+    Raises:
+        DuplicateRunIdError: two runs share an id (see ``gather.DatasetWriter``).
     """
-    files = expand_inputs(locations)
+    files = mark_duplicates(expand_inputs(locations))
     shards = plan_shards(files, shard_bytes)
     log.info(
         "%d files (%d bytes) in %d shards",
@@ -302,15 +268,18 @@ def ingest(
         sum(f.size_bytes for f in files),
         len(shards),
     )
+    # Every temporary folder is removed on the way out, on error or interruption too (the
+    # CLI turns SIGTERM into SystemExit so that this unwinding runs).
     with ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="agir-ingest-"))
+        staged = stack.enter_context(output_set(out))
         pool = (
             stack.enter_context(_worker_pool(workers)) if workers > 1 and len(shards) > 1 else None
         )
         if on_plan:
             on_plan(shards)
         directories = [os.path.join(scratch, f"shard-{s.index:05d}") for s in shards]
-        writer = DatasetWriter(out)
+        writer = DatasetWriter(staged)
         try:
             if pool is None:
                 for shard, directory in zip(shards, directories, strict=True):

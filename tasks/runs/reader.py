@@ -18,8 +18,13 @@ from typing import Any
 import orjson
 
 from agir_retrain.tasks.errors import RunFileError
-from agir_retrain.tasks.io import read_bytes
-from agir_retrain.tasks.records import FileSchema, Quarantined, QuarantineReason
+from agir_retrain.tasks.inputs import BrokenLinkError, NotARegularFileError, read_run_bytes
+from agir_retrain.tasks.records import (
+    FileSchema,
+    Quarantined,
+    QuarantineReason,
+    content_digest,
+)
 from agir_retrain.tasks.runs.fields import ReadLimits, RunFileResult, json_type
 from agir_retrain.tasks.runs.v4 import read_agents_document
 from agir_retrain.tasks.runs.v5 import looks_like_v5, read_v5_record
@@ -37,28 +42,41 @@ def read_run_file(
     """Read one run file (local path or URL) into runs; never raises on bad content.
 
     Args:
-        source: the file's path or URL; it names the runs (``<stem>#<index>``).
+        source: the file's path or URL; its stem and the content name the runs
+            (``<stem>#<index>@<digest>``, ``records.make_run_id``).
         data: the file's bytes, when the caller already holds them.
         limits: size bounds; a file or message over them is quarantined.
     """
     limits = limits or ReadLimits()
+    size = len(data) if data is not None else 0
     try:
         if data is None:
-            data = read_bytes(source)
+            data, size = read_run_bytes(source, limits.max_file_bytes)
+            size = max(size, len(data))  # a file that grew since its stat
         if len(data) > limits.max_file_bytes:
             raise RunFileError(
                 source,
                 QuarantineReason.FILE_TOO_LARGE,
-                f"{len(data)} bytes > max_file_bytes={limits.max_file_bytes}",
+                f"{size} bytes > max_file_bytes={limits.max_file_bytes}",
             )
         document = parse_json(source, data)
         file_schema = detect_schema(source, document)
         if file_schema is FileSchema.V5:
             record = read_v5_record(source, document, limits)
             return RunFileResult(source=source, size_bytes=len(data), v5_records=(record,))
-        return read_agents_document(source, len(data), document, file_schema, limits)
+        return read_agents_document(
+            source, len(data), document, file_schema, limits, content_digest(data)
+        )
     except RunFileError as error:
-        return _quarantined_file(source, len(data or b""), error)
+        return _quarantined_file(source, size, error)
+    except NotARegularFileError as error:
+        return _quarantined_file(
+            source, 0, RunFileError(source, QuarantineReason.NOT_A_REGULAR_FILE, str(error))
+        )
+    except BrokenLinkError as error:
+        return _quarantined_file(
+            source, 0, RunFileError(source, QuarantineReason.BROKEN_LINK, str(error))
+        )
     except OSError as error:
         return _quarantined_file(
             source, 0, RunFileError(source, QuarantineReason.READ_ERROR, str(error))

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agir_retrain.tasks.io import InputFile
+from agir_retrain.tasks.inputs import InputFile
 
 _HASH_SPACE = float(1 << 64)
 

@@ -22,6 +22,7 @@ from agir_retrain.tasks.records import (
     Role,
     Run,
     UnitConvention,
+    make_run_id,
 )
 from agir_retrain.tasks.runs.fields import (
     ReadLimits,
@@ -61,9 +62,17 @@ class ParsedAgent:
 
 
 def read_agents_document(
-    source: str, size: int, document: dict[str, Any], file_schema: FileSchema, limits: ReadLimits
+    source: str,
+    size: int,
+    document: dict[str, Any],
+    file_schema: FileSchema,
+    limits: ReadLimits,
+    digest: str,
 ) -> RunFileResult:
     """Read a parsed v4 or 2024-12 document into runs; a bad copy agent is quarantined alone.
+
+    Runs are named ``make_run_id(<file stem>, <copy index>, digest)``, ``digest`` being
+    the ``content_digest`` of the file's bytes.
 
     Raises:
         RunFileError: the file as a whole is malformed (its env agent or agent list).
@@ -90,7 +99,7 @@ def read_agents_document(
     parsed: list[ParsedAgent] = []
     quarantined: dict[int, Quarantined] = {}  # by copy index, so they list in file order
     for index, agent in enumerate(agents):
-        run_id = f"{stem}#{index}"
+        run_id = make_run_id(stem, index, digest)
         try:
             parsed.append(_parse_copy_agent(source, run_id, index, agent, file_schema, limits))
         except RunFileError as error:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agir_retrain.tasks.records import content_digest, make_run_id
 from agir_retrain.tasks.synth import text
 
 FAILS_NOT_RUN = ("ast_fail", "compile_fail", "container_fail")
@@ -356,7 +357,7 @@ def write_corpus(out: Path, *, runs: int, seed: int, env_kib: int = 8) -> Corpus
         name = f"full_agent_data_{clock[era]:%Y_%m_%d_%H_%M_%S}.json"
         data = json.dumps(_build_file(rng, era, plans, env_chars), indent=2).encode()
         total_bytes += _write(corpus / name, data)
-        files.append(_file_truth(name, None, plans))
+        files.append(_file_truth(name, None, plans, data))
         planned += count
     for quirk in FILE_QUIRKS if runs >= 20 else ():
         clock["v4_kib"] += timedelta(seconds=rng.randint(60, 7200))
@@ -382,14 +383,16 @@ def _write(path: Path, data: bytes) -> int:
     return len(data)
 
 
-def _file_truth(name: str, quarantine: str | None, plans: list[RunPlan]) -> dict[str, Any]:
-    stem = name.removesuffix(".json")
+def _file_truth(
+    name: str, quarantine: str | None, plans: list[RunPlan], data: bytes
+) -> dict[str, Any]:
+    stem, digest = name.removesuffix(".json"), content_digest(data)
     return {
         "name": name,
         "quarantine": quarantine,
         "runs": [
             {
-                "run_id": f"{stem}#{i}",
+                "run_id": make_run_id(stem, i, digest),
                 "quarantine": plan.quirk,
                 "class": None if plan.quirk else plan.run_class,
                 "reason": None if plan.quirk else plan.reason,

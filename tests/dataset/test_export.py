@@ -118,7 +118,7 @@ class TestOptions:
             for r in _rows(tmp_path / "borrowed" / "dpo" / "train.jsonl")
             if r["rule"] == "borrowed_chosen"
         ]
-        assert row["run_id"] == "shared#2"
+        assert row["run_id"].startswith("shared#2@")  # <file stem>#<copy index>@<digest>
         assert (
             row["chosen"][0]["content"]
             == document["copy_strat_agents"][0]["tagged_chat_history"][-1][0]["content"]

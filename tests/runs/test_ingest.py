@@ -10,7 +10,7 @@ import orjson
 import polars as pl
 import pytest
 
-from agir_retrain.tasks.io import expand_inputs
+from agir_retrain.tasks.inputs import expand_inputs
 from agir_retrain.tasks.records import GarbleRequest, Pair, Run, ScoredRecord
 from agir_retrain.tasks.runs.ingest import GARBLE_REQUESTS_FILE, ingest, ingest_shard
 from agir_retrain.tasks.runs.reader import ReadLimits
@@ -112,7 +112,8 @@ def test_handmade_files_balance(data_file, tmp_path):
     folder = Path(data_file("v4_kib.json")).parent
     ingest([str(folder)], str(tmp_path), limits=ReadLimits(), shard_bytes=1 << 20, workers=1)
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["files_in"] == report["files_read"] + report["files_quarantined"] == 13
+    files = len(list(folder.rglob("*.json")))  # the v4 quirks and the v5 records below them
+    assert report["files_in"] == report["files_read"] + report["files_quarantined"] == files
     assert report["runs_in"] == sum(report["runs_by_class"].values()) + report["runs_quarantined"]
 
 
@@ -151,3 +152,100 @@ def test_missing_input_is_a_clear_error(tmp_path):
             shard_bytes=1,
             workers=1,
         )
+
+
+SPLITS = ("train", "eval")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+class TestFilesNamedAlike:
+    """Two machines' folders holding different files of one name (the agent names by the second)."""
+
+    NAME = "full_agent_data_2025_06_01_10_00_00.json"
+
+    @pytest.fixture
+    def machines(self, data_file, tmp_path) -> Path:
+        text = Path(data_file("v4_kib.json")).read_text()
+        for machine in ("a", "b"):
+            folder = tmp_path / "corpus" / machine
+            folder.mkdir(parents=True)
+            # Each machine's system prompt names the machine, so a row shows whose prompt it has.
+            document = json.loads(text)
+            for agent in [document["main_strat_agent"], *document["copy_strat_agents"]]:
+                agent["tagged_chat_history"][0][0]["content"] += f" [machine {machine}]"
+            (folder / self.NAME).write_text(json.dumps(document, indent=2))
+        return tmp_path / "corpus"
+
+    def test_each_row_carries_its_own_files_prompt_and_counts_add_up(
+        self, machines, tmp_path, ingest_with_stand_ins
+    ):
+        from agir_retrain.tasks.dataset.export import export_dataset
+        from agir_retrain.tasks.settings.models import ExportSettings
+
+        alone = ingest_with_stand_ins(tmp_path / "alone", [str(machines / "a")])
+        both = ingest_with_stand_ins(tmp_path / "both", [str(machines)])
+        settings = ExportSettings(eval_share=0.5)
+        one = export_dataset(str(alone), str(tmp_path / "one"), settings)
+        two = export_dataset(str(both), str(tmp_path / "two"), settings)
+
+        runs = pl.read_parquet(both / "runs.parquet")
+        assert runs.height == runs.get_column("run_id").n_unique() == 8
+        report = json.loads((both / "report.json").read_text())
+        pairs = sum(report["pairs_by_rule"].values())
+        rows = {split: _jsonl(tmp_path / "two" / "dpo" / f"{split}.jsonl") for split in SPLITS}
+        rows_alone = sum(len(_jsonl(tmp_path / "one" / "dpo" / f"{s}.jsonl")) for s in SPLITS)
+        every = rows["train"] + rows["eval"]
+        assert len(every) == two.dpo_train_rows + two.dpo_eval_rows == pairs == 2 * rows_alone
+        for row in every:
+            machine = Path(row["source"]).parent.name
+            assert row["prompt"][0]["content"].endswith(f"[machine {machine}]"), row["run_id"]
+        assert two.kto_rows == 2 * one.kto_rows
+        # The split is by run: no run id lands on both sides.
+        train, held_out = ({r["run_id"] for r in rows[s]} for s in SPLITS)
+        assert not train & held_out
+
+    def test_garble_request_ids_are_distinct(self, machines, tmp_path):
+        files = expand_inputs([str(machines)])
+        ingest_shard(files, str(tmp_path / "shard"), ReadLimits(), with_garble_requests=True)
+        requests = read_table(str(tmp_path / "shard" / GARBLE_REQUESTS_FILE), GarbleRequest)
+        ids = [f"{r['run_id']}/{r['prompt_kind']}" for r in requests.iter_rows(named=True)]
+        assert len(ids) == len(set(ids)) == 4  # two first-try runs, a strategy and a code each
+
+    def test_byte_identical_files_keep_the_first_by_sorted_path(self, machines, tmp_path):
+        copy = machines / "c" / self.NAME
+        copy.parent.mkdir()
+        copy.write_bytes((machines / "a" / self.NAME).read_bytes())
+        # However the corpus is cut into shards, the later path is the duplicate.
+        for shard_bytes in (1, 1 << 30):
+            out = tmp_path / f"out-{shard_bytes}"
+            ingest(
+                [str(machines)], str(out), limits=ReadLimits(), shard_bytes=shard_bytes, workers=1
+            )
+            report = json.loads((out / "report.json").read_text())
+            assert report["files_in"] == 3
+            assert report["quarantine_reasons"] == {"duplicate_file": 1}
+            (entry,) = [
+                orjson.loads(x) for x in (out / "quarantine.jsonl").read_bytes().splitlines()
+            ]
+            assert entry["source"] == str(copy)
+            assert entry["detail"] == f"byte-identical to {machines / 'a' / self.NAME}"
+            assert pl.read_parquet(out / "runs.parquet").height == 8
+
+
+def test_assembly_fails_loudly_when_two_runs_share_an_id(data_file, tmp_path):
+    from agir_retrain.tasks.errors import AgirError
+    from agir_retrain.tasks.runs.gather import DatasetWriter
+
+    files = expand_inputs([data_file("v4_kib.json")])
+    for name in ("one", "two"):  # the same run ids in two shards, as a clash would give
+        ingest_shard(files, str(tmp_path / name), ReadLimits())
+    writer = DatasetWriter(str(tmp_path / "out"))
+    writer.add(str(tmp_path / "one"))
+    with pytest.raises(AgirError, match=r"two runs share the id 'v4_kib#0@[0-9a-f]{10}'") as info:
+        writer.add(str(tmp_path / "two"))
+    assert str(info.value).count(data_file("v4_kib.json")) == 2
+    writer.abort()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,11 +23,36 @@ from agir_retrain.tasks.runs.scoring import KIB, MIB
 from agir_retrain.tasks.runs.text import extract_code
 
 
+def _name(run_id: str | None) -> str | None:
+    """A run id without its content digest: ``<file stem>#<copy index>``."""
+    return None if run_id is None else run_id.partition("@")[0]
+
+
+class TestRunIds:
+    def test_a_run_id_names_the_file_stem_the_copy_and_the_content(self, data_file):
+        data = open(data_file("v4_kib.json"), "rb").read()
+        digest = xxhash.xxh3_128_hexdigest(data)[:10]
+        runs = read_run_file("/machine-a/v4_kib.json", data).runs
+        assert [r.run_id for r in runs] == [f"v4_kib#{i}@{digest}" for i in range(4)]
+        # The same bytes elsewhere (another folder, another machine) give the same ids.
+        assert [r.run_id for r in read_run_file("s3://b/x/v4_kib.json", data).runs] == [
+            r.run_id for r in runs
+        ]
+
+    def test_files_named_alike_with_other_content_get_other_ids(self, data_file):
+        data = open(data_file("v4_kib.json"), "rb").read()
+        other = data.replace(b"2048.0", b"4096.0")
+        first = {r.run_id for r in read_run_file("/a/v4_kib.json", data).runs}
+        second = {r.run_id for r in read_run_file("/b/v4_kib.json", other).runs}
+        assert not first & second
+        assert {_name(i) for i in first} == {_name(i) for i in second}
+
+
 class TestReadV4:
     def test_one_run_of_each_class(self, data_file):
         result = read_run_file(data_file("v4_kib.json"))
         assert not result.quarantined
-        assert [(r.run_id, r.run_class) for r in result.runs] == [
+        assert [(_name(r.run_id), r.run_class) for r in result.runs] == [
             ("v4_kib#0", RunClass.FIRST_TRY),
             ("v4_kib#1", RunClass.MIXED),
             ("v4_kib#2", RunClass.NEVER_FREED),
@@ -168,8 +194,8 @@ class TestQuarantine:
     def test_bad_runs_are_quarantined_and_the_good_run_kept(self, data_file):
         result = read_run_file(data_file("bad_runs.json"))
         assert not result.file_quarantined
-        assert [r.run_id for r in result.runs] == ["bad_runs#0"]
-        assert [(q.run_id, q.reason) for q in result.quarantined] == [
+        assert [_name(r.run_id) for r in result.runs] == ["bad_runs#0"]
+        assert [(_name(q.run_id), q.reason) for q in result.quarantined] == [
             ("bad_runs#1", QuarantineReason.BAD_HISTORY_ENTRY),
             ("bad_runs#2", QuarantineReason.BAD_MESSAGE),
             ("bad_runs#3", QuarantineReason.UNKNOWN_OUTCOME),
@@ -181,8 +207,8 @@ class TestQuarantine:
 
     def test_nan_figure_quarantines_only_its_run(self, data_file):
         result = read_run_file(data_file("nan_space_freed.json"))
-        assert [r.run_id for r in result.runs] == ["nan_space_freed#0"]
-        assert [(q.run_id, q.reason) for q in result.quarantined] == [
+        assert [_name(r.run_id) for r in result.runs] == ["nan_space_freed#0"]
+        assert [(_name(q.run_id), q.reason) for q in result.quarantined] == [
             ("nan_space_freed#1", QuarantineReason.NON_FINITE_NUMBER)
         ]
 
@@ -195,12 +221,12 @@ class TestQuarantine:
             '"space_freed": 512.0', '"space_freed": 1' + "0" * 400, 1
         )
         result = read_run_file("huge.json", text.encode())
-        assert [(q.run_id, q.reason) for q in result.quarantined] == [
+        assert [(_name(q.run_id), q.reason) for q in result.quarantined] == [
             ("huge#0", QuarantineReason.NON_FINITE_NUMBER),
             ("huge#1", QuarantineReason.NON_FINITE_NUMBER),
         ]
         assert "bytes" in result.quarantined[0].detail
-        assert [r.run_id for r in result.runs] == ["huge#2", "huge#3"]
+        assert [_name(r.run_id) for r in result.runs] == ["huge#2", "huge#3"]
         assert all(math.isfinite(r.space_freed_bytes) for r in result.runs)
         assert result.runs_found == 4
 
@@ -209,10 +235,10 @@ class TestQuarantine:
         document = json.loads(open(data_file("legacy_2024_12.json")).read())
         text = json.dumps(document).replace('"space_freed": -2.0', f'"space_freed": {total}')
         result = read_run_file("legacy.json", text.encode())
-        assert [(q.run_id, q.reason) for q in result.quarantined] == [
+        assert [(_name(q.run_id), q.reason) for q in result.quarantined] == [
             ("legacy#0", QuarantineReason.NON_FINITE_NUMBER)
         ]
-        assert [r.run_id for r in result.runs] == ["legacy#1"]
+        assert [_name(r.run_id) for r in result.runs] == ["legacy#1"]
 
     def test_message_over_the_limit(self, data_file):
         result = read_run_file(data_file("v4_kib.json"), limits=ReadLimits(max_message_chars=100))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agir_retrain.tasks.io import InputFile
+from agir_retrain.tasks.inputs import InputFile
 from agir_retrain.tasks.runs.shards import plan_shards
 
 

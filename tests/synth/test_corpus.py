@@ -32,6 +32,8 @@ def test_covers_every_class_and_quarantine_reason(tmp_path):
     expected_reasons = {r.value for r in QuarantineReason} - {
         "read_error", "file_too_large", "message_too_large", "unexpected_error", "shard_failed",
         "bad_attempt_number",  # v5 records only: the v5 corpus has it (tests/synth/test_v5.py)
+        # What the filesystem holds, not the bytes: tests/test_inputs.py, tests/runs/test_ingest.py.
+        "not_a_regular_file", "broken_link", "duplicate_file",
     }  # fmt: skip
     assert set(totals["quarantine_reasons"]) == expected_reasons
     assert totals["pairs_skipped_identical"] > 0
