@@ -121,13 +121,17 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--docker", action="store_true", help="also measure the docker backend")
+    parser.add_argument(
+        "--docker-episodes", type=int, default=40, help="episodes on docker (~1-2 s each)"
+    )
     args = parser.parse_args()
     backends = ["plain", "bwrap"] + (["docker"] if args.docker else [])
     rows = []
     for workers in args.workers:
         for backend in backends:
             try:
-                rows.append(measure(backend, args.episodes, workers))
+                count = args.docker_episodes if backend == "docker" else args.episodes
+                rows.append(measure(backend, count, workers))
             except SandboxError as exc:
                 print(f"{backend}: skipped ({exc})")
     print(f"\n{PROFILE}, materialisation included, {os.cpu_count()} CPUs")

@@ -86,6 +86,7 @@ def test_links_and_fifos_planted_by_a_program_are_not_followed_or_opened(
     assert found.protected_damaged == ()
 
 
+@pytest.mark.slow  # ~6 s: 1,200 nested folders made and walked
 def test_a_very_deep_tree_is_walked_without_recursion(copy, small_scenario):
     folder = os.open(copy / "tmp", os.O_RDONLY)
     for _ in range(1200):  # deeper than Python's recursion limit; names stay short
