@@ -78,8 +78,16 @@ def _sandbox(backend: str) -> Sandbox:
     return make_sandbox(backend, settings.interpreter, settings.docker_image)
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1: CPU time of a whole process tree
+
+
+def _join_cgroup(procs: str) -> None:
+    """Pool initializer: the worker, and every process it starts, is accounted in the cgroup."""
+    Path(procs).write_text(str(os.getpid()))
+
+
 def one_episode(backend: str, index: int) -> tuple[float, float]:
-    """Run one episode; return (freed share, seconds of the whole episode)."""
+    """Run one episode; return (freed share, wall seconds) of the whole episode."""
     name = sorted(PROGRAMS)[index % len(PROGRAMS)]
     start = time.perf_counter()
     episode = run_episode(
@@ -97,20 +105,42 @@ def one_episode(backend: str, index: int) -> tuple[float, float]:
 
 
 def measure(backend: str, episodes: int, workers: int) -> dict:
-    """Episodes/s of one backend with a pool of ``workers`` processes (warmed up first)."""
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(one_episode, [backend] * workers * 2, range(workers * 2)))  # warm-up
-        start = time.perf_counter()
-        results = list(pool.map(one_episode, [backend] * episodes, range(episodes)))
-        wall = time.perf_counter() - start
+    """Episodes/s of one backend with a pool of ``workers`` processes (warmed up first).
+
+    Where a cpuacct cgroup can be made, the workers run in it, so the CPU time of every
+    process of every episode is counted (sandboxed programs included; docker's containers
+    are the engine's children and are not).
+    """
+    group = CPUACCT / f"agir-episode-bench-{os.getpid()}-{backend}-{workers}"
+    try:
+        group.mkdir()
+    except OSError:
+        group = None
+    initializer = (_join_cgroup, (str(group / "cgroup.procs"),)) if group else (None, ())
+    try:
+        with ProcessPoolExecutor(
+            workers, initializer=initializer[0], initargs=initializer[1]
+        ) as pool:
+            list(pool.map(one_episode, [backend] * workers * 2, range(workers * 2)))  # warm-up
+            if group:
+                (group / "cpuacct.usage").write_text("0")
+            start = time.perf_counter()
+            results = list(pool.map(one_episode, [backend] * episodes, range(episodes)))
+            wall = time.perf_counter() - start
+            cpu_ns = int((group / "cpuacct.usage").read_text()) if group else None
+    finally:
+        if group:
+            group.rmdir()
     shares = [share for share, _ in results]
     seconds = sorted(s for _, s in results)
+    cpu_ms = None if cpu_ns is None or backend == "docker" else cpu_ns / 1e6 / episodes
     return {
         "backend": backend,
         "workers": workers,
         "episodes": episodes,
         "episodes_per_s": episodes / wall,
         "median_episode_ms": 1000 * seconds[len(seconds) // 2],
+        "cpu_ms_per_episode": cpu_ms,
         "mean_freed_share": sum(shares) / len(shares),
     }
 
@@ -136,14 +166,22 @@ def main() -> None:
                 print(f"{backend}: skipped ({exc})")
     print(f"\n{PROFILE}, materialisation included, {os.cpu_count()} CPUs")
     print(
-        f"{'backend':<8} {'workers':>7} {'episodes/s':>11} {'median ms':>10} {'x plain':>8} {'freed':>6}"
+        f"{'backend':<8} {'workers':>7} {'episodes/s':>11} {'median ms':>10} {'x plain':>8} "
+        f"{'CPU ms/ep':>10} {'CPU-bound eps/s':>16} {'freed':>6}"
     )
     for row in rows:
         floor = next(r for r in rows if r["backend"] == "plain" and r["workers"] == row["workers"])
         row["ratio_to_plain"] = floor["episodes_per_s"] / row["episodes_per_s"]
+        cpu = row["cpu_ms_per_episode"]
+        # what the CPUs allow when nothing else runs: every core busy with episodes
+        bound = None if cpu is None else 1000 * (os.cpu_count() or 1) / cpu
+        row["cpu_bound_episodes_per_s"] = bound
+        cpu_text = "n/a" if cpu is None else f"{cpu:.1f}"
+        bound_text = "n/a" if bound is None else f"{bound:.1f}"
         print(
             f"{row['backend']:<8} {row['workers']:>7} {row['episodes_per_s']:>11.1f} "
-            f"{row['median_episode_ms']:>10.1f} {row['ratio_to_plain']:>8.2f} {row['mean_freed_share']:>6.3f}"
+            f"{row['median_episode_ms']:>10.1f} {row['ratio_to_plain']:>8.2f} "
+            f"{cpu_text:>10} {bound_text:>16} {row['mean_freed_share']:>6.3f}"
         )
     shares = {round(r["mean_freed_share"], 9) for r in rows}
     print("same freed share on every backend:", len(shares) == 1)
