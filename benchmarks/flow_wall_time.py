@@ -65,9 +65,9 @@ def in_process(inputs: Path, out: Path) -> dict[str, float]:
         mark = time.perf_counter()
     parts["prefect_drain_and_stop"] = time.perf_counter() - mark
     ray.shutdown()
-    for stage, seconds in result.report["timing_s"].items():
+    for stage, seconds in result.report.timing_s.items():
         parts[f"stage_{stage}"] = seconds
-    parts["flow_engine_and_workers_start"] = parts["flow"] - sum(result.report["timing_s"].values())
+    parts["flow_engine_and_workers_start"] = parts["flow"] - sum(result.report.timing_s.values())
     parts["total"] = time.perf_counter() - start
     return parts
 

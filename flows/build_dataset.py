@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import (
@@ -24,13 +23,16 @@ from prefect.artifacts import (
 )
 
 from agir_retrain.flows.runtime import ray_task_runner
-from agir_retrain.tasks.dataset.build import ShardManifest, write_build_report
+from agir_retrain.tasks.dataset.build import ShardManifest
+from agir_retrain.tasks.dataset.build_report import BuildReport, build_rows, write_build_report
+from agir_retrain.tasks.dataset.chains import build_chains
 from agir_retrain.tasks.prefect_tasks import (
     assemble_dataset_task,
     build_shard_task,
     garble_task,
     plan_dataset_task,
 )
+from agir_retrain.tasks.rendering import markdown_table
 from agir_retrain.tasks.settings.models import BuildDatasetConfig
 from agir_retrain.tasks.synth.tiny_model import resolve_model
 
@@ -40,7 +42,7 @@ class BuildDatasetResult:
     """Where the dataset is, and its report."""
 
     out: str
-    report: dict[str, Any]
+    report: BuildReport
 
 
 @contextmanager
@@ -75,6 +77,11 @@ def build_dataset(config: BuildDatasetConfig) -> BuildDatasetResult:
         sum(not m.cached for m in manifests),
         sum(m.cached for m in manifests),
     )
+    with _timed(timing, "chains"):  # v5 chains: their records may sit in any shard
+        chains = build_chains(manifests, work_dir)
+    if chains is not None:
+        manifests.append(chains)
+        logger.info("v5 chains: %d runs%s", chains.runs, " (unchanged)" if chains.cached else "")
 
     with _timed(timing, "garble"):
         model = resolve_model(config.base_model)
@@ -91,35 +98,19 @@ def build_dataset(config: BuildDatasetConfig) -> BuildDatasetResult:
             manifests, config.out, work_dir, garbling.key, config.export
         )
     report = write_build_report(
-        config.out, ingest_report, export_report, garbling, manifests, timing
+        config.out,
+        BuildReport(
+            ingest=ingest_report,
+            garbling=garbling,
+            export=export_report,
+            shards_total=len(manifests),
+            shards_cached=sum(m.cached for m in manifests),
+            timing_s=timing,
+        ),
     )
     create_markdown_artifact(
-        key="build-dataset-report", markdown=report_markdown(report), description="Dataset report"
+        key="build-dataset-report",
+        markdown=markdown_table(build_rows(report), headers=("what", "count")),
+        description="Dataset report",
     )
     return BuildDatasetResult(out=config.out, report=report)
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    """The report as markdown tables: rows in and out, quarantine by reason, pairs by class."""
-    lines = ["| what | count |", "|---|---|"]
-    lines += [
-        f"| files in / read / quarantined | {report['files_in']} / {report['files_read']} / {report['files_quarantined']} |",
-        f"| runs in / quarantined | {report['runs_in']} / {report['runs_quarantined']} |",
-    ]
-    lines += [f"| runs {name} | {count} |" for name, count in report["runs_by_class"].items()]
-    lines += [
-        f"| pairs {rule} | {count} |" for rule, count in report["export"]["pairs_by_rule"].items()
-    ]
-    export, garbling = report["export"], report["garbling"]
-    lines += [
-        f"| DPO rows train / eval | {export['dpo_train_rows']} / {export['dpo_eval_rows']} |",
-        f"| duplicate rows dropped | {export['duplicates_dropped']} |",
-        f"| KTO rows (desirable) | {export['kto_rows']} ({export['kto_desirable']}) |",
-        f"| garbled: model / fallback / redraws | {garbling['model']} / {garbling['fallback']} / {garbling['redraws']} |",
-    ]
-    lines += [
-        f"| quarantined: {reason} | {count} |"
-        for reason, count in report["quarantine_reasons"].items()
-    ]
-    lines += [f"| time: {stage} (s) | {seconds} |" for stage, seconds in report["timing_s"].items()]
-    return "\n".join(lines)

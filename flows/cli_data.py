@@ -145,4 +145,4 @@ def _ingest_with_progress(settings: IngestConfig) -> None:
         )
     finally:
         bar.stop()
-    print_report(report.to_dict(), settings.out)
+    print_report(report, settings.out)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -13,6 +15,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from agir_retrain.tasks.dataset.build_report import BuildReport, build_rows, ingest_rows
+from agir_retrain.tasks.rendering import Row
+from agir_retrain.tasks.runs.report import Report
 
 # Diagnostics and progress go to stderr; the tables are the output, on stdout.
 stderr = Console(stderr=True)
@@ -48,29 +54,22 @@ def print_retrain(result: Any) -> None:
     Console().print(table)
 
 
-def print_build_report(report: dict[str, Any], out: str) -> None:
-    """Print the ingest counts plus DPO/KTO rows, garbling and timing."""
-    print_report(report, out)
-    export, garbling = report["export"], report["garbling"]
-    table = Table(title="dataset", show_header=True)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row(
-        "DPO rows train / eval", f"{export['dpo_train_rows']} / {export['dpo_eval_rows']}"
-    )
-    table.add_row("duplicates dropped", str(export["duplicates_dropped"]))
-    table.add_row("KTO rows", str(export["kto_rows"]))
-    table.add_row(
-        "garbled (model / fallback / cached)",
-        f"{garbling['model']} / {garbling['fallback']} / {garbling['cached']}",
-    )
-    table.add_row("shards (reused)", f"{report['shards']['total']} ({report['shards']['cached']})")
-    for stage, seconds in report["timing_s"].items():
-        table.add_row(f"time {stage}", f"{seconds:.1f} s")
-    Console().print(table)
+def print_build_report(report: BuildReport, out: str) -> None:
+    """Print the build report's rows, then where the DPO and KTO files are."""
+    print_rows(build_rows(report), title=f"dataset -> {out}", value_header="count")
     Console().print(
         f"DPO files: {out}/dpo/train.jsonl, {out}/dpo/eval.jsonl; KTO: {out}/kto/train.jsonl"
     )
+
+
+def print_rows(rows: Iterable[Row], *, title: str, value_header: str = "value") -> None:
+    """Print a result's rows (the same rows its markdown artifact shows) as a table."""
+    table = Table(title=escape(title), show_header=True)
+    table.add_column("what")
+    table.add_column(value_header, justify="right")
+    for what, value in rows:
+        table.add_row(escape(what), escape(value))
+    Console().print(table)
 
 
 def progress() -> Progress:
@@ -86,22 +85,6 @@ def progress() -> Progress:
     )
 
 
-def print_report(report: dict[str, Any], out: str) -> None:
+def print_report(report: Report, out: str) -> None:
     """Print files, runs by class, pairs by rule and quarantine reasons."""
-    table = Table(title=f"ingest -> {out}", show_header=True)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row(
-        "files in / read / quarantined",
-        f"{report['files_in']} / {report['files_read']} / {report['files_quarantined']}",
-    )
-    table.add_row("runs in / quarantined", f"{report['runs_in']} / {report['runs_quarantined']}")
-    for run_class, count in report["runs_by_class"].items():
-        table.add_row(f"  runs {run_class}", str(count))
-    for rule, count in report["pairs_by_rule"].items():
-        if count:
-            table.add_row(f"  pairs {rule}", str(count))
-    table.add_row("garble requests", str(report["garble_requests"]))
-    for reason, count in report["quarantine_reasons"].items():
-        table.add_row(f"  quarantined: {reason}", str(count))
-    Console().print(table)
+    print_rows(ingest_rows(report), title=f"ingest -> {out}", value_header="count")

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from agir_retrain.flows.build_dataset import build_dataset
 from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.flows.train import train
+from agir_retrain.tasks.dataset.build_report import BuildReport
 from agir_retrain.tasks.delivery.archive import create_archive, verify_archive
 from agir_retrain.tasks.delivery.remote import download_folder
-from agir_retrain.tasks.io import is_url, join
+from agir_retrain.tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.models import RetrainConfig
 
 CURVES = ("loss.png", "reward_accuracy.png", "reward_margin.png")
@@ -35,7 +37,7 @@ class RetrainResult:
     dataset: str
     adapter: str
     archive: str
-    report: dict[str, Any]
+    report: BuildReport
     metrics: dict[str, Any]
 
 
@@ -66,9 +68,7 @@ def retrain(config: RetrainConfig) -> RetrainResult:
     logger = get_run_logger()
     runner = ray_task_runner(config.build.ray_address, config.build.ray_num_cpus)
     dataset = build_dataset.with_options(task_runner=runner)(config.build)
-    logger.info(
-        "dataset at %s: %d DPO rows", dataset.out, dataset.report["export"]["dpo_train_rows"]
-    )
+    logger.info("dataset at %s: %d DPO rows", dataset.out, dataset.report.export.dpo_train_rows)
     metrics = train(config.train)
     location = archive_adapter(
         config.train.out, config.archive_to or join(config.out, "archives"), config.build.out
@@ -81,17 +81,22 @@ def retrain(config: RetrainConfig) -> RetrainResult:
         link_text=Path(location).name,
         description="The adapter's archive",
     )
-    for name in CURVES:
-        create_image_artifact(
-            image_url=_url(join(config.train.out, name)),
-            key=f"training-{name.removesuffix('.png').replace('_', '-')}",
-        )
+    # Plots travel inline (a data URI): the UI is served over http and cannot load file://.
+    create_markdown_artifact(
+        key="training-curves",
+        markdown="\n\n".join(
+            markdown_image(name, read_bytes(join(config.train.out, name)))
+            for name in CURVES
+            if exists(join(config.train.out, name))
+        ),
+        description="Training curves",
+    )
     create_markdown_artifact(
         key="retrain-summary",
         markdown=(
             f"| what | where |\n|---|---|\n| dataset | `{dataset.out}` |\n| adapter | `{config.train.out}` |\n"
-            f"| archive | `{location}` |\n| DPO rows (train / eval) | {dataset.report['export']['dpo_train_rows']} / "
-            f"{dataset.report['export']['dpo_eval_rows']} |\n| train loss | {metrics['train'].get('train_loss', float('nan')):.4f} |"
+            f"| archive | `{location}` |\n| DPO rows (train / eval) | {dataset.report.export.dpo_train_rows} / "
+            f"{dataset.report.export.dpo_eval_rows} |\n| train loss | {metrics['train'].get('train_loss', float('nan')):.4f} |"
         ),
         description="What the retrain flow made",
     )
@@ -102,7 +107,3 @@ def retrain(config: RetrainConfig) -> RetrainResult:
         report=dataset.report,
         metrics=metrics,
     )
-
-
-def _url(location: str) -> str:
-    return location if is_url(location) else Path(location).resolve().as_uri()

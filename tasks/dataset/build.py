@@ -16,15 +16,14 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from agir_retrain.tasks.dataset.export import ExportReport, export_dataset
 from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
-from agir_retrain.tasks.io import join, output_set, sha256_file, write_json_atomic
+from agir_retrain.tasks.io import join, output_set, sha256_file
 from agir_retrain.tasks.records import (
     GARBLE_RESULT_SCHEMA,
     GarbleMethod,
@@ -288,23 +287,3 @@ def assemble_dataset(
             sink.extend(from_frame(filled, Pair))
         export_report = export_dataset(local, local, export)
     return report, export_report
-
-
-def write_build_report(
-    out: str,
-    ingest: Report,
-    export: ExportReport,
-    garbling: GarbleStats,
-    manifests: Sequence[ShardManifest],
-    timing_s: dict[str, float],
-) -> dict[str, Any]:
-    """Write ``report.json``: the ingest counts plus garbling, export, shards and timing."""
-    ingest.check_balance()
-    report = ingest.to_dict() | {
-        "garbling": asdict(garbling),
-        "export": asdict(export),
-        "shards": {"total": len(manifests), "cached": sum(m.cached for m in manifests)},
-        "timing_s": {stage: round(seconds, 2) for stage, seconds in timing_s.items()},
-    }
-    write_json_atomic(join(out, REPORT_FILE), report)
-    return report

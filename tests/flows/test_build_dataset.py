@@ -53,7 +53,7 @@ def _run(config: BuildDatasetConfig) -> dict:
 def _run_with_id(config: BuildDatasetConfig) -> tuple[dict, UUID]:
     flow = build_dataset.with_options(task_runner=ray_task_runner(None, None))
     state = flow(config, return_state=True)
-    return state.result().report, state.state_details.flow_run_id
+    return state.result().report.to_dict(), state.state_details.flow_run_id
 
 
 def _same_outputs(a: Path, b: Path) -> None:
