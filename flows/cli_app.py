@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.settings.loader import parse_set_pairs
 
 app = typer.Typer(
     help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
@@ -24,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 ConfigOption = Annotated[
     Path | None,
@@ -41,30 +48,55 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(command: F) -> F:
-    """Turn the project's errors and missing inputs into a one-line message and exit status 2."""
+    """End every failure in one readable line, the last thing printed.
+
+    The project's errors and OS errors (a missing input, an ``--out`` that is a file, a
+    folder where a file is expected) are the user's to fix: one line, exit status 2.
+    Anything else is logged with its traceback (a bug, or a flow's failure, which
+    Prefect has already logged), then its cause on the last line, exit status 1.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (AgirError, FileNotFoundError) as error:
-            console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(2) from error
+        except (AgirError, OSError) as error:
+            fail(error)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt as error:
+            console.print("[red]error:[/red] interrupted")
+            raise typer.Exit(130) from error
+        except Exception as error:
+            log.debug("traceback of the failure", exc_info=True)
+            fail(error, status=1, kind=True)
 
     return wrapper  # type: ignore[return-value]
 
 
+def fail(error: BaseException, *, status: int = 2, kind: bool = False) -> NoReturn:
+    """Print an error as the last line (escaped: names may hold markup or control codes)."""
+    text = f"{type(error).__name__}: {error}" if kind else str(error)
+    console.print(f"[red]error:[/red] {printable(text)}", soft_wrap=True)
+    raise typer.Exit(status) from error
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text safe to print through rich: markup escaped, terminal control codes shown as ``\\xNN``."""
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
 def overrides(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
     """Collect flags (None = not given) and ``--set key=value`` pairs into dotted overrides."""
-    import yaml
-
     found = {key.replace("__", "."): value for key, value in flags.items()}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set takes key=value, got {pair!r}")
-        found[key.strip()] = yaml.safe_load(raw) if raw else raw
-    return found
+    return found | parse_set_pairs(pairs or [])
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def echo(line: str) -> None:
@@ -76,8 +108,13 @@ def echo(line: str) -> None:
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level.")] = False,
 ) -> None:
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like an error: finally blocks remove temporary folders and stage.
+        signal.signal(signal.SIGTERM, _terminated)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    if not verbose:  # one line per request to the Prefect API buries what matters
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ from agir_retrain.flows.cli_app import (
     echo,
     friendly_errors,
     overrides,
+    printable,
 )
 from agir_retrain.flows.cli_output import print_retrain, print_train_summary
 from agir_retrain.tasks.settings.loader import field_description as describe
@@ -95,7 +96,7 @@ def archive(
     from agir_retrain.tasks.delivery.archive import create_archive
 
     location = create_archive(training_out, to, dataset=dataset)
-    console.print(f"archive: {location}")
+    console.print(f"archive: {printable(str(location))}")
 
 
 @app.command()
@@ -108,10 +109,10 @@ def verify(
 
     result = verify_archive(archive_path)
     if result.ok:
-        console.print(f"ok: {result.files} files match the manifest of {archive_path}")
+        console.print(f"ok: {result.files} files match the manifest of {printable(archive_path)}")
         return
     for problem in result.problems:
-        console.print(problem, style="red", markup=False, highlight=False)
+        console.print(printable(problem), style="red", highlight=False)  # names escaped
     raise typer.Exit(1)
 
 

@@ -38,8 +38,12 @@ def prefect_api() -> Iterator[str]:
     log.info("started a local Prefect server at %s", server.api_url)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-            _drain_prefect_services()
+            try:
+                yield server.api_url
+            finally:
+                # A failed flow's logs too: sent after the server stopped, they would end the
+                # output with Prefect's "Error logging to API", hiding the real cause.
+                _drain_prefect_services()
     finally:
         server.stop()
 
@@ -51,17 +55,15 @@ def _drain_prefect_services() -> None:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     async def drain() -> None:
-        try:
-            result = APILogWorker.instance().drain()
+        for worker in (APILogWorker, EventsWorker):
+            result = worker.drain_all(timeout=30)
             if inspect.isawaitable(result):
                 await result
-        except RuntimeError:  # never started: nothing to drain
-            pass
-        result = EventsWorker.drain_all()
-        if inspect.isawaitable(result):
-            await result
 
-    run_coro_as_sync(drain())
+    try:
+        run_coro_as_sync(drain())
+    except Exception:  # draining must never hide the flow's own outcome
+        log.debug("draining Prefect's log and event workers failed", exc_info=True)
 
 
 def ray_task_runner(address: str | None, num_cpus: int | None):

@@ -1,17 +1,20 @@
 """Load a command's config: defaults < YAML file < environment (``AGIR_``) < flags.
 
 Each command has one pydantic model (``IngestConfig``, ``BuildDatasetConfig``,
-``TrainConfig``, ``RetrainConfig``; see ``tasks/settings.py``). ``load_config``
+``TrainConfig``, ``RetrainConfig``, ...; see ``tasks/settings/models.py``). ``load_config``
 merges the layers, validates once, and remembers where each value came from so
 ``agir-retrain config show`` can say. Environment variables are read here and
-nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAINING__BETA=0.2`` sets
-``training.beta`` (``__`` separates nesting levels).
+nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAIN__DPO__BETA=0.2`` sets
+``train.dpo.beta`` of ``retrain`` (``__`` separates nesting levels). A variable that
+names no setting of any command is an error, as a misspelt YAML key is; one that names
+another command's setting is left to that command.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,6 +25,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from agir_retrain.tasks.errors import ConfigError
 
 ENV_PREFIX = "AGIR_"
+# AGIR_* variables that are not settings: read where they are used, never by load_config.
+OTHER_VARIABLES = frozenset({"AGIR_CACHE_DIR", "AGIR_PROJECT_DIR"})
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -58,7 +63,9 @@ def load_config(
         for key, value in _flatten(_read_yaml(yaml_path)).items():
             _set(merged, key, value)
             sources[key] = f"file:{yaml_path}"
-    for key, (name, value) in _env_settings(model, environ or os.environ).items():
+    for key, (name, value) in _env_settings(
+        model, os.environ if environ is None else environ
+    ).items():
         _set(merged, key, value)
         sources[key] = f"env:{name}"
     for key, value in (flags or {}).items():
@@ -107,21 +114,76 @@ def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
-    """Settings from ``AGIR_*`` variables; values are parsed as YAML scalars or lists."""
+    """Settings from ``AGIR_*`` variables; values are parsed as YAML scalars or lists.
+
+    Raises:
+        ConfigError: a variable names no setting of any command (a misspelling).
+    """
     known = set(leaf_keys(model)) | set(section_keys(model))
     found: dict[str, tuple[str, Any]] = {}
+    unknown: list[str] = []
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         if key not in known:
-            continue  # other AGIR_* variables belong to other commands
+            if key not in _keys_of_every_command():
+                unknown.append(name)
+            continue  # another command's setting
         try:
             value = yaml.safe_load(raw) if raw else raw
         except yaml.YAMLError:
             value = raw
         found[key] = (name, raw if isinstance(value, dict) else value)
+    if unknown:
+        raise ConfigError(
+            "invalid configuration:\n"
+            + "\n".join(
+                f"  {name} (from env): names no setting of any command; check its spelling "
+                "(nesting is '__': AGIR_READ__MAX_FILE_BYTES)"
+                for name in sorted(unknown)
+            )
+        )
     return found
+
+
+@functools.cache
+def _keys_of_every_command() -> frozenset[str]:
+    """Every dotted key of every command's config model."""
+    # Imported here: the models import this module's helpers.
+    from agir_retrain.tasks.settings import evaluation, models
+    from agir_retrain.tasks.settings.base import Section
+
+    del evaluation, models  # imported for their config classes, found as Section subclasses
+    keys: set[str] = set()
+    pending = list(Section.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__name__.endswith("Config"):
+            keys.update(leaf_keys(cls), section_keys(cls))
+    return frozenset(keys)
+
+
+def parse_set_pairs(pairs: Iterable[str]) -> dict[str, Any]:
+    """Parse ``--set key=value`` pairs into dotted overrides; values are read as YAML.
+
+    Raises:
+        ConfigError: a pair has no ``=``, or its value is not valid YAML.
+    """
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value, got {pair!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError as error:
+            problem = str(error).splitlines()[0]
+            raise ConfigError(
+                f"--set {key.strip()}: {raw!r} is not valid YAML ({problem})"
+            ) from error
+    return overrides
 
 
 def _walk(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, bool]]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.settings.loader import load_config
+from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.settings.loader import load_config, parse_set_pairs
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training import dpo
 from agir_retrain.tasks.training.data import (
@@ -368,8 +369,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str]) -> TrainConfig:
     """Resolve a TrainConfig from command-line arguments (file < environment < flags)."""
-    import yaml
-
     args = make_parser().parse_args(argv)
     flags: dict[str, Any] = {
         "dataset": args.dataset,
@@ -377,9 +376,8 @@ def parse(argv: list[str]) -> TrainConfig:
         "base_model": args.base_model,
         "out": args.out,
     }
-    for pair in args.set:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes key=value, got {pair!r}")
-        flags[key.strip()] = yaml.safe_load(raw) if raw else raw
+    try:
+        flags |= parse_set_pairs(args.set)
+    except ConfigError as error:
+        raise SystemExit(str(error)) from error
     return load_config(TrainConfig, args.config, flags).config

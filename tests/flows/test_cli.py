@@ -103,3 +103,95 @@ def test_demo_runs_the_whole_job(tmp_path, tiny_model, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "archive (verified)" in result.output
     assert list((tmp_path / "demo" / "archives").glob("agir-adapter-*.tar.gz"))
+
+
+def _last_line(result) -> str:
+    return result.output.strip().splitlines()[-1]
+
+
+class TestUserErrorsEndInOneLine:
+    """Each user error: exit status 2, one readable line last, no traceback."""
+
+    def _check(self, result, *expected: str) -> None:
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert _last_line(result).startswith("error: ")
+        for text in expected:
+            assert text in _last_line(result), result.output
+
+    def test_an_out_that_is_a_file(self, tmp_path, data_file):
+        (tmp_path / "out").write_text("")
+        result = runner.invoke(
+            app, ["ingest", data_file("v4_kib.json"), "--out", str(tmp_path / "out")]
+        )
+        self._check(result, "is a file")
+
+    def test_a_yaml_error_in_set(self, data_file):
+        result = runner.invoke(app, ["ingest", data_file("v4_kib.json"), "--set", "workers=[1"])
+        self._check(result, "--set workers", "not valid YAML")
+
+    def test_set_without_equals(self, data_file):
+        result = runner.invoke(app, ["ingest", data_file("v4_kib.json"), "--set", "workers"])
+        self._check(result, "key=value")
+
+    def test_a_folder_passed_to_verify(self, tmp_path):
+        self._check(runner.invoke(app, ["verify", str(tmp_path)]), str(tmp_path))
+
+    def test_an_unknown_agir_variable(self, data_file, tmp_path):
+        result = runner.invoke(
+            app,
+            ["ingest", data_file("v4_kib.json"), "--out", str(tmp_path / "o")],
+            env={"AGIR_WORKERZ": "1"},
+        )
+        assert result.exit_code == 2
+        assert "AGIR_WORKERZ (from env): names no setting of any command" in result.output
+
+    def test_another_commands_agir_variable_is_left_to_it(self, data_file, tmp_path):
+        result = runner.invoke(
+            app,
+            ["ingest", data_file("v4_kib.json"), "--out", str(tmp_path / "o"), "--workers", "1"],
+            env={"AGIR_BASE_MODEL": "org/model"},
+        )
+        assert result.exit_code == 0, result.output
+
+    def test_names_with_markup_are_printed_as_they_are(self, tmp_path):
+        missing = str(tmp_path / "[/red]runs[bold]")  # rich's MarkupError, before
+        result = runner.invoke(app, ["ingest", missing, "--out", str(tmp_path / "o")])
+        self._check(result, "[/red]runs[bold]")
+
+    def test_terminal_escapes_in_names_are_shown_not_sent(self, tmp_path, data_file):
+        out = tmp_path / "\x1b[2Jout\x07"  # would clear the screen and ring the bell
+        out.write_text("")
+        result = runner.invoke(app, ["ingest", data_file("v4_kib.json"), "--out", str(out)])
+        self._check(result, "\\x1b[2Jout\\x07")
+        assert "\x1b" not in result.output
+        assert "\x07" not in result.output
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_mid_ingest_leaves_no_temporary_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from agir_retrain.tasks.synth.corpus import write_corpus
+
+    write_corpus(tmp_path / "corpus", runs=400, seed=2, env_kib=64)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agir_retrain.flows.cli", "ingest", str(tmp_path / "corpus" / "runs"),
+         "--out", str(tmp_path / "out"), "--workers", "2", "--shard-bytes", "100000"],
+        env=os.environ | {"TMPDIR": str(scratch)}, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(scratch.glob("agir-ingest-*/shard-*")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert list(scratch.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] in ([], [".out.lock"])
+    assert not (tmp_path / "out").exists()
