@@ -161,6 +161,9 @@ def save_adapter(trainer: Any, out: str | Path) -> None:
 
 def final_save_state_dict_type(plugin: Any) -> str:
     """Switch an FSDP plugin to FULL_STATE_DICT for the final save; return the type's name."""
+    # accelerate 1.15 keeps configs already set, so the sharded ones are dropped first:
+    # gathered to rank 0, offloaded to the CPU.
+    plugin.state_dict_config = plugin.optim_state_dict_config = None
     plugin.set_state_dict_type("FULL_STATE_DICT")
     return plugin.state_dict_type.name
 

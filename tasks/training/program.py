@@ -8,9 +8,12 @@
         -m agir_retrain.tasks.training --config out/train_config.yaml
 
 Settings come from ``--config FILE.yaml``, ``AGIR_*`` variables and flags (see
-``TrainConfig``). The dataset is checked before any model is loaded; over-long rows
-are fitted (and counted) before TRL sees them. Writes the adapter, tokenizer,
-``metrics.json``, training curves as PNG and a model card to ``out``.
+``TrainConfig``). The recipe, one named step each: ``check_data`` (every row, before any
+model is loaded) -> ``load_tokenizer`` -> ``fit_data`` (conversations conformed to the
+chat template, over-long rows fitted, both counted) -> ``load_policy`` (4-bit NF4) ->
+the objective's ``build_trainer`` (``dpo.py``) -> train -> ``evaluate_splits`` ->
+``save_adapter`` -> ``write_outputs`` (adapter, tokenizer, ``metrics.json``, curves,
+model card in ``out``).
 """
 
 from __future__ import annotations
@@ -221,8 +224,7 @@ def run(prepared: Prepared) -> TrainResult:
     if config.resume and resume_from is None:
         log.info("no checkpoint in %s: starting from scratch", config.out, main_process_only=True)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
-    history = tuple(trainer.state.log_history)  # curves: training and scheduled evaluations
-    evaluation = evaluate_splits(trainer, prepared.fitted.eval, dpo.to_dataset)
+    evaluation, history = evaluate_splits(trainer, prepared.fitted.eval, dpo.to_dataset)
 
     save_adapter(trainer, config.out)
     metrics = TrainingMetrics(
@@ -258,11 +260,16 @@ def run(prepared: Prepared) -> TrainResult:
 
 def evaluate_splits(
     trainer: Any, eval_rows: list[dict[str, Any]], to_dataset: Any
-) -> dict[str, EvalSplit]:
-    """Evaluate on every eval row, then on each provenance (garbled or natural rejected side)."""
+) -> tuple[dict[str, EvalSplit], tuple[dict[str, Any], ...]]:
+    """Evaluate on every eval row, then on each provenance (garbled or natural rejected side).
+
+    Returns the evaluations and the log history for the curves: training, the scheduled
+    evaluations and the final one on every row (not the provenance splits).
+    """
     if not eval_rows:
-        return {}
+        return {}, tuple(trainer.state.log_history)
     evaluation = {"overall": _eval_split(trainer.evaluate(), "eval", len(eval_rows))}
+    history = tuple(trainer.state.log_history)
     for name, garbled in (("garbled", True), ("natural", False)):
         subset = [row for row in eval_rows if row.get("garbled") is garbled]
         if subset:
@@ -270,7 +277,7 @@ def evaluate_splits(
                 eval_dataset=to_dataset(subset), metric_key_prefix=f"eval_{name}"
             )
             evaluation[name] = _eval_split(result, f"eval_{name}", len(subset))
-    return evaluation
+    return evaluation, history
 
 
 def _eval_split(metrics: dict[str, float], prefix: str, rows: int) -> EvalSplit:

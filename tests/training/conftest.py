@@ -20,9 +20,9 @@ def agir_row(rng: random.Random, garbled: bool) -> dict:
             {"role": "system", "content": "You are an agent freeing space in `/`."},
             {"role": "user", "content": text.listing(rng, 120)},
             {"role": "user", "content": text.listing(rng, 120)},
-            {"role": "user", "content": text.STRATS_REQUEST},
+            {"role": "user", "content": text.STRATS_REQUEST.split(". ")[0]},
             {"role": "assistant", "content": text.strategies_reply([strategy])},
-            {"role": "user", "content": text.CODE_REQUEST.format(strat=strategy)},
+            {"role": "user", "content": text.CODE_REQUEST.format(strat=strategy).split("\n")[0]},
         ],
         "chosen": [{"role": "assistant", "content": text.fenced(text.code(rng))}],
         "rejected": [

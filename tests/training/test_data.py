@@ -150,3 +150,58 @@ class TestFit:
         fitted, stats = fit_rows([row], tokenizer, 128)
         assert (fitted, stats.rows_dropped) == ([], 1)
         assert "completion" in stats.dropped_examples[0]
+
+
+AGIR_ROW = {
+    "prompt": [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U1"},
+        {"role": "user", "content": "U2"},
+    ],
+    "chosen": [{"role": "assistant", "content": "good"}],
+    "rejected": [{"role": "assistant", "content": "bad"}],
+    "garbled": True,
+}
+
+
+class TestConformRows:
+    def test_prompts_are_conformed_and_counted_completions_kept(self):
+        from agir_retrain.tasks.chat import TemplateTraits
+        from agir_retrain.tasks.training.data import conform_rows
+
+        strict = TemplateTraits(system_role=False, consecutive_turns=False)
+        rows, counts = conform_rows([AGIR_ROW, STANDARD], strict)
+        assert rows[0] == {
+            **AGIR_ROW,
+            "prompt": [{"role": "user", "content": "S\n\nU1\n\nU2"}],
+        }
+        assert rows[1] == STANDARD  # strings have no turns to conform
+        assert (
+            counts.conversations,
+            counts.changed,
+            counts.turns_merged,
+            counts.systems_folded,
+        ) == (
+            1,
+            1,
+            1,
+            1,
+        )
+
+    def test_a_prompt_ending_where_the_completion_starts_is_refused_under_alternation(self):
+        from agir_retrain.tasks.chat import TemplateTraits
+        from agir_retrain.tasks.training.data import conform_rows
+
+        row = dict(
+            AGIR_ROW,
+            prompt=[*AGIR_ROW["prompt"], {"role": "assistant", "content": "prefill"}],
+        )
+        alternating = TemplateTraits(system_role=True, consecutive_turns=False)
+        with pytest.raises(DatasetError, match="row 1: the prompt ends with a assistant turn"):
+            conform_rows([row], alternating)
+
+
+def test_nan_is_not_json(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"prompt": "p", "chosen": "c", "rejected": NaN}\n')
+    with pytest.raises(DatasetError, match="line 1: not JSON"):
+        load_rows(str(tmp_path / "x.jsonl"))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _config(dataset: Path, model: str, out: Path, **overrides) -> TrainConfig:
     dpo = {
-        "max_steps": 3, "batch_size": 2, "gradient_accumulation": 1, "max_length": 256,
+        "max_steps": 3, "batch_size": 2, "gradient_accumulation": 1, "max_length": 512,
         # a high rate so three steps visibly move the tiny model's adapter
         "learning_rate": 5e-3, "save_steps": 100,
     } | overrides.pop("dpo", {})  # fmt: skip
