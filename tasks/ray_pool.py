@@ -36,6 +36,13 @@ from agir_retrain.tasks.settings.models import GarbleSettings
 log = logging.getLogger(__name__)
 
 
+def current_node_id() -> str | None:
+    """The id of the Ray node this code runs on; None outside Ray."""
+    if not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
 READY_TIMEOUT_S = 900.0  # loading a large base model from disk can take minutes
 _EPSILON = 1e-9
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from agir_retrain.tasks.delivery.job_output import JobTimeoutError, LogTail, follow
 from agir_retrain.tasks.errors import SubmitError
+from agir_retrain.tasks.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def context_hash(job: DockerJob) -> str:
     for relative in sorted(exclude_paths(str(job.context), patterns, dockerfile=job.dockerfile)):
         path = job.context / relative
         if path.is_file():
-            digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(f"{relative}\0{sha256_file(str(path))}\n".encode())
     for key, value in sorted(job.build_args.items()):
         digest.update(f"ARG {key}={value}\n".encode())
     digest.update(f"DOCKERFILE {job.dockerfile}\n".encode())

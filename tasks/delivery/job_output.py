@@ -21,6 +21,7 @@ from agir_retrain.tasks.errors import SubmitError
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
+MAX_LINE_CHARS = 1 << 16
 _END = object()
 
 
@@ -53,6 +54,9 @@ class LogTail:
         *lines, self._pending = (self._pending + text).split("\n")
         for line in lines:
             self.line(line)
+        if len(self._pending) > MAX_LINE_CHARS:  # output with no newline is still bounded
+            self.line(self._pending)
+            self._pending = ""
 
     def line(self, line: str) -> None:
         """Take one whole line (a trailing newline or carriage return is dropped)."""

@@ -103,7 +103,7 @@ def run_streaming(
     if process.stdout is None:  # stdout=PIPE always gives one
         raise RuntimeError("no output pipe")
     try:
-        ended = follow(iter(process.stdout.readline, b""), tail, deadline)
+        ended = follow(iter(lambda: process.stdout.read1(1 << 16), b""), tail, deadline)
         if ended:
             left = deadline - time.monotonic()
             try:

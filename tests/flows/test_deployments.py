@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agir_retrain.tasks.delivery.archive import verify_archive
 from agir_retrain.tasks.synth.corpus import write_corpus
@@ -159,12 +160,19 @@ def test_train_through_the_prefect_backend_fetches_outputs(server, tiny_model, t
         "--set", "submit.deployment=train/train-cpu", "--set", "submit.work_pool_type=process",
         "--set", f"submit.shared_storage=file://{tmp_path / 'shared'}", "--set", "dpo.gradient_accumulation=1",
     ]  # fmt: skip
+    (dataset / "pairs.parquet").write_bytes(b"bulk the job never reads")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=700)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (
         json.loads((tmp_path / "adapter" / "metrics.json").read_text())["train"]["global_step"] == 2
     )
+    # The worker trained on the copy shipped to shared storage, not on this machine's folder.
+    trained_on = yaml.safe_load((tmp_path / "adapter" / "train_config.yaml").read_text())
+    shipped = Path(trained_on["dataset"])
+    assert shipped.is_relative_to(tmp_path / "shared"), trained_on["dataset"]
+    assert shipped.read_bytes() == (dataset / "dpo" / "train.jsonl").read_bytes()
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["train.jsonl"]
 
 
 def test_a_failed_deployment_reaches_the_caller_with_its_own_error(server, tiny_model, tmp_path):
