@@ -26,7 +26,6 @@ from prefect.cache_policies import NO_CACHE
 
 from agir_retrain.flows.progress import StageProgress
 from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
-from agir_retrain.tasks.errors import AgirError
 from agir_retrain.tasks.evaluation.completions import write_completions
 from agir_retrain.tasks.evaluation.episodes import run_groups_locally
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown
@@ -40,6 +39,7 @@ from agir_retrain.tasks.evaluation.stages import (
     summarise,
 )
 from agir_retrain.tasks.io import join
+from agir_retrain.tasks.prefect_tasks import transient
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 
 
@@ -72,17 +72,6 @@ def _ray(config: EvaluateConfig) -> Iterator[None]:
         yield
 
 
-def _permanent(_task, _run, state) -> bool:  # type: ignore[no-untyped-def]
-    """Retry unless the failure is one of ours (bad input fails the same way again)."""
-    try:
-        state.result(raise_on_failure=True)
-    except AgirError:
-        return False
-    except BaseException:  # noqa: BLE001 - a lost worker or I/O error is worth a retry
-        return True
-    return True
-
-
 # No cache policy: inputs are thousands of completions, and hashing them buys nothing here.
 make_tasks_task = task(name="make-tasks", cache_policy=NO_CACHE, timeout_seconds=3600)(make_tasks)
 read_completions_task = task(name="read-completions", cache_policy=NO_CACHE, timeout_seconds=3600)(
@@ -93,7 +82,7 @@ read_completions_task = task(name="read-completions", cache_policy=NO_CACHE, tim
 @task(
     name="sample-completions",
     retries=1,
-    retry_condition_fn=_permanent,
+    retry_condition_fn=transient,
     cache_policy=NO_CACHE,
     timeout_seconds=24 * 3600,
 )

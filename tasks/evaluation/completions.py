@@ -66,8 +66,3 @@ def write_completions(path: str, completions: Sequence[Completion]) -> None:
             for c in sort_completions(completions)
         ),
     )
-
-
-def model_labels(completions: Iterable[Completion]) -> list[str]:
-    """The models of some completions, in the order they first appear."""
-    return list(dict.fromkeys(c.model for c in completions))

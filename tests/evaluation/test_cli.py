@@ -166,19 +166,19 @@ def test_given_completions_give_exactly_the_expected_rows(given, bwrap_works, pr
     assert "| hand | 4 | 4 |" in (out / "eval.md").read_text()
     assert (out / "tasks.jsonl").exists()
     assert (out / "completions.jsonl").exists()
-    markdown = asyncio.run(_artifact_markdown("evaluate-report"))
+    artifacts = asyncio.run(_latest_artifacts())
+    markdown = str(artifacts["evaluate-report"])
     assert "| hand | 4 | 4 |" in markdown
     assert "](data:image/png;base64," in markdown  # inline, never file://
+    assert float(artifacts["evaluate-episodes"]) == 100.0  # the progress artifact, filled
 
 
-async def _artifact_markdown(key: str) -> str:
+async def _latest_artifacts() -> dict[str, object]:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        artifact = await client.read_latest_artifacts()
-        found = [a for a in artifact if a.key == key]
-    assert found, f"no artifact {key!r}"
-    return str(found[0].data)
+        artifacts = await client.read_latest_artifacts()
+    return {a.key: a.data for a in artifacts if a.key}
 
 
 def test_unknown_task_in_completions_exits_2_on_one_line(given, tmp_path):
