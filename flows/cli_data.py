@@ -123,6 +123,7 @@ def synth(
 
 
 def _ingest_with_progress(settings: IngestConfig) -> None:
+    from agir_retrain.tasks.runs.fields import ReadLimits
     from agir_retrain.tasks.runs.ingest import ingest as run_ingest
 
     bar = progress()
@@ -137,7 +138,7 @@ def _ingest_with_progress(settings: IngestConfig) -> None:
         report = run_ingest(
             settings.inputs,
             settings.out,
-            limits=settings.read.limits(),
+            limits=ReadLimits.from_settings(settings.read),
             shard_bytes=settings.shard_bytes,
             workers=settings.workers,
             on_plan=on_plan,

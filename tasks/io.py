@@ -18,6 +18,12 @@ from typing import Any
 
 from agir_retrain.tasks.errors import ConfigError
 
+
+def default_cache_dir() -> Path:
+    """The project's cache folder: ``$AGIR_CACHE_DIR`` or ``~/.cache/agir-retrain``."""
+    return Path(os.environ.get("AGIR_CACHE_DIR", Path.home() / ".cache" / "agir-retrain"))
+
+
 # mkstemp creates files 0600; outputs get the mode a plain open() would give them.
 _UMASK = os.umask(0)
 os.umask(_UMASK)

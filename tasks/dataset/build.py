@@ -31,6 +31,7 @@ from agir_retrain.tasks.records import (
     GarbleResult,
     Pair,
 )
+from agir_retrain.tasks.runs.fields import ReadLimits
 from agir_retrain.tasks.runs.ingest import (
     GARBLE_REQUESTS_FILE,
     PAIRS_FILE,
@@ -126,7 +127,10 @@ def build_shard(planned: PlannedShard, read: ReadSettings) -> ShardManifest:
         log.info("shard %d: unchanged, reusing %s", planned.shard.index, planned.directory)
     else:
         report = ingest_shard(
-            planned.shard.files, planned.directory, read.limits(), with_garble_requests=True
+            planned.shard.files,
+            planned.directory,
+            ReadLimits.from_settings(read),
+            with_garble_requests=True,
         )
     requests = (
         pl.scan_parquet(join(planned.directory, GARBLE_REQUESTS_FILE))

@@ -8,6 +8,7 @@ from typing import Any
 
 from agir_retrain.tasks.errors import RunFileError
 from agir_retrain.tasks.records import Quarantined, QuarantineReason, Run, V5Record
+from agir_retrain.tasks.settings.build import ReadSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -16,6 +17,11 @@ class ReadLimits:
 
     max_file_bytes: int = 512 << 20
     max_message_chars: int = 4 << 20
+
+    @classmethod
+    def from_settings(cls, read: ReadSettings) -> ReadLimits:
+        """The reader's limits from the ``read`` settings section."""
+        return cls(max_file_bytes=read.max_file_bytes, max_message_chars=read.max_message_chars)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from pydantic import Field, PositiveInt, model_validator
 
+from agir_retrain.tasks.io import default_cache_dir
 from agir_retrain.tasks.settings.base import Section
-
-if TYPE_CHECKING:
-    from agir_retrain.tasks.runs.reader import ReadLimits
 
 
 class ReadSettings(Section):
@@ -25,16 +22,6 @@ class ReadSettings(Section):
         description="Longest chat message kept, in characters; a run holding a longer one is "
         "quarantined (message_too_large).",
     )
-
-    def limits(self) -> ReadLimits:
-        """The reader's limits from these settings."""
-        from agir_retrain.tasks.runs.reader import (
-            ReadLimits,
-        )  # the reader imports polars; config must not
-
-        return ReadLimits(
-            max_file_bytes=self.max_file_bytes, max_message_chars=self.max_message_chars
-        )
 
 
 class IngestConfig(Section):
@@ -190,7 +177,5 @@ class BuildDatasetConfig(Section):
         if self.work_dir:
             return self.work_dir.removeprefix("file://")
         if "://" in self.out and not self.out.startswith("file://"):
-            from agir_retrain.tasks.synth.tiny_model import default_cache_dir
-
             return str(default_cache_dir() / "work")
         return os.path.join(self.out.removeprefix("file://"), ".work")

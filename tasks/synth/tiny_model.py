@@ -15,6 +15,7 @@ import random
 import sys
 from pathlib import Path
 
+from agir_retrain.tasks.io import default_cache_dir
 from agir_retrain.tasks.synth import text
 
 # `builtin:tiny` names this model in settings; it is made on first use under the cache dir.
@@ -173,11 +174,6 @@ def _classes(architecture: str) -> tuple[type, type]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     return LlamaConfig, LlamaForCausalLM
-
-
-def default_cache_dir() -> Path:
-    """Where ``builtin:tiny`` lives: ``$AGIR_CACHE_DIR`` or ``~/.cache/agir-retrain``."""
-    return Path(os.environ.get("AGIR_CACHE_DIR", Path.home() / ".cache" / "agir-retrain"))
 
 
 def resolve_model(name: str) -> str:
