@@ -21,9 +21,10 @@ from agir_retrain.flows.build_dataset import build_dataset
 from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.flows.train import train
 from agir_retrain.tasks.dataset.build_report import BuildReport
-from agir_retrain.tasks.delivery.archive import create_archive, verify_archive
+from agir_retrain.tasks.delivery.archive import ArchiveError, create_archive, verify_archive
 from agir_retrain.tasks.delivery.remote import download_folder
 from agir_retrain.tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.prefect_tasks import transient
 from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.models import RetrainConfig
 
@@ -41,7 +42,13 @@ class RetrainResult:
     metrics: dict[str, Any]
 
 
-@task(name="archive-adapter", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=3600)
+@task(
+    name="archive-adapter",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=transient,  # a manifest mismatch is permanent; storage hiccups are not
+    timeout_seconds=3600,
+)
 def archive_adapter(adapter: str, target: str, dataset: str) -> str:
     """Archive the adapter (with the dataset's hash and report) and check the archive."""
     with tempfile.TemporaryDirectory(prefix="agir-archive-") as scratch:
@@ -50,7 +57,7 @@ def archive_adapter(adapter: str, target: str, dataset: str) -> str:
         location = create_archive(adapter_dir, target, dataset=dataset_dir)
     result = verify_archive(location)
     if not result.ok:
-        raise RuntimeError(f"{location} does not match its manifest: {result.problems}")
+        raise ArchiveError(f"{location} does not match its manifest: {'; '.join(result.problems)}")
     return location
 
 
