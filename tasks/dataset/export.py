@@ -1,4 +1,4 @@
-"""Export a built dataset as TRL files: DPO preference rows and KTO unpaired rows.
+"""Export a built dataset as TRL files: DPO preference rows, KTO unpaired rows (SFT: export_sft).
 
     dpo/train.jsonl, dpo/eval.jsonl   {"prompt": [...], "chosen": [...], "rejected": [...], ...}
     kto/train.jsonl                   {"prompt": [...], "completion": [...], "label": bool, ...}
@@ -50,6 +50,8 @@ class ExportReport:
     kto_desirable: int = 0
     kto_skipped_inconsistent: int = 0
     kto_skipped_no_prompt: int = 0
+    sft_train_rows: int = 0
+    sft_eval_rows: int = 0
 
 
 def split_of(run_id: str, seed: int, eval_share: float) -> str:
@@ -58,7 +60,7 @@ def split_of(run_id: str, seed: int, eval_share: float) -> str:
     return "eval" if int.from_bytes(digest, "big") / 2**64 < eval_share else "train"
 
 
-def _prompt() -> pl.Expr:
+def prompt_column() -> pl.Expr:
     """A row's prompt messages, from its run's conversation and its prompt kind."""
     kind = pl.col("prompt_kind").cast(pl.String)
     return (
@@ -76,7 +78,8 @@ def _prompt() -> pl.Expr:
     )
 
 
-def _assistant(column: str) -> pl.Expr:
+def assistant_column(column: str) -> pl.Expr:
+    """A text column as a one-message assistant turn (TRL's conversational completion)."""
     return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col(column)))
 
 
@@ -212,9 +215,9 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
         all_pairs.filter(pl.col("rejected").is_not_null())
         .join(prompts, on="run_id", how="left", maintain_order="left")
         .select(
-            _prompt(),
-            _assistant("chosen").alias("chosen"),
-            _assistant("rejected").alias("rejected"),
+            prompt_column(),
+            assistant_column("chosen").alias("chosen"),
+            assistant_column("rejected").alias("rejected"),
             "score_chosen",
             "score_rejected",
             "rule",
@@ -239,9 +242,13 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
     deduped = deduped.join(splits, on="run_id", how="left", maintain_order="left")
     for split, path in (("train", DPO_TRAIN), ("eval", DPO_EVAL)):
         part = deduped.filter(pl.col("split") == split).select(DPO_COLUMNS)
-        _write_ndjson(part, join(out, path))
+        write_ndjson(part, join(out, path))
         setattr(report, f"dpo_{split}_rows", part.height)
         setattr(report, f"{split}_runs", part.get_column("run_id").n_unique())
+    if settings.sft:
+        from agir_retrain.tasks.dataset.export_sft import export_sft  # it builds on this module
+
+        export_sft(folder, out, settings, report)
     if settings.kto:
         _export_kto(runs, join(folder, "scored.parquet"), join(out, KTO_TRAIN), report)
     log.info(
@@ -272,8 +279,8 @@ def _export_kto(runs: pl.LazyFrame, scored_path: str, target: str, report: Expor
     rows = (
         scored.filter(~inconsistent)
         .select(
-            _prompt(),
-            _assistant("response").alias("completion"),
+            prompt_column(),
+            assistant_column("response").alias("completion"),
             (pl.col("score_bytes") > 0).alias("label"),
             pl.col("score_bytes").alias("score"),
             pl.col("prompt_kind", "response_kind", "outcome").cast(pl.String),
@@ -288,11 +295,11 @@ def _export_kto(runs: pl.LazyFrame, scored_path: str, target: str, report: Expor
     has_prompt = pl.col("prompt").list.len() > 0
     report.kto_skipped_no_prompt = rows.filter(~has_prompt).height
     rows = rows.filter(has_prompt)
-    _write_ndjson(rows, target)
+    write_ndjson(rows, target)
     report.kto_rows = rows.height
     report.kto_desirable = int(rows.get_column("label").sum())
 
 
-def _write_ndjson(frame: pl.DataFrame, target: str) -> None:
+def write_ndjson(frame: pl.DataFrame, target: str) -> None:
     with atomic_output(target) as staged:
         frame.write_ndjson(staged)

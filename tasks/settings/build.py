@@ -105,6 +105,11 @@ class ExportSettings(Section):
         description="Share of runs whose pairs go to dpo/eval.jsonl (the split is by run, never by row).",
     )
     split_seed: int = Field(0, description="Seed of the train/eval split.")
+    sft: bool = Field(
+        True,
+        description="Also write sft/train.jsonl and sft/eval.jsonl: the records that freed "
+        "space (code prompt -> code, strategy prompt -> strategy), split by run.",
+    )
     kto: bool = Field(
         True,
         description="Also write kto/train.jsonl: every scored record of a consistent run as "
