@@ -52,8 +52,9 @@ def friendly_errors(command: F) -> F:
 
     The project's errors and OS errors (a missing input, an ``--out`` that is a file, a
     folder where a file is expected) are the user's to fix: one line, exit status 2.
-    Anything else is logged with its traceback (a bug, or a flow's failure, which
-    Prefect has already logged), then its cause on the last line, exit status 1.
+    Anything else (a bug, or a flow's failure, which Prefect has already logged with its
+    traceback) ends with its root cause on the last line: exit status 2 when that is
+    one of the above (a flow's task raised it), else 1. ``--verbose`` adds the traceback.
     """
 
     @functools.wraps(command)
@@ -69,9 +70,22 @@ def friendly_errors(command: F) -> F:
             raise typer.Exit(130) from error
         except Exception as error:
             log.debug("traceback of the failure", exc_info=True)
-            fail(error, status=1, kind=True)
+            cause = root_cause(error)
+            fail(cause, status=2 if isinstance(cause, AgirError | OSError) else 1, kind=True)
 
     return wrapper  # type: ignore[return-value]
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The exception a failure carries at its heart: Ray wraps a remote one in ``.cause``."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None)  # RayTaskError, ActorDiedError
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
 
 
 def fail(error: BaseException, *, status: int = 2, kind: bool = False) -> NoReturn:

@@ -14,6 +14,7 @@ from agir_retrain.flows.cli_app import (
     console,
     friendly_errors,
     overrides,
+    printable,
 )
 from agir_retrain.flows.cli_output import print_build_report, print_report, progress
 from agir_retrain.tasks.settings.loader import field_description as describe
@@ -118,7 +119,7 @@ def synth(
         truth = write_corpus(out, runs=runs, seed=seed, env_kib=env_kib)
     console.print(
         f"wrote {truth.files} files ({truth.runs} runs, {truth.bytes / 1e6:.1f} MB) to "
-        f"{out / 'runs'}; ground truth in {out / 'ground_truth.json'}"
+        f"{printable(str(out / 'runs'))}; ground truth in {printable(str(out / 'ground_truth.json'))}"
     )
 
 

@@ -183,7 +183,8 @@ def demo(
         if not (corpus / "runs").is_dir():
             truth = write_corpus(corpus, runs=runs, seed=seed)
             console.print(
-                f"synthetic corpus: {truth.files} files, {truth.runs} runs in {corpus / 'runs'}"
+                f"synthetic corpus: {truth.files} files, {truth.runs} runs in "
+                f"{printable(str(corpus / 'runs'))}"
             )
         inputs = [str(corpus / "runs")]
     settings = RetrainConfig.model_validate(

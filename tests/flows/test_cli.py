@@ -195,3 +195,28 @@ def test_sigterm_mid_ingest_leaves_no_temporary_folder(tmp_path):
     assert list(scratch.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] in ([], [".out.lock"])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_a_failed_flow_ends_with_its_cause(tmp_path):
+    """Before: the output ended with Prefect's "Error logging to API", the server being gone."""
+    import subprocess
+    import sys
+
+    from agir_retrain.tasks.synth.corpus import write_corpus
+
+    write_corpus(tmp_path / "corpus", runs=20, seed=0)
+    missing = tmp_path / "no-such-model"
+    process = subprocess.run(
+        [sys.executable, "-m", "agir_retrain.flows.cli", "dataset", str(tmp_path / "corpus" / "runs"),
+         "--out", str(tmp_path / "out"), "--base-model", str(missing)],
+        capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    output = process.stdout + process.stderr
+    assert process.returncode in (1, 2), output
+    assert "Error logging to API" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: "), output[-3000:]
+    assert str(missing) in last
