@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agir_retrain.tasks.chat import render_prompt, trim_message
@@ -23,10 +23,14 @@ from agir_retrain.tasks.records import (
     GarbleMethod,
     GarbleRequest,
     GarbleResult,
-    Message,
     PromptKind,
-    Run,
 )
+
+# Requests are made with the pairs they complete (runs stage); named here for callers.
+from agir_retrain.tasks.runs.pairing import (
+    REQUEST_MAX_CHARS_PER_MESSAGE as REQUEST_MAX_CHARS_PER_MESSAGE,
+)
+from agir_retrain.tasks.runs.pairing import garble_requests as garble_requests
 from agir_retrain.tasks.settings.models import GarbleSettings
 
 if TYPE_CHECKING:
@@ -41,31 +45,6 @@ def garble_seed(base_seed: int, run_id: str, prompt_kind: PromptKind, draw: int)
     """The seed of one draw for one request: stable across runs, machines and pool sizes."""
     key = f"{base_seed}\x1f{run_id}\x1f{prompt_kind.value}\x1f{draw}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & _SEED_MASK
-
-
-# Requests are stored with each prompt message cut to this many characters (start and end):
-# listings can be megabytes, and no garble setting keeps more than this.
-REQUEST_MAX_CHARS_PER_MESSAGE = 16_384
-
-
-def garble_requests(
-    run: Run,
-    pending: Iterable[tuple[PromptKind, str]],
-    max_chars: int = REQUEST_MAX_CHARS_PER_MESSAGE,
-) -> list[GarbleRequest]:
-    """Requests for a run's pending pairs, given as (prompt kind, chosen text)."""
-    return [
-        GarbleRequest(
-            run_id=run.run_id,
-            prompt_kind=kind,
-            prompt=tuple(
-                Message(role=m.role, content=trim_message(m.content, max_chars))
-                for m in run.prompt(kind)
-            ),
-            chosen=chosen,
-        )
-        for kind, chosen in pending
-    ]
 
 
 def plan_batches(requests: Sequence[GarbleRequest], batch_size: int) -> list[list[GarbleRequest]]:

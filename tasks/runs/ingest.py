@@ -20,7 +20,6 @@ from pathlib import Path
 
 import orjson
 
-from agir_retrain.tasks.dataset.garble import garble_requests
 from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
 from agir_retrain.tasks.io import output_set, write_json_atomic
 from agir_retrain.tasks.records import (
@@ -48,7 +47,7 @@ from agir_retrain.tasks.runs.gather import (
     DatasetWriter,
     read_shard_report,
 )
-from agir_retrain.tasks.runs.pairing import pair_run
+from agir_retrain.tasks.runs.pairing import garble_requests, pair_run
 from agir_retrain.tasks.runs.reader import ReadLimits, RunFileResult, read_run_file
 from agir_retrain.tasks.runs.report import Report
 from agir_retrain.tasks.runs.scoring import score_run

@@ -7,11 +7,15 @@ stage samples from the base model. Every other class gives nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agir_retrain.tasks.chat import trim_message
 from agir_retrain.tasks.records import (
     Attempt,
     GarbleMethod,
+    GarbleRequest,
+    Message,
     Outcome,
     Pair,
     PairRule,
@@ -102,3 +106,28 @@ def _garble_request(run: Run, rule: PairRule, prompt_kind: PromptKind, chosen: s
         garble_method=GarbleMethod.PENDING,
         rejected_attempt_index=None,
     )
+
+
+# Requests are stored with each prompt message cut to this many characters (start and end):
+# listings can be megabytes, and no garble setting keeps more than this.
+REQUEST_MAX_CHARS_PER_MESSAGE = 16_384
+
+
+def garble_requests(
+    run: Run,
+    pending: Iterable[tuple[PromptKind, str]],
+    max_chars: int = REQUEST_MAX_CHARS_PER_MESSAGE,
+) -> list[GarbleRequest]:
+    """Requests for a run's pending pairs, given as (prompt kind, chosen text)."""
+    return [
+        GarbleRequest(
+            run_id=run.run_id,
+            prompt_kind=kind,
+            prompt=tuple(
+                Message(role=m.role, content=trim_message(m.content, max_chars))
+                for m in run.prompt(kind)
+            ),
+            chosen=chosen,
+        )
+        for kind, chosen in pending
+    ]
