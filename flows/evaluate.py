@@ -29,7 +29,6 @@ from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
 from agir_retrain.tasks.evaluation.completions import write_completions
 from agir_retrain.tasks.evaluation.episodes import run_groups_locally
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown
-from agir_retrain.tasks.evaluation.report import png_data_uri
 from agir_retrain.tasks.evaluation.stages import (
     COMPLETIONS_FILE,
     given_completions,
@@ -40,6 +39,7 @@ from agir_retrain.tasks.evaluation.stages import (
 )
 from agir_retrain.tasks.io import join
 from agir_retrain.tasks.prefect_tasks import transient
+from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 
 
@@ -140,7 +140,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     report, png = write_report_task(config, episodes, model_order(config, completions))
     create_markdown_artifact(
         key="evaluate-report",
-        markdown=f"{report_markdown(report)}\n\n![pass@1 and freed share]({png_data_uri(png)})\n",
+        markdown=f"{report_markdown(report)}\n\n{markdown_image('pass@1 and freed share', png)}\n",
         description="Evaluation: pass@1, freed share, damage, with intervals",
     )
     return EvaluateResult(out=config.out, report=report)

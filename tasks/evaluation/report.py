@@ -1,13 +1,12 @@
 """An evaluation's outputs: ``episodes.parquet``, ``eval.json``, ``eval.md`` and ``eval.png``.
 
 Each file is written atomically. The plot shows each model's pass@1 and mean freed
-share with their intervals; ``png_data_uri`` embeds it where a page must carry its
-images inline (a Prefect artifact is served over http, so a file:// image is broken).
+share with their intervals; ``rendering.markdown_image`` embeds it where a page must carry
+its images inline (a Prefect artifact is served over http, so a file:// image is broken).
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 from collections.abc import Sequence
@@ -87,11 +86,6 @@ def plot_png(report: EvalReport) -> bytes:
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
-
-
-def png_data_uri(png: bytes) -> str:
-    """A ``data:image/png;base64,...`` URI of a PNG, for pages that must embed it inline."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def write_report(out: str, episodes: Sequence[Episode], report: EvalReport) -> bytes:

@@ -5,15 +5,10 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
+from agir_retrain.tasks.settings.base import Section
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
-
-
-class Section(BaseModel):
-    """A settings model: frozen, and a misspelt key fails loudly instead of being dropped."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class SamplingPoolSettings(Section):

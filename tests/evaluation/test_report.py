@@ -13,10 +13,10 @@ from agir_retrain.tasks.environment.records import EPISODE_SCHEMA, Episode, Stop
 from agir_retrain.tasks.evaluation.metrics import compute_report
 from agir_retrain.tasks.evaluation.report import (
     episodes_frame,
-    png_data_uri,
     read_episodes,
     write_report,
 )
+from agir_retrain.tasks.rendering import png_data_uri
 
 
 def episodes() -> list[Episode]:
