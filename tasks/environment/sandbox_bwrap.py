@@ -43,6 +43,7 @@ from agir_retrain.tasks.environment.scenario import SCENARIO_ROOTS
 log = logging.getLogger(__name__)
 
 _PIDS_V1 = Path("/sys/fs/cgroup/pids")
+DEV_SHM_BYTES = 64 << 20  # as docker's default --shm-size
 _counter = itertools.count()
 
 
@@ -140,6 +141,9 @@ def bwrap_command(episode: Path, interpreter: str, extra: list[str] | None = Non
         if Path(f"/{link}").is_symlink():
             args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    # /dev is a tmpfs in RAM, outside RLIMIT_AS and outside the measured copy: make it
+    # read-only, with a /dev/shm (POSIX semaphores, multiprocessing) of docker's default size
+    args += ["--size", str(DEV_SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     for folder in SCENARIO_ROOTS:
         args += ["--bind", str(episode / "root" / folder.lstrip("/")), folder]
     args += ["--ro-bind", str(episode / "program.py"), PROGRAM_PATH, "--clearenv"]

@@ -256,3 +256,30 @@ def test_background_processes_die_with_the_episode(small_scenario, bwrap_setting
     episode = _run(program, small_scenario, bwrap_settings)
     assert (episode.exit_code, episode.stopped_by) == (0, None)
     assert episode.seconds < 2  # the daemon did not hold the episode open
+
+
+def test_dev_is_read_only_and_dev_shm_is_capped(small_scenario, bwrap_settings, host_unchanged):
+    program = """
+        import json, os
+        out = {}
+        try:
+            open("/dev/planted", "w")
+            out["dev"] = "written"
+        except OSError as exc:
+            out["dev"] = exc.errno
+        written = 0
+        try:
+            for index in range(100):  # files of 1 MiB: under the file-size limit
+                with open(f"/dev/shm/fill{index}", "wb") as fill:
+                    fill.write(b"x" * (1 << 20))
+                written += 1
+        except OSError as exc:
+            out["shm"] = exc.errno
+        out["shm_mib"] = written
+        open("/dev/null", "w").write("devices still work")
+        print(json.dumps(out))
+    """
+    seen = _report(_run(program, small_scenario, bwrap_settings))
+    assert seen["dev"] == 30  # EROFS
+    assert seen["shm"] == 28  # ENOSPC: RAM the program could hold outside its limits is capped
+    assert seen["shm_mib"] <= 64
