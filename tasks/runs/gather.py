@@ -1,7 +1,7 @@
 """Gather finished shard folders, in order, into one dataset folder, and the files it holds.
 
 A run id must name one run: ``DatasetWriter`` fails, naming both sources, if two
-runs of the shards it gathers share one (``records.make_run_id`` makes that a bug or
+runs of the shards it gathers share one (``run_ids.make_run_id`` makes that a bug or
 a corrupt input, never a name clash).
 """
 

@@ -23,8 +23,8 @@ from agir_retrain.tasks.records import (
     FileSchema,
     Quarantined,
     QuarantineReason,
-    content_digest,
 )
+from agir_retrain.tasks.run_ids import content_digest
 from agir_retrain.tasks.runs.fields import ReadLimits, RunFileResult, json_type
 from agir_retrain.tasks.runs.v4 import read_agents_document
 from agir_retrain.tasks.runs.v5 import looks_like_v5, read_v5_record
@@ -43,7 +43,7 @@ def read_run_file(
 
     Args:
         source: the file's path or URL; its stem and the content name the runs
-            (``<stem>#<index>@<digest>``, ``records.make_run_id``).
+            (``<stem>#<index>@<digest>``, ``run_ids.make_run_id``).
         data: the file's bytes, when the caller already holds them.
         limits: size bounds; a file or message over them is quarantined.
     """

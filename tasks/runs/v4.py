@@ -22,8 +22,8 @@ from agir_retrain.tasks.records import (
     Role,
     Run,
     UnitConvention,
-    make_run_id,
 )
+from agir_retrain.tasks.run_ids import make_run_id
 from agir_retrain.tasks.runs.fields import (
     ReadLimits,
     RunFileResult,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.records import content_digest, make_run_id
+from agir_retrain.tasks.run_ids import content_digest, make_run_id
 from agir_retrain.tasks.synth import text
 
 FAILS_NOT_RUN = ("ast_fail", "compile_fail", "container_fail")
