@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 FENCE = "```"
 _PYTHON_TAGS = {"python", "python3", "py"}
-MAX_BARE_CHARS = 100_000  # longer text is not parsed as a bare program
+MAX_BARE_CHARS = 100_000
+EPISODE_PREFIX = "agir-episode-"  # then the pid of the process that made it  # longer text is not parsed as a bare program
 
 
 def extract_program(completion: str) -> str | None:
@@ -157,9 +158,9 @@ def run_episode(
             scenario=scenario.name,
             backend=backend,
         )
-    folder = Path(
-        tempfile.mkdtemp(prefix="agir-episode-", dir=settings.work_dir or default_work_dir())
-    )
+    work_dir = settings.work_dir or default_work_dir()
+    _sweep_once(work_dir)
+    folder = Path(tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=work_dir))
     try:
         clock = settings.clock if settings.clock is not None else time.time()
         materialise(scenario, folder / "root", clock, owner=sandbox.owner)
@@ -188,6 +189,38 @@ def run_episode(
         scenario=scenario.name,
         backend=backend,
     )
+
+
+def sweep_stale_episodes(work_dir: str) -> int:
+    """Remove episode folders whose process is gone (killed mid-episode); return how many.
+
+    On a tmpfs such leftovers hold RAM until the machine restarts.
+    """
+    removed = 0
+    for entry in Path(work_dir).glob(f"{EPISODE_PREFIX}*"):
+        pid = entry.name[len(EPISODE_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        _remove(entry)
+        removed += 1
+    if removed:
+        log.info("removed %d episode folders left by dead processes in %s", removed, work_dir)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@cache
+def _sweep_once(work_dir: str) -> None:
+    sweep_stale_episodes(work_dir)
 
 
 def _remove(folder: Path) -> None:

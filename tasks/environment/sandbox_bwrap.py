@@ -60,6 +60,13 @@ def pids_cgroup_parent() -> Path | None:
     except OSError as exc:
         log.info("no pids cgroup (%s); processes are limited by RLIMIT_NPROC", exc)
         return None
+    for stale in parent.glob("ep-*"):  # left by a process killed mid-episode
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                stale.rmdir()  # fails, harmlessly, while a process is still inside
+            except OSError:
+                pass
     return parent
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import time
 
 import orjson
@@ -191,3 +193,18 @@ def test_episode_rows_fit_the_schema(small_scenario, bwrap_settings):
     assert frame["protected_damaged"].to_list() == [[], []]
     assert list(EPISODE_SCHEMA) == [f.name for f in dataclasses.fields(Episode)]
     assert orjson.loads(orjson.dumps(rows[0]))["stopped_by"] is None
+
+
+def test_folders_of_dead_processes_are_swept(tmp_path):
+    from agir_retrain.tasks.environment.episode import EPISODE_PREFIX, sweep_stale_episodes
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f"{EPISODE_PREFIX}{gone.pid}-abc"
+    (stale / "root/var/log").mkdir(parents=True)
+    (stale / "root/var/log/x").write_text("left behind")
+    mine = tmp_path / f"{EPISODE_PREFIX}{os.getpid()}-def"
+    mine.mkdir()
+    assert sweep_stale_episodes(str(tmp_path)) == 1
+    assert not stale.exists()
+    assert mine.exists()  # a live process's episode is never touched
