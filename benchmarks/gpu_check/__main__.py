@@ -9,11 +9,11 @@
 
 Parts, each in its own process with its own time limit (a part that fails or runs out of
 time is recorded and the next one runs; what it measured before is kept):
-  model       a random 7B-shaped model (real widths), saved once in bf16 under --work
-  qlora_dpo   1. DPO through the training program, 4-bit base: peak memory, tokens/s per
+  qlora_dpo   a random 7B-shaped model (real widths) is saved once in bf16 under --work;
+              1. DPO through the training program, 4-bit base: peak memory, tokens/s per
               reference mode and max_length; ratio adapter/separate (target <= 0.6)
   lora_dpo    2. the same on a bf16 base (plain LoRA): ratio 4-bit/bf16
-  sampling    3. the garbler's batched sampler against generate, 4-bit and bf16, tokens/s
+  sampling    3. the batched sampler (garbling, evaluation) against generate, 4-bit, bf16
   fsdp_qlora  4. FSDP-QLoRA (one process) writes an adapter, which is reloaded and checked
   grpo        5. bubblewrap probe, and GRPO steps where the program has them
 Writes DIR/gpu_check.json (machine, versions, date, every figure) and DIR/logs/, and
@@ -82,10 +82,27 @@ def blocked_imports_path(work: Path, names: tuple[str, ...]) -> Path:
     return folder
 
 
+def source_shim(work: Path) -> Path:
+    """A folder where ``agir_retrain.{tasks,flows,container}`` are this tree's own folders.
+
+    First on the parts' path, so they run the working tree's code even where an older
+    wheel of the project is installed (the GPU machine gets one from fetch_gpu_wheels.sh).
+    """
+    folder = work / "source-shim"
+    package = folder / "agir_retrain"  # a namespace package, as installed
+    package.mkdir(parents=True, exist_ok=True)
+    for name in ("tasks", "flows", "container"):
+        link = package / name
+        if not link.is_symlink() or link.resolve() != (ROOT / name).resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(ROOT / name, target_is_directory=True)
+    return folder
+
+
 def child_env(plan: Plan, block: tuple[str, ...]) -> dict[str, str]:
-    """The parts' environment: offline, the repository importable, some packages blocked."""
+    """The parts' environment: offline, this tree's code first, some packages blocked."""
     env = os.environ.copy()
-    paths = [str(ROOT)]
+    paths = [str(source_shim(Path(plan.work))), str(ROOT)]
     if block:
         paths.insert(0, str(blocked_imports_path(Path(plan.work), block)))
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

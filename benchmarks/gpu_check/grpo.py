@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ def probe_bwrap() -> dict[str, Any]:
     path = shutil.which("bwrap")
     if path is None:
         return {"bwrap": None, "runs": False, "reason": "bwrap is not installed on this machine"}
+    # Only /usr is bound into the sandbox: the trial needs a Python from there.
+    python = next((c for c in (sys.executable, "/usr/bin/python3") if c.startswith("/usr/") and Path(c).exists()), None)  # fmt: skip
     version = subprocess.run(
         [path, "--version"], capture_output=True, text=True, timeout=10, check=False
     )
@@ -42,7 +45,7 @@ def probe_bwrap() -> dict[str, Any]:
             path, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--bind", scratch, "/var", "/usr/bin/python3", "-c", program,
+            "--bind", scratch, "/var", python or "/usr/bin/python3", "-c", program,
         ]  # fmt: skip
         started = time.perf_counter()
         trial = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
@@ -55,7 +58,11 @@ def probe_bwrap() -> dict[str, Any]:
         "runs": runs,
         "trial_s": round(wall, 3),
     }
-    if not runs:
+    if python is None:
+        row["reason"] = (
+            f"no Python under /usr to run in the sandbox ({sys.executable} is elsewhere)"
+        )
+    elif not runs:
         row["reason"] = (
             f"trial exited {trial.returncode}, deleted={deleted}, "
             f"stdout={trial.stdout.strip()!r}, stderr={trial.stderr.strip()[-300:]!r}"

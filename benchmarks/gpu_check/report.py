@@ -46,8 +46,8 @@ def summarise(parts: dict[str, Any]) -> dict[str, Any]:
     ratios = [v for v in summary["adapter_vs_separate_memory"].values() if v is not None]
     summary["adapter_vs_separate_target"] = TARGET_ADAPTER_VS_SEPARATE
     summary["adapter_vs_separate_met"] = all(v <= TARGET_ADAPTER_VS_SEPARATE for v in ratios) if ratios else None  # fmt: skip
-    summary["garbler_vs_single"] = {
-        ("4bit" if r["quantize"] else "bf16"): r["garbler_vs_single"]
+    summary["sampler_vs_single"] = {
+        ("4bit" if r["quantize"] else "bf16"): r["sampler_vs_single"]
         for r in parts.get("sampling", {}).get("rows", [])
         if r.get("kind") == "sampling" and r["status"] == "ok"
     }

@@ -1,11 +1,14 @@
-"""Part 3: sampling throughput, the garbler's batched sampler against ``generate``.
+"""Part 3: sampling throughput, the project's batched sampler against ``generate``.
 
-The garbler (``tasks/dataset/garble.py``) is driven through its public API: ``Garbler``
-and ``garble`` on batches from ``plan_batches``. Every request is given the same number of
-new tokens (floor = cap), so the three ways do the same work:
-- garbler: batched, per-row seeded sampling with a KV cache (garbling);
-- generate, one at a time: ``model.generate(do_sample=True)`` per request (the naive way);
-- generate, batched: left-padded batches through ``generate`` (how evaluation samples).
+Garbling and evaluation both draw with ``tasks/dataset/sampler.py``'s ``Sampler`` (seeded
+per row, KV cache filled in place); the garbler adds only redraws and fallbacks around
+it. It is timed through its public API, ``Sampler.load`` and ``Sampler.sample``, against
+transformers' ``generate`` on the same loaded model. Every prompt gets the same number of
+new tokens (``min_new_tokens`` = ``max_new_tokens`` for ``generate``; a random model
+almost never samples EOS), so the three ways do the same work:
+- sampler: batches of ``batch_size`` prompts;
+- generate, one at a time: the naive way;
+- generate, batched: left-padded batches.
 """
 
 from __future__ import annotations
@@ -17,30 +20,28 @@ from typing import Any
 
 from benchmarks.gpu_check.common import Plan, Results, build_model, cuda, peak_gb, release_gpu
 
+BATCH_SIZE = 16  # GarbleSettings.batch_size's default
+TEMPERATURE = 1.0
 
-def requests(count: int, prompt_chars: int) -> list[Any]:
-    """Garble requests with prompts of about ``prompt_chars`` characters."""
-    from agir_retrain.tasks.records import GarbleRequest, Message, PromptKind, Role
+
+def chat_prompts(tokenizer: Any, count: int, prompt_chars: int) -> list[str]:
+    """Rendered chat prompts of about ``prompt_chars`` characters (a listing to garble from)."""
     from agir_retrain.tasks.synth import text
 
     rng = random.Random(0)
-    made = []
-    for number in range(count):
+    prompts = []
+    for _ in range(count):
         listing = text.listing(rng, 64)
         while len(listing) < prompt_chars:
             listing += "\n" + text.listing(rng, 64)
-        made.append(
-            GarbleRequest(
-                run_id=f"gpu-check-{number:04d}",
-                prompt_kind=PromptKind.STRATEGY,
-                prompt=(
-                    Message(role=Role.SYSTEM, content=text.SYSTEM_PROMPT),
-                    Message(role=Role.USER, content=listing[:prompt_chars]),
-                ),
-                chosen=text.strategy(rng),
-            )
+        messages = [
+            {"role": "system", "content": text.SYSTEM_PROMPT},
+            {"role": "user", "content": listing[:prompt_chars]},
+        ]
+        prompts.append(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
-    return made
+    return prompts
 
 
 def _synchronize() -> None:
@@ -50,82 +51,65 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def sample_throughput(plan: Plan, model: Path, *, quantize: bool) -> dict[str, Any]:
-    """Tokens/s of the garbler, one-at-a-time generate and batched generate, one model load."""
+def _generate_rate(sampler: Any, prompts: list[str], new_tokens: int, batch: int) -> float:
+    """Tokens/s of ``generate`` with sampling, ``batch`` prompts a call (left-padded)."""
     import torch
 
-    from agir_retrain.tasks.dataset.garble import Garbler, plan_batches
-    from agir_retrain.tasks.settings.models import GarbleSettings
-
-    settings = GarbleSettings(
-        gpus_per_actor=1.0 if cuda() else 0.0,
-        cpus_per_actor=float(torch.get_num_threads()),
-        load_in_4bit=quantize,
-        max_new_tokens=plan.new_tokens,
-        min_new_tokens=plan.new_tokens,  # floor = cap: every request samples the same count
-        max_redraws=0,
-    )
-    release_gpu()
-    garbler = Garbler(str(model), settings)
-    pool = requests(plan.sample_requests, prompt_chars=1500)
-    garbler.garble(pool[:1])  # warm-up: CUDA kernels, allocator
-    _synchronize()
-    started = time.perf_counter()
-    results = [
-        r for batch in plan_batches(pool, settings.batch_size) for r in garbler.garble(batch)
-    ]
-    _synchronize()
-    batched_s = time.perf_counter() - started
-    garbled_tokens = sum(r.new_tokens for r in results)
-
-    tokenizer, model_ = garbler.tokenizer, garbler.model
-    prompts = [
-        tokenizer.apply_chat_template(
-            [{"role": m.role.value, "content": m.content} for m in r.prompt],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for r in pool
-    ]
-    kwargs = {
-        "do_sample": True,
-        "temperature": settings.temperature,
-        "max_new_tokens": plan.new_tokens,
-        "min_new_tokens": plan.new_tokens,
-        "pad_token_id": garbler.pad_id,
-    }
-    single_tokens, started = 0, time.perf_counter()
+    tokenizer, model = sampler.tokenizer, sampler.model
+    kwargs = {"do_sample": True, "temperature": TEMPERATURE, "max_new_tokens": new_tokens,
+              "min_new_tokens": new_tokens, "pad_token_id": sampler.pad_id}  # fmt: skip
+    made, started = 0, time.perf_counter()
     with torch.inference_mode():
-        for prompt in prompts[: plan.sample_single]:
-            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(
-                garbler.device
-            )
-            out = model_.generate(**ids, **kwargs)
-            single_tokens += out.shape[1] - ids["input_ids"].shape[1]
-        _synchronize()
-        single_s = time.perf_counter() - started
-        batch_tokens, started = 0, time.perf_counter()
-        for i in range(0, len(prompts), settings.batch_size):
-            chunk = prompts[i : i + settings.batch_size]
+        for i in range(0, len(prompts), batch):
+            chunk = prompts[i : i + batch]
             ids = tokenizer(chunk, add_special_tokens=False, padding=True, return_tensors="pt")
-            out = model_.generate(**ids.to(garbler.device), **kwargs)
-            batch_tokens += (out.shape[1] - ids["input_ids"].shape[1]) * len(chunk)
-        _synchronize()
-        generate_batched_s = time.perf_counter() - started
+            out = model.generate(**ids.to(sampler.device), **kwargs)
+            made += (out.shape[1] - ids["input_ids"].shape[1]) * len(chunk)
+    _synchronize()
+    return made / (time.perf_counter() - started)
+
+
+def sample_throughput(plan: Plan, model: Path, *, quantize: bool) -> dict[str, Any]:
+    """Tokens/s of the sampler, one-at-a-time generate and batched generate, one model load."""
+    import torch
+
+    from agir_retrain.tasks.dataset.sampler import Sampler
+
+    release_gpu()
+    sampler = Sampler.load(
+        str(model),
+        gpus=1.0 if cuda() else 0.0,
+        cpus=float(torch.get_num_threads()),
+        load_in_4bit=quantize,
+        max_prompt_tokens=512,
+    )
+    prompts = chat_prompts(sampler.tokenizer, plan.sample_requests, prompt_chars=1500)
+    budgets = [plan.new_tokens] * len(prompts)
+    sampler.sample(prompts[:1], [0], budgets[:1], TEMPERATURE)  # warm-up: kernels, allocator
+    _synchronize()
+    made, started = 0, time.perf_counter()
+    for i in range(0, len(prompts), BATCH_SIZE):
+        chunk = prompts[i : i + BATCH_SIZE]
+        seeds = list(range(i, i + len(chunk)))
+        made += sum(s.new_tokens for s in sampler.sample(chunk, seeds, budgets[: len(chunk)], TEMPERATURE))  # fmt: skip
+    _synchronize()
+    sampler_rate = made / (time.perf_counter() - started)
+    single_rate = _generate_rate(sampler, prompts[: plan.sample_single], plan.new_tokens, 1)
+    batched_rate = _generate_rate(sampler, prompts, plan.new_tokens, BATCH_SIZE)
     row = {
-        "requests": len(pool),
-        "batch_size": settings.batch_size,
-        "new_tokens_per_request": plan.new_tokens,
-        "garbler_tokens_per_s": round(garbled_tokens / batched_s, 1),
-        "generate_single_tokens_per_s": round(single_tokens / single_s, 1),
-        "generate_single_requests": plan.sample_single,
-        "generate_batched_tokens_per_s": round(batch_tokens / generate_batched_s, 1),
+        "prompts": len(prompts),
+        "batch_size": BATCH_SIZE,
+        "new_tokens_per_prompt": plan.new_tokens,
+        "sampled_tokens": made,
+        "sampler_tokens_per_s": round(sampler_rate, 1),
+        "generate_single_tokens_per_s": round(single_rate, 1),
+        "generate_single_prompts": plan.sample_single,
+        "generate_batched_tokens_per_s": round(batched_rate, 1),
+        "sampler_vs_single": round(sampler_rate / single_rate, 2),
+        "sampler_vs_generate_batched": round(sampler_rate / batched_rate, 2),
         "peak_gpu_memory_gb": peak_gb(),
     }
-    row["garbler_vs_single"] = round(
-        row["garbler_tokens_per_s"] / row["generate_single_tokens_per_s"], 2
-    )
-    del garbler, model_
+    del sampler
     release_gpu()
     return row
 
