@@ -8,7 +8,9 @@ For each corpus size it reports, side by side:
   records/s, runs (chains)/s, and peak RSS summed over its process tree, sampled every 50 ms;
 - the ceiling: plain `orjson.loads` over the same files (read + parse), on one core and on
   every core, in the same run.
-Two sizes show how memory grows with the corpus: forming chains holds one range of
+CPU seconds (the ingest process tree's, and the orjson pass's) are given beside the wall
+times: on a shared machine they do not move with the load. Two sizes show how memory
+grows with the corpus: forming chains holds one range of
 agent runs at a time (`chain_parts.RANGE_BYTES`), not the corpus.
 Results go to stdout and to bench-out/v5_ingest_throughput.json.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,14 +50,52 @@ def corpus(records: int) -> Path:
     return folder
 
 
-def run_ingest(folder: Path, out: Path) -> tuple[float, int]:
-    """Run the ingest command; return its wall time and the peak RSS of its process tree."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_ingest(folder: Path, out: Path) -> tuple[float, int, float]:
+    """Run the ingest command; return its wall time, the peak RSS of its process tree, and
+    the CPU seconds of the whole tree (workers included: each waits for its children)."""
     out.mkdir(parents=True, exist_ok=True)
+    return _measured([*CLI, "ingest", str(folder / "runs"), "--out", str(out)])
+
+
+_PARTS = """
+import sys
+from pathlib import Path
+from agir_retrain.tasks.runs.chain_parts import write_part
+from agir_retrain.tasks.runs.reader import read_run_file
+files, out = sorted(Path(sys.argv[1]).iterdir()), Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+step = len(files) // 8 + 1  # eight parts, as eight shards would write
+for k in range(8):
+    chunk = files[k * step : (k + 1) * step]
+    write_part([r for f in chunk for r in read_run_file(str(f)).v5_records], out / f"{k}.parquet")
+"""
+_CHAINS = """
+import sys
+from pathlib import Path
+from agir_retrain.tasks.runs.ingest import ingest_chains
+parts = sorted(str(p) for p in Path(sys.argv[1]).glob("*.parquet"))
+ingest_chains(parts, sys.argv[2], range_bytes=int(sys.argv[3]))
+"""
+
+
+def chain_step(folder: Path, range_bytes: int) -> tuple[float, int, float]:
+    """Form the chains alone from eight record parts; wall time, peak RSS, CPU seconds."""
+    parts = OUT / f"{folder.name}-parts"
+    if not parts.exists():
+        subprocess.run([sys.executable, "-c", _PARTS, str(folder / "runs"), str(parts)], check=True)
+    out = OUT / f"{folder.name}-chains-{range_bytes}"
+    return _measured([sys.executable, "-c", _CHAINS, str(parts), str(out), str(range_bytes)])
+
+
+def _measured(command: list[str]) -> tuple[float, int, float]:
+    cpu = _children_cpu_s()
     start = time.perf_counter()
-    process = psutil.Popen(
-        [*CLI, "ingest", str(folder / "runs"), "--out", str(out)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
     while process.poll() is None:
         try:
@@ -65,8 +106,8 @@ def run_ingest(folder: Path, out: Path) -> tuple[float, int]:
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
     if process.returncode != 0:
-        raise SystemExit(f"ingest failed with exit status {process.returncode}")
-    return elapsed, peak
+        raise SystemExit(f"{command[:4]} failed with exit status {process.returncode}")
+    return elapsed, peak, _children_cpu_s() - cpu
 
 
 def _parse_many(paths: list[Path]) -> int:
@@ -78,16 +119,18 @@ def _parse_many(paths: list[Path]) -> int:
     return len(paths)
 
 
-def orjson_ceiling(files: list[Path], workers: int) -> float:
-    """Files/s at which plain read + orjson.loads gets through the corpus (page cache warm)."""
-    start = time.perf_counter()
+def orjson_ceiling(files: list[Path], workers: int) -> tuple[float, float]:
+    """Files/s at which plain read + orjson.loads gets through the corpus (page cache warm),
+    and the CPU seconds it took (load-independent, unlike the wall time on a shared box)."""
+    start, cpu = time.perf_counter(), time.process_time() + _children_cpu_s()
     if workers == 1:
         _parse_many(files)
     else:
         chunks = [files[i : i + 512] for i in range(0, len(files), 512)]
         with ProcessPoolExecutor(workers) as pool:
             sum(pool.map(_parse_many, chunks))
-    return len(files) / (time.perf_counter() - start)
+    used = time.process_time() + _children_cpu_s() - cpu
+    return len(files) / (time.perf_counter() - start), used
 
 
 def main() -> None:
@@ -101,14 +144,15 @@ def main() -> None:
         folder = corpus(size)
         files = sorted((folder / "runs").glob("*.json"))
         _parse_many(files)  # warm the page cache for every measurement alike
-        single = orjson_ceiling(files, 1)
-        every = orjson_ceiling(files, cores)
-        timings, peaks = [], []
+        single, single_cpu = orjson_ceiling(files, 1)
+        every, _ = orjson_ceiling(files, cores)
+        timings, peaks, cpus = [], [], []
         for repeat in range(args.repeats):
-            elapsed, peak = run_ingest(folder, OUT / f"v5-out-{size}-{repeat}")
+            elapsed, peak, cpu = run_ingest(folder, OUT / f"v5-out-{size}-{repeat}")
             timings.append(elapsed)
             peaks.append(peak)
-        elapsed = statistics.median(timings)
+            cpus.append(cpu)
+        elapsed, cpu = statistics.median(timings), statistics.median(cpus)
         report = json.loads((OUT / f"v5-out-{size}-0" / "report.json").read_text())
         truth = json.loads((folder / "ground_truth.json").read_text())["totals"]
         if report["runs_in"] != truth["runs_in"] or report["files_in"] != truth["files_in"]:
@@ -123,13 +167,31 @@ def main() -> None:
             "orjson_files_per_s_1_core": round(single),
             f"orjson_files_per_s_{cores}_cores": round(every),
             "ingest_share_of_orjson_all_cores": round(len(files) / elapsed / every, 3),
+            "ingest_cpu_s": round(cpu, 1),
+            "ingest_cpu_ms_per_file": round(1000 * cpu / len(files), 3),
+            "orjson_cpu_ms_per_file": round(1000 * single_cpu / len(files), 3),
+            "ingest_cpu_vs_orjson_cpu": round(cpu / single_cpu, 1),
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "peak_rss_mb": round(max(peaks) / 2**20),
             "attempts_missing": report["attempts_missing"],
         }
         results.append(row)
         print(json.dumps(row))
-    if len(results) > 1:
-        first, last = results[0], results[-1]
+    # The chain step alone on the largest corpus: ranges of 64 MiB (the default) against one
+    # range holding every record, which is what grouping without ranges would hold.
+    folder = corpus(max(int(s) for s in args.records.split(",")))
+    for range_bytes, label in (
+        (64 << 20, "chain_step_64MiB_ranges"),
+        (1 << 40, "chain_step_one_range"),
+    ):
+        elapsed, peak, cpu = chain_step(folder, range_bytes)
+        row = {"step": label, "s": round(elapsed, 1), "cpu_s": round(cpu, 1),
+               "peak_rss_mb": round(peak / 2**20)}  # fmt: skip
+        results.append(row)
+        print(json.dumps(row))
+    sizes = [r for r in results if "records" in r]
+    if len(sizes) > 1:
+        first, last = sizes[0], sizes[-1]
         print(
             f"records x{last['records'] / first['records']:.1f} -> peak RSS "
             f"x{last['peak_rss_mb'] / first['peak_rss_mb']:.2f}"

@@ -52,6 +52,7 @@ _DISTINCTIVE: dict[V5RecordType, frozenset[str]] = {
         {"strategies_hash", "strategy", "this_code_space_change_kb"}
     ),
 }
+_KEY_SETS = {frozenset(keys): kind for kind, keys in TYPE_KEYS.items()}
 _ROLES = {role.value: role for role in Role}
 _OPTIONAL_STRINGS = (
     "extract_result_if_err", "validation_result_if_err", "run_result_if_ok",
@@ -86,6 +87,9 @@ def record_type(source: str, document: dict[str, Any]) -> V5RecordType:
     Raises:
         RunFileError: no distinctive key, or those of more than one type (``unknown_schema``).
     """
+    exact = _KEY_SETS.get(frozenset(document))
+    if exact is not None:  # the writer always writes every key of the type: the usual case
+        return exact
     keys = document.keys()
     scores = {kind: len(marks & keys) for kind, marks in _DISTINCTIVE.items()}
     best = max(scores.values())
