@@ -3,7 +3,7 @@
 Each run calls the program's public ``prepare`` (data fitted, base loaded, LoRA, the
 reference) and then trains a few steps; the adapter is not saved (part 4 proves saving).
 Peak memory is ``torch.cuda.max_memory_allocated`` from before the base is loaded to
-after the last step; tokens/s counts TRL's ``num_tokens`` over the steps after the first
+after the last step, less what was still allocated before (the ratios use that); tokens/s counts TRL's ``num_tokens`` over the steps after the first
 (the first holds one-off CUDA and allocator warm-up).
 """
 
@@ -87,9 +87,12 @@ def train_once(
     prepared.trainer.add_callback(timer)
     output = prepared.trainer.train()
     rate, tokens = tokens_per_s(prepared.trainer.state.log_history, timer.ends)
+    peak = peak_gb()
     row = {
-        "peak_gpu_memory_gb": peak_gb(),
+        "peak_gpu_memory_gb": peak,
+        # What an earlier run of this process left allocated (should be ~0) is not this run's.
         "allocated_before_gb": before,
+        "run_peak_gpu_memory_gb": None if peak is None else round(peak - (before or 0.0), 3),
         "tokens_per_s": rate,
         "tokens": tokens,
         "steps": prepared.trainer.state.global_step,

@@ -37,12 +37,12 @@ def summarise(parts: dict[str, Any]) -> dict[str, Any]:
         if separate and mode in ("adapter", "precomputed"):
             key = f"{mode}_vs_separate_memory"
             summary[key][str(length)] = _ratio(
-                row["peak_gpu_memory_gb"], separate["peak_gpu_memory_gb"]
+                row["run_peak_gpu_memory_gb"], separate["run_peak_gpu_memory_gb"]
             )
             if mode == "adapter":
                 summary["adapter_vs_separate_tokens_per_s"][str(length)] = _ratio(row["tokens_per_s"], separate["tokens_per_s"])  # fmt: skip
         if (mode, length) in bf16:
-            summary["qlora_vs_lora_memory"][f"{mode}/{length}"] = _ratio(row["peak_gpu_memory_gb"], bf16[(mode, length)]["peak_gpu_memory_gb"])  # fmt: skip
+            summary["qlora_vs_lora_memory"][f"{mode}/{length}"] = _ratio(row["run_peak_gpu_memory_gb"], bf16[(mode, length)]["run_peak_gpu_memory_gb"])  # fmt: skip
     ratios = [v for v in summary["adapter_vs_separate_memory"].values() if v is not None]
     summary["adapter_vs_separate_target"] = TARGET_ADAPTER_VS_SEPARATE
     summary["adapter_vs_separate_met"] = all(v <= TARGET_ADAPTER_VS_SEPARATE for v in ratios) if ratios else None  # fmt: skip

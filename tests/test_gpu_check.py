@@ -1,0 +1,173 @@
+"""The prepared GPU check (benchmarks/gpu_check): its smoke run on the CPU, summary and limits.
+
+The smoke run is the check itself at a tiny shape, with polars, orjson, prefect and ray
+blocked as they are absent on the GPU machine, so the script cannot rot between GPU windows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ABSENT_ON_GPU = ["polars", "orjson", "prefect", "ray"]
+
+
+@pytest.fixture
+def check(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The check's modules, importable from the repository root."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.gpu_check.__main__ as main
+
+    return main
+
+
+def _dpo_row(mode: str, length: int, peak: float, rate: float, quantize: bool = True) -> dict:
+    return {"kind": "dpo", "status": "ok", "mode": mode, "max_length": length, "quantize": quantize,
+            "run_peak_gpu_memory_gb": peak, "tokens_per_s": rate}  # fmt: skip
+
+
+def test_summary_ratios_from_rows(check: ModuleType) -> None:
+    from benchmarks.gpu_check.report import summarise
+
+    parts = {
+        "qlora_dpo": {"status": "partial", "rows": [
+            _dpo_row("adapter", 1024, 5.0, 900.0), _dpo_row("separate", 1024, 10.0, 600.0),
+            _dpo_row("precomputed", 1024, 6.0, 1000.0),
+            _dpo_row("adapter", 2048, 7.0, 800.0),  # its separate run failed: no ratio
+            {"kind": "dpo", "status": "failed", "mode": "separate", "max_length": 2048, "reason": "OOM"},
+        ]},
+        "lora_dpo": {"status": "ok", "rows": [_dpo_row("adapter", 1024, 20.0, 1200.0, quantize=False)]},
+        "sampling": {"status": "ok", "rows": [
+            {"kind": "sampling", "status": "ok", "quantize": True, "sampler_vs_single": 7.5}]},
+    }  # fmt: skip
+    summary = summarise(parts)
+    assert summary["adapter_vs_separate_memory"] == {"1024": 0.5}
+    assert summary["precomputed_vs_separate_memory"] == {"1024": 0.6}
+    assert summary["adapter_vs_separate_tokens_per_s"] == {"1024": 1.5}
+    assert summary["qlora_vs_lora_memory"] == {"adapter/1024": 0.25}
+    assert summary["adapter_vs_separate_met"] is True  # 0.5 <= 0.6
+    assert summary["sampler_vs_single"] == {"4bit": 7.5}
+    assert summary["parts"] == {"qlora_dpo": "partial", "lora_dpo": "ok", "sampling": "ok"}
+
+
+def test_part_status_keeps_the_reason(check: ModuleType) -> None:
+    ok = {"status": "ok"}
+    failed = {"status": "failed", "reason": "CUDA out of memory"}
+    absent = {"status": "not_available", "reason": "no GRPO yet"}
+    assert check.part_status([ok, ok]) == {"status": "ok"}
+    assert check.part_status([ok, failed, failed]) == {"status": "partial", "reason": "CUDA out of memory"}  # fmt: skip
+    assert check.part_status([failed]) == {"status": "failed", "reason": "CUDA out of memory"}
+    assert check.part_status([ok, absent]) == {"status": "not_available", "reason": "no GRPO yet"}
+    assert check.part_status([])["status"] == "failed"
+
+
+def test_tokens_per_s_leaves_out_the_first_step(check: ModuleType) -> None:
+    from benchmarks.gpu_check.dpo import tokens_per_s
+
+    history = [{"step": 1, "num_tokens": 100.0}, {"step": 2, "num_tokens": 300.0},
+               {"step": 3, "num_tokens": 500.0}, {"step": 3, "train_runtime": 9.0}]  # fmt: skip
+    ends = {1: 10.0, 2: 11.0, 3: 12.0}  # the first step (warm-up) took far longer
+    assert tokens_per_s(history, ends) == (200.0, 500)
+    with pytest.raises(ValueError, match="two logged steps"):
+        tokens_per_s(history[:1], ends)
+
+
+def test_blocked_imports_fail_like_missing_packages(check: ModuleType, tmp_path: Path) -> None:
+    folder = check.blocked_imports_path(tmp_path, ("polars", "orjson"))
+    probe = "import json\ntry:\n    import polars\nexcept ImportError:\n    print('blocked')\n"
+    done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(folder)},
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert done.stdout.strip() == "blocked"
+
+
+def test_a_part_past_its_limit_is_stopped_and_recorded(check: ModuleType, tmp_path: Path) -> None:
+    args = check.make_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path / "w")])  # fmt: skip
+    plan = check.make_plan(args)
+    (tmp_path / "logs").mkdir()
+    env = check.child_env(plan, ())
+    # One second is far too little to import torch: the part must be killed, not waited for.
+    part = check.run_part("qlora_dpo", plan, tmp_path, env, limit_s=1.0)
+    assert part["status"] == "timed_out"
+    assert part["wall_s"] < 30
+    assert "limit of 1 s" in part["reason"]
+
+
+def test_every_shipped_wheel_is_pinned() -> None:
+    script = (ROOT / "benchmarks" / "fetch_gpu_wheels.sh").read_text()
+    packages = re.search(r"PACKAGES=\(([^)]*)\)", script).group(1).split()
+    pins = {
+        re.sub(r"[-_]", "-", line.split("==")[0].lower())
+        for line in (ROOT / "container" / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    assert {"bitsandbytes", "trl", "datasets", "pydantic", "pandas"} <= set(packages)
+    assert not set(packages) & set(ABSENT_ON_GPU)  # the program must not need them
+    missing = [name for name in packages if re.sub(r"[-_]", "-", name.lower()) not in pins]
+    assert missing == []
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(1500)  # ~3 min on an idle 2-core machine; far more when it is shared
+def test_cpu_smoke_reports_every_part(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--cpu-smoke", "--out", str(out),
+         "--work", str(tmp_path / "work"), "--budget-s", "1400"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1450, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "agir-retrain GPU check (cpu-smoke)" in done.stdout  # the table comes last
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["mode"] == "cpu-smoke"
+    assert report["blocked_imports"] == ABSENT_ON_GPU
+    datetime.fromisoformat(report["date"])
+    assert report["machine"]["versions"]["torch"]
+    assert report["machine"]["cpus"]
+    parts = report["parts"]
+    assert set(parts) == {"qlora_dpo", "lora_dpo", "sampling", "fsdp_qlora", "grpo"}
+    for name, part in parts.items():
+        assert part["status"] == "ok" or part.get("reason"), (name, part)
+        for row in part["rows"]:
+            assert row["status"] == "ok" or row.get("reason"), (name, row)
+    plan = report["plan"]
+
+    def dpo(name: str) -> dict:
+        return {(r["mode"], r["max_length"]): r for r in parts[name]["rows"] if r["kind"] == "dpo"}
+
+    for name, modes in (("qlora_dpo", plan["modes"]), ("lora_dpo", plan["bf16_modes"])):
+        assert parts[name]["status"] == "ok", parts[name]
+        rows = dpo(name)
+        assert set(rows) == {(m, n) for m in modes for n in plan["lengths"]}
+        for row in rows.values():
+            assert row["tokens_per_s"] > 0
+            assert row["steps"] == plan["steps"]
+            assert row["rows"] > 0
+            assert row["peak_gpu_memory_gb"] is None  # no GPU here, and none pretended
+
+    sampling = [r for r in parts["sampling"]["rows"] if r["kind"] == "sampling"]
+    assert [r["quantize"] for r in sampling] == [True, False]
+    for row in sampling:
+        assert row["status"] == "ok", row
+        assert row["sampled_tokens"] == plan["sample_requests"] * plan["new_tokens"]
+        assert row["sampler_tokens_per_s"] > 0
+        assert row["generate_single_tokens_per_s"] > 0
+
+    (fsdp,) = parts["fsdp_qlora"]["rows"]
+    assert fsdp["status"] == "ok", fsdp
+    assert fsdp["adapter_tensors"] == fsdp["tensors_equal_after_reload"] > 0
+    assert fsdp["lora_b_nonzero"] > 0
+    assert fsdp["reloaded_logits_finite"]
+
+    kinds = {r["kind"]: r for r in parts["grpo"]["rows"]}
+    assert isinstance(kinds["sandbox"].get("runs"), bool) or kinds["sandbox"]["reason"]
+    assert kinds["grpo"]["status"] in ("ok", "not_available", "not_wired"), kinds["grpo"]
+    assert set(report["summary"]["parts"]) == set(parts)
