@@ -128,15 +128,18 @@ def classify(
     return None
 
 
-def set_rlimits(limits: SandboxLimits, *, nproc: bool) -> None:
-    """Apply the limits a process and its children inherit (called between fork and exec)."""
+def set_rlimits(limits: SandboxLimits, *, nproc: int | None) -> None:
+    """Apply the limits a process and its children inherit (called between fork and exec).
+
+    ``nproc``: the RLIMIT_NPROC to set (None: none), which counts every task of the user.
+    """
     memory = limits.memory_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     size = limits.file_size_mb << 20
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not drop a core on the host
-    if nproc:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    if nproc is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
 def wait_or_kill(

@@ -188,7 +188,7 @@ class BwrapSandbox:
         (a ``preexec_fn`` forces a full fork of this process: ~25 ms an episode).
         """
         cgroup = _PidsCgroup(self.cgroups, limits.processes) if self.cgroups else None
-        use_nproc = cgroup is None
+        nproc = None if cgroup is not None else nproc_limit(limits.processes)
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         command = bwrap_command(
@@ -196,11 +196,11 @@ class BwrapSandbox:
         )
         preexec = None
         if self.prlimit is not None:
-            command = [*prlimit_prefix(self.prlimit, limits, nproc=use_nproc), *command]
+            command = [*prlimit_prefix(self.prlimit, limits, nproc=nproc), *command]
         else:
 
             def preexec() -> None:
-                set_rlimits(limits, nproc=use_nproc)
+                set_rlimits(limits, nproc=nproc)
 
         start = time.monotonic()
         try:
@@ -257,13 +257,45 @@ class BwrapSandbox:
         )
 
 
-def prlimit_prefix(prlimit: str, limits: SandboxLimits, *, nproc: bool) -> list[str]:
+def prlimit_prefix(prlimit: str, limits: SandboxLimits, *, nproc: int | None) -> list[str]:
     """``prlimit`` arguments setting the limits ``set_rlimits`` sets, then exec'ing the rest."""
     memory, size = limits.memory_mb << 20, limits.file_size_mb << 20
     args = [prlimit, f"--as={memory}", f"--fsize={size}", "--core=0"]
-    if nproc:
-        args.append(f"--nproc={limits.processes}")
+    if nproc is not None:
+        args.append(f"--nproc={nproc}")
     return [*args, "--"]
+
+
+def nproc_limit(processes: int) -> int | None:
+    """RLIMIT_NPROC giving a sandbox ``processes`` tasks, or None where it cannot bind.
+
+    The limit counts every task (thread) of the host user, the caller's own included, so
+    it is that count now plus the sandbox's share (and bwrap's two). It never binds uid 0:
+    then there is no process limit but the wall time (logged once).
+    """
+    uid = os.getuid()
+    if uid == 0:
+        _warn_no_process_limit()
+        return None
+    tasks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            tasks += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:  # it ended while we looked
+            continue
+    return tasks + processes + 2
+
+
+@cache
+def _warn_no_process_limit() -> None:
+    log.warning(
+        "no pids cgroup and running as root, where RLIMIT_NPROC does not bind: sandboxed "
+        "programs have no process limit but the wall time"
+    )
 
 
 def _read_child_pid(info_r: int, timeout_s: float = 30.0) -> int | None:
