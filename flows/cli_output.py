@@ -51,6 +51,11 @@ def print_retrain(result: Any) -> None:
     table.add_row("dataset (DPO, KTO, tables, report)", result.dataset)
     table.add_row("adapter, metrics, curves, model card", result.adapter)
     table.add_row("archive (verified)", result.archive)
+    if getattr(result, "evaluation", None) is not None:
+        from agir_retrain.flows.cli_evaluate import print_evaluation
+
+        print_evaluation(result.evaluation.report, result.evaluation.out)
+        table.add_row("evaluation (episodes, eval.json, plot)", result.evaluation.out)
     Console().print(table)
 
 

@@ -1,4 +1,4 @@
-"""The retrain flow: build the dataset, train on it, archive the adapter.
+"""The retrain flow: build the dataset, train on it, optionally evaluate, archive the adapter.
 
     agir-retrain retrain corpus/runs --out retrain-out --base-model builtin:tiny --backend local
 
@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from agir_retrain.flows.build_dataset import build_dataset
+from agir_retrain.flows.evaluate import EvaluateResult, evaluate
 from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.flows.train import train
 from agir_retrain.tasks.dataset.build_report import BuildReport
@@ -26,6 +27,7 @@ from agir_retrain.tasks.delivery.remote import download_folder
 from agir_retrain.tasks.io import exists, is_url, join, read_bytes
 from agir_retrain.tasks.prefect_tasks import transient
 from agir_retrain.tasks.rendering import markdown_image
+from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.models import RetrainConfig
 
 CURVES = ("loss.png", "reward_accuracy.png", "reward_margin.png")
@@ -40,6 +42,7 @@ class RetrainResult:
     archive: str
     report: BuildReport
     metrics: dict[str, Any]
+    evaluation: EvaluateResult | None = None  # when the config's `evaluate` is on
 
 
 @task(
@@ -61,6 +64,21 @@ def archive_adapter(adapter: str, target: str, dataset: str) -> str:
     return location
 
 
+def evaluate_adapter(config: RetrainConfig) -> EvaluateResult:
+    """Evaluate the base and the new adapter on the held-out runs (the evaluate flow, nested).
+
+    Its outputs go into the adapter's folder (``eval/``), so the archive carries them.
+    """
+    with tempfile.TemporaryDirectory(prefix="agir-eval-") as scratch:
+        settings = config.evaluation
+        if not settings.adapters:  # the adapter just trained, from wherever it was written
+            adapter = _local(config.train.out, Path(scratch) / "adapter")
+            settings = EvaluateConfig.model_validate(
+                settings.model_dump() | {"adapters": [f"adapter={adapter}"]}
+            )
+        return evaluate(settings)
+
+
 def _local(location: str, scratch: Path) -> Path:
     """A local folder holding a location's files (downloaded when it is a URL)."""
     if not is_url(location):
@@ -77,6 +95,7 @@ def retrain(config: RetrainConfig) -> RetrainResult:
     dataset = build_dataset.with_options(task_runner=runner)(config.build)
     logger.info("dataset at %s: %d DPO rows", dataset.out, dataset.report.export.dpo_train_rows)
     metrics = train(config.train)
+    evaluation = evaluate_adapter(config) if config.evaluate else None
     location = archive_adapter(
         config.train.out, config.archive_to or join(config.out, "archives"), config.build.out
     )
@@ -113,4 +132,5 @@ def retrain(config: RetrainConfig) -> RetrainResult:
         archive=location,
         report=dataset.report,
         metrics=metrics,
+        evaluation=evaluation,
     )

@@ -36,16 +36,22 @@ def adapter(tiny_model: str, tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, ingest_with_stand_ins) -> Path:
+    root = tmp_path_factory.mktemp("flow-dataset")
+    write_corpus(root / "corpus", runs=40, seed=2, env_kib=2)
+    folder = ingest_with_stand_ins(root / "dataset", [str(root / "corpus" / "runs")])
+    export_dataset(str(folder), str(folder), ExportSettings(eval_share=0.5))
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_sampled_evaluation_writes_the_contract_files(
-    tmp_path: Path, ingest_with_stand_ins, tiny_model, adapter, prefect_server, local_ray
+    tmp_path: Path, dataset: Path, tiny_model, adapter, prefect_server, local_ray
 ) -> None:
     from agir_retrain.flows.evaluate import evaluate
 
-    write_corpus(tmp_path / "corpus", runs=40, seed=2, env_kib=2)
-    dataset = ingest_with_stand_ins(tmp_path / "dataset", [str(tmp_path / "corpus" / "runs")])
-    export_dataset(str(dataset), str(dataset), ExportSettings(eval_share=0.5))
     config = EvaluateConfig(
         dataset=str(dataset),
         base_model=tiny_model,
@@ -89,3 +95,37 @@ def test_sampled_evaluation_writes_the_contract_files(
         assert report["models"][label]["pass_at_1"]["value"] == 0.0
     (difference,) = report["differences"]
     assert (difference["model"], difference["baseline"]) == ("tuned", "base")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_retrain_evaluates_the_new_adapter_and_archives_eval_json(
+    tmp_path: Path, dataset: Path, tiny_model, adapter, prefect_server, local_ray
+) -> None:
+    import shutil
+    import tarfile
+
+    from agir_retrain.flows.retrain import evaluate_adapter
+    from agir_retrain.tasks.delivery.archive import create_archive
+    from agir_retrain.tasks.settings.models import RetrainConfig
+
+    trained = tmp_path / "retrain" / "adapter"
+    shutil.copytree(adapter, trained)  # stands in for the adapter the train stage wrote
+    config = RetrainConfig(
+        out=str(tmp_path / "retrain"),
+        base_model=tiny_model,
+        build={"out": str(dataset)},
+        evaluate=True,
+        evaluation={"max_tasks": 2, "max_new_tokens": 8, "sampling": {"actors": 1}},
+    )
+    assert config.evaluation.dataset == str(dataset)
+    assert config.evaluation.out == f"{trained}/eval"
+    result = evaluate_adapter(config)
+    assert [m.model for m in result.report.models] == ["base", "adapter"]
+    report = orjson.loads((trained / "eval" / "eval.json").read_bytes())
+    assert report["models"]["adapter"]["tasks"] == 2
+    location = create_archive(trained, str(tmp_path / "archives"))
+    with tarfile.open(location) as archive:
+        names = archive.getnames()
+    assert "eval/eval.json" in names
+    assert "eval/episodes.parquet" in names
