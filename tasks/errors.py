@@ -37,10 +37,6 @@ class ChatTemplateError(ConfigError):
     """A model's chat template is missing or cannot render a conversation."""
 
 
-class ModelError(ConfigError):
-    """A base model cannot be used as configured (e.g. 4-bit on a layer width the kernel lacks)."""
-
-
 class SubmitError(AgirError):
     """A submitted job failed; carries the job's own exit status and log tail."""
 
