@@ -224,8 +224,16 @@ class BwrapSandbox:
                     os.close(info_w)
                     os.close(block_r)
                 child = _read_child_pid(info_r)
-                if cgroup is not None and child is not None:
-                    cgroup.add(child)
+                try:
+                    if child is None:
+                        raise OSError("bwrap gave no child pid")
+                    if cgroup is not None:
+                        cgroup.add(child)
+                except OSError as exc:  # never release a jail that is not fully set up
+                    wait_or_kill(process, 0)
+                    raise SandboxError(
+                        f"bubblewrap did not start ({exc}): {read_tail(episode / 'stderr')[-300:]}"
+                    ) from exc
                 try:
                     os.write(block_w, b"go")
                 except BrokenPipeError:  # bwrap failed before blocking; its stderr says why
