@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,15 +158,29 @@ def part_status(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {"status": unmade, "reason": "; ".join(reasons)}
 
 
+# Asked of a fresh interpreter with the parts' environment: the GPU, and whether each package
+# the parts need imports there (an old pyarrow under datasets shows here, not mid-part).
+_PROBE = """
+import importlib, json, torch
+imports = {}
+for name in ("trl", "bitsandbytes", "datasets", "pydantic", "peft", "pandas", "accelerate"):
+    try:
+        importlib.import_module(name)
+        imports[name] = "ok"
+    except Exception as error:
+        imports[name] = f"{type(error).__name__}: {error}"[:300]
+g = torch.cuda.is_available()
+print(json.dumps({
+    "gpu": torch.cuda.get_device_name() if g else None,
+    "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if g else None,
+    "cuda": torch.version.cuda, "bf16": g and torch.cuda.is_bf16_supported(), "imports": imports,
+}))
+"""
+
+
 def machine(env: dict[str, str]) -> dict[str, Any]:
     """The machine, its GPU and the package versions, asked of a fresh interpreter."""
-    probe = (
-        "import json, torch; g = torch.cuda.is_available(); print(json.dumps({"
-        "'gpu': torch.cuda.get_device_name() if g else None, "
-        "'gpu_memory_gb': round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if g else None, "
-        "'cuda': torch.version.cuda, 'bf16': g and torch.cuda.is_bf16_supported()}))"
-    )
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120, check=False)  # fmt: skip
+    found = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300, check=False)  # fmt: skip
     gpu = (
         json.loads(found.stdout) if found.returncode == 0 else {"probe_error": found.stderr[-300:]}
     )
@@ -175,14 +190,17 @@ def machine(env: dict[str, str]) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    commit = None
+    if shutil.which("git"):  # the device tool's copy may have no git, or no .git
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+        commit = found.stdout.strip() or None
     return {
         "host": platform.node(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         **gpu,
         "versions": versions,
-        "commit": commit.stdout.strip() or None,
+        "commit": commit,
     }
 
 
@@ -201,7 +219,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", nargs="+", choices=MODES, help="reference modes, 4-bit")
     parser.add_argument("--bf16-modes", nargs="+", choices=MODES, help="reference modes, bf16")
     parser.add_argument("--parts", nargs="+", choices=PARTS, help="only these parts")
-    parser.add_argument("--budget-s", type=float, default=480, help="wall time for all parts together")  # fmt: skip
+    parser.add_argument("--budget-s", type=float, default=530, help="wall time for all parts together")  # fmt: skip
     parser.add_argument("--allow-imports", action="store_true", help="do not block " + ", ".join(ABSENT_ON_GPU))  # fmt: skip
     return parser
 
