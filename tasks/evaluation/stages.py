@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from agir_retrain.tasks.environment.episode import make_sandbox
 from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
 from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
 from agir_retrain.tasks.errors import ConfigError
@@ -62,8 +63,12 @@ def check_inputs(config: EvaluateConfig) -> None:
     """Fail now, with the input's own one-line message, rather than minutes into a flow.
 
     Reads the tasks file (or checks the dataset holds its eval split), the completions
-    against those tasks, and every scenario the tasks file names.
+    against those tasks, and every scenario the tasks file names; and, where episodes run
+    on this machine, that the bubblewrap sandbox can run here.
     """
+    env = config.environment
+    if env.backend == "bwrap" and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
+        make_sandbox(env.backend, env.interpreter, env.docker_image)
     if config.tasks is not None:
         tasks = read_tasks(config.tasks)
         resolve_scenarios(tasks, tasks_dir(config))

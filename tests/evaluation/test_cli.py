@@ -228,6 +228,14 @@ def test_bad_scenario_in_tasks_file_exits_2(tmp_path):
     assert "no-such-profile" in result.output
 
 
+def test_a_sandbox_that_cannot_run_exits_2_before_anything_runs(given):
+    args = ["--tasks", given["tasks"], "--completions", given["completions"], "--out", given["out"]]
+    result = runner.invoke(app, ["evaluate", *args, "--set", "environment.interpreter=/opt/py"])
+    assert result.exit_code == 2
+    assert "not under /usr" in " ".join(result.output.split())
+    assert not Path(given["out"]).exists()
+
+
 def test_config_show_lists_evaluate_settings():
     result = runner.invoke(app, ["config", "show", "evaluate"])
     assert result.exit_code == 0, result.output
