@@ -22,7 +22,6 @@ from agir_retrain.tasks.evaluation.episodes import (
 from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
 from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
 from agir_retrain.tasks.evaluation.tasks import (
-    held_out_run_ids,
     read_tasks,
     tasks_from_dataset,
     write_tasks,
@@ -36,25 +35,29 @@ TASKS_FILE = "tasks.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
 
 
-def make_tasks(config: EvaluateConfig) -> list[EvalTask]:
-    """The tasks (from the dataset's held-out runs or the tasks file), written to out/tasks.jsonl."""
+def all_tasks(config: EvaluateConfig, *, describe: bool = True) -> list[EvalTask]:
+    """Every task of the source, sorted by id, before ``max_tasks`` cuts them.
+
+    ``describe=False`` skips describing scenarios (the ids do not depend on it).
+    """
     if config.dataset is not None:
-        tasks = tasks_from_dataset(
+        return tasks_from_dataset(
             config.dataset,
             scenarios=config.scenarios,
-            env_blocks=config.env_blocks,
+            env_blocks=config.env_blocks if describe else "prompt",
             include_strategy_prompts=config.include_strategy_prompts,
-            max_tasks=config.max_tasks,
             describe=lambda ref: describe_scenario(load_scenario(ref)),
         )
-    elif config.tasks is not None:
-        tasks = read_tasks(config.tasks)
-        if config.max_tasks is not None:
-            tasks = tasks[: config.max_tasks]
-    else:
-        raise ConfigError(
-            "no tasks: give a built dataset (--dataset DIR) or a tasks file (--tasks FILE)"
-        )
+    if config.tasks is not None:
+        return read_tasks(config.tasks)
+    raise ConfigError(
+        "no tasks: give a built dataset (--dataset DIR) or a tasks file (--tasks FILE)"
+    )
+
+
+def make_tasks(config: EvaluateConfig) -> list[EvalTask]:
+    """The tasks evaluated (the first ``max_tasks`` by id), written to out/tasks.jsonl."""
+    tasks = all_tasks(config)[: config.max_tasks]
     write_tasks(join(config.out, TASKS_FILE), tasks)
     return tasks
 
@@ -62,26 +65,16 @@ def make_tasks(config: EvaluateConfig) -> list[EvalTask]:
 def check_inputs(config: EvaluateConfig) -> None:
     """Fail now, with the input's own one-line message, rather than minutes into a flow.
 
-    Reads the tasks file (or checks the dataset holds its eval split), the completions
-    against those tasks, and every scenario the tasks file names; and, where episodes run
-    on this machine, that the bubblewrap sandbox can run here.
+    Reads the tasks (and every scenario they name) and the completions against them;
+    and, where episodes run on this machine, checks that the bubblewrap sandbox runs here.
     """
     env = config.environment
     if env.backend == "bwrap" and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
         make_sandbox(env.backend, env.interpreter, env.docker_image)
-    if config.tasks is not None:
-        tasks = read_tasks(config.tasks)
-        resolve_scenarios(tasks, tasks_dir(config))
-        if config.completions is not None:
-            read_completions(config.completions, {t.task_id for t in tasks})
-    elif config.dataset is not None:
-        held_out_run_ids(config.dataset)
-        for ref in config.scenarios:
-            load_scenario(ref)
-    else:
-        raise ConfigError(
-            "no tasks: give a built dataset (--dataset DIR) or a tasks file (--tasks FILE)"
-        )
+    tasks = all_tasks(config, describe=False)
+    resolve_scenarios(tasks, tasks_dir(config))
+    if config.completions is not None:
+        read_completions(config.completions, {t.task_id for t in tasks})
 
 
 def tasks_dir(config: EvaluateConfig) -> str | None:
@@ -94,10 +87,10 @@ def tasks_dir(config: EvaluateConfig) -> str | None:
 def given_completions(config: EvaluateConfig, tasks: Sequence[EvalTask]) -> list[Completion]:
     """Read and check the given completions file; written again, sorted, to the output."""
     assert config.completions is not None
-    task_ids = {t.task_id for t in tasks}
-    completions = read_completions(config.completions, task_ids)
-    if config.max_tasks is not None:  # the file may cover tasks cut by max_tasks
-        completions = [c for c in completions if c.task_id in task_ids]
+    known = {t.task_id for t in all_tasks(config, describe=False)}
+    completions = read_completions(config.completions, known)
+    kept = {t.task_id for t in tasks}  # the file may cover tasks that max_tasks cut
+    completions = [c for c in completions if c.task_id in kept]
     write_completions(join(config.out, COMPLETIONS_FILE), completions)
     return completions
 

@@ -236,6 +236,20 @@ def test_a_sandbox_that_cannot_run_exits_2_before_anything_runs(given):
     assert not Path(given["out"]).exists()
 
 
+def test_completions_of_tasks_cut_by_max_tasks_are_dropped_not_refused(given):
+    from agir_retrain.tasks.evaluation.stages import given_completions, make_tasks
+    from agir_retrain.tasks.settings.evaluation import EvaluateConfig
+
+    config = EvaluateConfig(
+        tasks=given["tasks"], completions=given["completions"], max_tasks=2, out=given["out"]
+    )
+    tasks = make_tasks(config)
+    assert [t.task_id for t in tasks] == ["damages", "frees-junk"]
+    completions = given_completions(config, tasks)
+    assert {c.task_id for c in completions} == {"damages", "frees-junk"}
+    assert len(completions) == 4  # two tasks, two models
+
+
 def test_config_show_lists_evaluate_settings():
     result = runner.invoke(app, ["config", "show", "evaluate"])
     assert result.exit_code == 0, result.output
