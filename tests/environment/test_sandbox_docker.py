@@ -102,8 +102,11 @@ def _left_containers() -> list[str]:
 def test_the_same_program_gives_the_same_episode_on_docker_and_bwrap(
     name, small_scenario, bwrap_settings, docker_settings
 ):
-    on_bwrap = _run(name, PROGRAMS[name], small_scenario, bwrap_settings)
-    on_docker = _run(name, PROGRAMS[name], small_scenario, docker_settings)
+    # a wall time well above what the slowest program needs on a loaded 2-core machine, so
+    # a memory hog never races the clock on one backend and not the other
+    slack = {"limits": bwrap_settings.limits.model_copy(update={"wall_s": 8})}
+    on_bwrap = _run(name, PROGRAMS[name], small_scenario, bwrap_settings.model_copy(update=slack))
+    on_docker = _run(name, PROGRAMS[name], small_scenario, docker_settings.model_copy(update=slack))
     assert on_docker.backend == "docker"
     neutral = {"seconds": 0.0, "backend": ""}
     assert dataclasses.replace(on_docker, **neutral) == dataclasses.replace(on_bwrap, **neutral)
