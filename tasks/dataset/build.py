@@ -50,7 +50,7 @@ from agir_retrain.tasks.tables import ParquetSink, from_frame, read_table
 log = logging.getLogger(__name__)
 
 STAGE_VERSION = "3"  # bump when a shard's outputs change for the same inputs
-GARBLE_VERSION = "1"  # bump when garbling changes what it samples
+GARBLE_VERSION = "2"  # bump when garbling changes what it samples (2: float32 inverse CDF)
 _BIG_FILE = 16 << 20
 
 

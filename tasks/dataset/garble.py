@@ -7,7 +7,8 @@ they finish in. An empty sample, or one equal to the chosen text, is drawn again
 the next seed; what still fails gets a model-free corruption of the chosen text, and
 the result records which method made it.
 
-``Garbler`` is plain Python holding one model; ``tasks/ray_pool.py`` puts it on actors.
+``Garbler`` is plain Python holding one model in a ``Sampler`` (``sampler.py``: the batched
+seeded sampling, shared with evaluation); ``tasks/ray_pool.py`` puts it on actors.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from agir_retrain.tasks.chat import render_prompt, trim_message
+from agir_retrain.tasks.dataset.sampler import Sampler
 from agir_retrain.tasks.records import (
     GarbleMethod,
     GarbleRequest,
@@ -32,9 +34,6 @@ from agir_retrain.tasks.runs.pairing import (
 )
 from agir_retrain.tasks.runs.pairing import garble_requests as garble_requests
 from agir_retrain.tasks.settings.models import GarbleSettings
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +79,52 @@ def _acceptable(sample: str, chosen: str) -> bool:
 
 
 class Garbler:
-    """Holds a base model once and samples garbled responses for batches of requests."""
+    """Holds a base model once (in a ``Sampler``) and samples garbled responses for batches."""
 
-    def __init__(self, model_name: str, settings: GarbleSettings) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    on_progress: Callable[[int], None] | None = None
 
+    def __init__(
+        self,
+        model_name: str,
+        settings: GarbleSettings,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.settings = settings
-        use_gpu = settings.gpus_per_actor > 0 and torch.cuda.is_available()
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        if not use_gpu:
-            # One actor per reserved CPU: more threads only fight the other actors.
-            torch.set_num_threads(max(1, int(settings.cpus_per_actor)))
-        self.tokenizer = AutoTokenizer.from_pretrained(model_name)
-        load: dict[str, Any] = {}
-        if settings.load_in_4bit:
-            from transformers import BitsAndBytesConfig
+        self.sampler = Sampler.load(
+            model_name,
+            gpus=settings.gpus_per_actor,
+            cpus=settings.cpus_per_actor,
+            load_in_4bit=settings.load_in_4bit,
+            max_prompt_tokens=settings.max_prompt_tokens,
+        )
+        # Called with how many requests of a batch were settled (sampled, or fallen back).
+        self.on_progress = on_progress
+        log.info("garbler ready: %s on %s", model_name, self.sampler.device)
 
-            load["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16 if use_gpu else torch.float32,
-            )
-            load["device_map"] = {"": self.device.index or 0} if use_gpu else "cpu"
-        elif use_gpu:
-            load["dtype"] = torch.bfloat16
-        self.model = AutoModelForCausalLM.from_pretrained(model_name, **load)
-        if not settings.load_in_4bit:
-            self.model.to(self.device)
-        self.model.eval()
-        self.pad_id = self.tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = self.tokenizer.eos_token_id
-        log.info("garbler ready: %s on %s", model_name, self.device)
+    # The sampler's parts, under the names callers used before it existed.
+    @property
+    def model(self) -> Any:
+        """The model sampled from (settable: evaluation swaps in a PeftModel around it)."""
+        return self.sampler.model
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        self.sampler.model = model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The base model's tokenizer."""
+        return self.sampler.tokenizer
+
+    @property
+    def device(self) -> Any:
+        """Where the model runs."""
+        return self.sampler.device
+
+    @property
+    def pad_id(self) -> int:
+        """The token left padding is made of."""
+        return self.sampler.pad_id
 
     def garble(self, batch: Sequence[GarbleRequest]) -> list[GarbleResult]:
         """Sample a rejected text for each request, redrawing bad samples with the next seed."""
@@ -140,7 +151,9 @@ class Garbler:
                     )
                 else:
                     still_pending.append(request)
+            self._progress(len(pending) - len(still_pending))
             pending = still_pending
+        self._progress(len(pending))
         for request in pending:
             seed = garble_seed(self.settings.seed, request.run_id, request.prompt_kind, -1)
             results[request.request_id] = GarbleResult(
@@ -154,93 +167,40 @@ class Garbler:
             )
         return [results[r.request_id] for r in batch]
 
+    def _progress(self, settled: int) -> None:
+        if settled and self.on_progress is not None:
+            self.on_progress(settled)
+
+    def new_token_budgets(self, chosen: Sequence[str]) -> list[int]:
+        """``new_token_budget`` of each text, tokenized in one call."""
+        if not chosen:
+            return []
+        encoded = self.tokenizer(list(chosen), add_special_tokens=False, verbose=False)
+        low, high = self.settings.min_new_tokens, self.settings.max_new_tokens
+        return [max(low, min(high, len(ids))) for ids in encoded["input_ids"]]
+
     def new_token_budget(self, chosen: str) -> int:
         """About as many tokens as the chosen text, within the configured floor and cap."""
-        length = len(self.tokenizer(chosen, add_special_tokens=False, verbose=False)["input_ids"])
-        return max(self.settings.min_new_tokens, min(self.settings.max_new_tokens, length))
+        return self.new_token_budgets([chosen])[0]
+
+    def render(self, request: GarbleRequest) -> str:
+        """The request's prompt as the model sees it: each message cut, then the chat template."""
+        limit = self.settings.max_prompt_chars_per_message
+        messages = [
+            {"role": m.role.value, "content": trim_message(m.content, limit)}
+            for m in request.prompt
+        ]
+        # Conformed to the template (merged turns, folded system) where it demands it.
+        return render_prompt(self.tokenizer, messages)
 
     def sample(
         self, requests: Sequence[GarbleRequest], seeds: Sequence[int]
     ) -> list[tuple[str, int]]:
         """One sample per request: (text, new tokens), each row driven by its own seed."""
-        import torch
-
-        limit = self.settings.max_prompt_chars_per_message
-        prompts = [
-            # Conformed to the template (merged turns, folded system) where it demands it.
-            render_prompt(
-                self.tokenizer,
-                [
-                    {"role": m.role.value, "content": trim_message(m.content, limit)}
-                    for m in r.prompt
-                ],
-            )
-            for r in requests
-        ]
-        encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
-        rows = [ids[-self.settings.max_prompt_tokens :] for ids in encoded]
-        budgets = [self.new_token_budget(r.chosen) for r in requests]
-        with torch.inference_mode():
-            tokens = self._generate(rows, budgets, seeds)
-        texts = []
-        for row, budget in zip(tokens, budgets, strict=True):
-            row = row[:budget]
-            if self.tokenizer.eos_token_id in row:
-                row = row[: row.index(self.tokenizer.eos_token_id)]
-            texts.append((self.tokenizer.decode(row, skip_special_tokens=True), len(row)))
-        return texts
-
-    def _generate(
-        self, rows: list[list[int]], budgets: list[int], seeds: Sequence[int]
-    ) -> list[list[int]]:
-        """Left-padded batched sampling with a KV cache and per-row inverse-CDF noise."""
-        import torch
-
-        batch, width, steps = len(rows), max(map(len, rows)), max(budgets)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        for i, ids in enumerate(rows):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention[i, width - len(ids) :] = 1
-        # One uniform per row and step, from that row's own generator.
-        uniforms = torch.stack(
-            [
-                torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
-                for s in seeds
-            ]
-        ).to(self.device)
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        limits = torch.tensor(budgets, device=self.device)
-        out = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=self.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        past: Any = None
-        current = input_ids
-        for step in range(steps):
-            output = self.model(
-                input_ids=current,
-                attention_mask=attention,
-                position_ids=positions,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = output.past_key_values
-            token = self._draw(output.logits[:, -1, :], uniforms[:, step])
-            token = torch.where(done, torch.full_like(token, self.pad_id), token)
-            out[:, step] = token
-            done |= (token == self.tokenizer.eos_token_id) | (step + 1 >= limits)
-            if bool(done.all()):
-                break
-            current = token[:, None]
-            attention = torch.cat([attention, torch.ones_like(current)], dim=-1)
-            positions = positions[:, -1:] + 1
-        return out.tolist()
-
-    def _draw(self, logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-        """Sample one token per row by inverting the CDF at that row's uniform."""
-        import torch
-
-        probs = torch.softmax(logits.double() / self.settings.temperature, dim=-1)
-        cdf = probs.cumsum(dim=-1)
-        target = (uniform * cdf[:, -1]).unsqueeze(-1)
-        return torch.searchsorted(cdf, target).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+        samples = self.sampler.sample(
+            [self.render(r) for r in requests],
+            seeds,
+            self.new_token_budgets([r.chosen for r in requests]),
+            self.settings.temperature,
+        )
+        return [(s.text, s.new_tokens) for s in samples]

@@ -111,6 +111,15 @@ class TestRedraws:
         ]
         assert result.seed == garbler.calls[-1][0]
 
+    def test_progress_counts_each_request_once_when_it_is_settled(self):
+        first, second = _request(), _request("f#1")
+        garbler = _ScriptedGarbler(GarbleSettings(max_redraws=1), ["fresh", "", ""])
+        settled: list[int] = []
+        garbler.on_progress = settled.append
+        results = garbler.garble([first, second])
+        assert [r.garble_method for r in results] == [GarbleMethod.MODEL, GarbleMethod.FALLBACK]
+        assert settled == [1, 1]  # the first after draw 0; the second at its fallback
+
     def test_fallback_after_the_last_draw(self):
         request = _request()
         garbler = _ScriptedGarbler(GarbleSettings(max_redraws=1), ["", ""])
@@ -121,7 +130,7 @@ class TestRedraws:
         assert result.rejected != request.chosen
 
 
-def _run():
+def _run(run_id="f#0"):
     from agir_retrain.tasks.records import (
         Attempt,
         FileSchema,
@@ -133,7 +142,7 @@ def _run():
 
     prompt = (Message(role=Role.USER, content="do it"),)
     return Run(
-        run_id="f#0", source="f.json", copy_index=0, file_schema=FileSchema.V4, model_name=None,
+        run_id=run_id, source="f.json", copy_index=0, file_schema=FileSchema.V4, model_name=None,
         strategy="s", conversation=prompt, strategy_turns=1, code_turns=1, env_getter_prompt=(),
         attempts=(Attempt(index=0, outcome=Outcome.SUCCESS, message="chosen text", code=None),),
         space_freed_raw=1.0, space_freed_bytes=1024.0, unit_convention=UnitConvention.KIB_NEW_MINUS_OLD,
@@ -141,8 +150,8 @@ def _run():
     )  # fmt: skip
 
 
-def _request():
-    return garble_requests(_run(), [(PromptKind.CODE, "chosen text")])[0]
+def _request(run_id="f#0"):
+    return garble_requests(_run(run_id), [(PromptKind.CODE, "chosen text")])[0]
 
 
 @pytest.mark.slow
@@ -239,3 +248,20 @@ class TestPoolSizing:
         )
         assert len(results) == 6
         assert len({r.rejected for r in results}) == 1  # one request, one seed: one text
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_pool_size_does_not_change_a_garbled_text(tiny_model, data_file, local_ray):
+    """The same batches on one actor and on two (other batches beside them) give the same texts."""
+    from agir_retrain.tasks.ray_pool import GarblerPool
+
+    requests = _requests(data_file)
+    settings = GarbleSettings(max_new_tokens=16, batch_size=3, cpus_per_actor=1)
+    by_pool = []
+    for actors in (1, 2):
+        with GarblerPool(tiny_model, settings, actors) as pool:
+            by_pool.append(pool.garble(plan_batches(requests, settings.batch_size)))
+    assert by_pool[0] == by_pool[1]
+    assert len(by_pool[0]) == len(requests)
+    assert all(r.garble_method is GarbleMethod.MODEL for r in by_pool[0])
