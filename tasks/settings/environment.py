@@ -1,21 +1,19 @@
 """Settings of the disk-cleanup environment: which sandbox, its limits, the episode clock.
 
 A section, not a command: ``evaluate`` and GRPO nest it. Frozen, unknown keys rejected, and
-``Field(description=...)`` is each setting's only help text, as in ``models.py``.
+``Field(description=...)`` is each setting's only help text, as in the other settings.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from agir_retrain.tasks.settings.base import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LimitsSettings(_Section):
+class LimitsSettings(Section):
     """What one program may use; exceeding a limit stops it and the episode says which."""
 
     wall_s: PositiveFloat = Field(
@@ -40,7 +38,7 @@ class LimitsSettings(_Section):
     )
 
 
-class RewardSettings(_Section):
+class RewardSettings(Section):
     """Weights of an episode's reward (GRPO): freed share minus penalties."""
 
     damage_penalty: float = Field(
@@ -53,7 +51,7 @@ class RewardSettings(_Section):
     )
 
 
-class EnvironmentSettings(_Section):
+class EnvironmentSettings(Section):
     """Where and how episodes run: the sandbox backend, its limits and the fixed clock."""
 
     backend: Literal["bwrap", "docker"] = Field(
