@@ -82,7 +82,8 @@ def build_model(plan: Plan, *, short: bool = False) -> dict[str, Any]:
     family = dims.pop("family")
     dims["num_hidden_layers"] = int(folder.name.rsplit("-", 1)[-1].removesuffix("l"))
     if (folder / "config.json").exists():
-        return {"folder": str(folder), "reused": True, **dims}
+        saved = json.loads((folder / "config.json").read_text())
+        return {"folder": str(folder), "reused": True, **{k: saved.get(k) for k in dims}}
     started = time.perf_counter()
     source = Path(plan.work) / "tokenizer-source"
     if not (source / "tokenizer.json").exists():
