@@ -105,6 +105,15 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _entries(folder: str) -> list[os.DirEntry]:
+    """A folder's entries by name (a real folder reached by two paths is listed under the
+    path met first, so the order must not depend on the filesystem's)."""
+    try:
+        return sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError:
+        return []  # unreadable folder: nothing of it can be listed
+
+
 def _walk(top: str) -> Iterator[str]:
     """Every non-folder entry below ``top``, following links to folders, each real folder once."""
     visited: set[str] = set()
@@ -115,15 +124,13 @@ def _walk(top: str) -> Iterator[str]:
         if real in visited:
             continue
         visited.add(real)
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue  # unreadable folder: nothing of it can be listed
-        for entry in entries:
+        subfolders = []
+        for entry in _entries(folder):
             if _is_dir(entry):
-                pending.append(entry.path)
+                subfolders.append(entry.path)
             else:
                 yield entry.path
+        pending.extend(reversed(subfolders))  # depth first, in name order
 
 
 def _glob(pattern: str) -> list[str]:
@@ -153,11 +160,7 @@ def _glob(pattern: str) -> list[str]:
                 matches.extend(_walk(folder))
                 return
             visit(folder, position + 1)  # ** matches no folder at all...
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            return
-        for entry in entries:
+        for entry in _entries(folder):
             if entry.name.startswith(".") and not part.startswith("."):
                 continue
             if part == "**":
@@ -234,7 +237,12 @@ def read_run_bytes(location: str, limit: int) -> tuple[bytes, int]:
     with open(descriptor, "rb", closefd=True) as handle:
         opened = os.fstat(handle.fileno())
         _require_regular(path, opened.st_mode)
-        return handle.read(limit + 1), opened.st_size
+        # read(n) allocates n bytes up front: ask for the file's size, not the limit.
+        want = min(limit, opened.st_size) + 1
+        data = handle.read(want)
+        if len(data) == want <= limit:  # the file grew since the stat: read on to the limit
+            data += handle.read(limit + 1 - want)
+        return data, opened.st_size
 
 
 _KINDS = (

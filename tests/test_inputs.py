@@ -101,6 +101,33 @@ class TestSizeLimit:
         assert result.size_bytes == 1 << 30
         assert peak < 1 << 20  # before: the whole GiB was read, then rejected
 
+    def test_a_small_file_costs_its_size_whatever_the_limit(self, data_file):
+        tracemalloc.start()
+        data, size = read_run_bytes(data_file("v4_kib.json"), 512 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(data) == size
+        assert peak < 4 * size  # read(limit + 1) would allocate the 512 MiB limit for every file
+
+    def test_a_file_that_grew_since_its_stat_is_read_to_the_limit(self, tmp_path):
+        path = tmp_path / "growing.json"
+        path.write_bytes(b"x" * 10)
+        real_fstat = os.fstat
+
+        def stale_fstat(descriptor):  # the size a stat taken before the last write saw
+            result = list(real_fstat(descriptor))
+            result[6] = 4  # st_size
+            return os.stat_result(result)
+
+        import agir_retrain.tasks.inputs as inputs
+
+        inputs.os.fstat, saved = stale_fstat, inputs.os.fstat
+        try:
+            data, _size = read_run_bytes(str(path), 7)
+        finally:
+            inputs.os.fstat = saved
+        assert data == b"x" * 8  # limit + 1: enough to tell the file is over the limit
+
 
 class TestBoundedWalks:
     @pytest.fixture
