@@ -171,3 +171,18 @@ def test_cpu_smoke_reports_every_part(tmp_path: Path) -> None:
     assert isinstance(kinds["sandbox"].get("runs"), bool) or kinds["sandbox"]["reason"]
     assert kinds["grpo"]["status"] in ("ok", "not_available", "not_wired"), kinds["grpo"]
     assert set(report["summary"]["parts"]) == set(parts)
+
+
+@pytest.mark.slow  # imports torch and transformers
+@pytest.mark.parametrize(("shape", "billions"), [("qwen2-7b", 7.6), ("llama-7b", 6.7)])
+def test_gpu_shapes_are_7b(check: ModuleType, shape: str, billions: float) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from benchmarks.gpu_check.common import SHAPES, model_config
+
+    layers = SHAPES[shape]["num_hidden_layers"]
+    config = model_config(shape, layers, vocab_at_least=1029, pad_id=0, eos_id=1)
+    with torch.device("meta"):  # real widths, no memory
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, abs=0.1)

@@ -70,17 +70,34 @@ def model_dir(plan: Plan, *, short: bool = False) -> Path:
     return Path(plan.work) / f"random-{plan.shape}-{layers}l"
 
 
+def model_config(shape: str, layers: int, *, vocab_at_least: int, pad_id: int, eos_id: int) -> Any:
+    """The transformers config of a shape, at ``layers`` layers, untied, 4096 positions."""
+    from transformers import AutoConfig
+
+    dims = dict(SHAPES[shape])
+    family = dims.pop("family")
+    dims |= {"num_hidden_layers": layers, "vocab_size": max(dims["vocab_size"], vocab_at_least)}
+    return AutoConfig.for_model(
+        family,
+        **dims,
+        max_position_embeddings=4096,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+
+
 def build_model(plan: Plan, *, short: bool = False) -> dict[str, Any]:
     """Save a randomly initialised model of the shape once (bf16), with the tiny tokenizer."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agir_retrain.tasks.synth.tiny_model import make_tiny_model
 
     folder = model_dir(plan, short=short)
-    dims = dict(SHAPES[plan.shape])
-    family = dims.pop("family")
-    dims["num_hidden_layers"] = int(folder.name.rsplit("-", 1)[-1].removesuffix("l"))
+    dims = {k: v for k, v in SHAPES[plan.shape].items() if k != "family"}
+    layers = int(folder.name.rsplit("-", 1)[-1].removesuffix("l"))
     if (folder / "config.json").exists():
         saved = json.loads((folder / "config.json").read_text())
         return {"folder": str(folder), "reused": True, **{k: saved.get(k) for k in dims}}
@@ -89,15 +106,12 @@ def build_model(plan: Plan, *, short: bool = False) -> dict[str, Any]:
     if not (source / "tokenizer.json").exists():
         make_tiny_model(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    dims["vocab_size"] = max(dims["vocab_size"], len(tokenizer))
-    config = AutoConfig.for_model(
-        family,
-        **dims,
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
+    config = model_config(
+        plan.shape,
+        layers,
+        vocab_at_least=len(tokenizer),
+        pad_id=tokenizer.pad_token_id,
+        eos_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     with torch.device("cuda" if cuda() else "cpu"):
@@ -115,7 +129,7 @@ def build_model(plan: Plan, *, short: bool = False) -> dict[str, Any]:
         "reused": False,
         "parameters": parameters,
         "build_s": round(time.perf_counter() - started, 1),
-        **dims,
+        **{k: getattr(config, k) for k in dims},
     }
 
 
