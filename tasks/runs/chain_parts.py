@@ -26,8 +26,9 @@ from agir_retrain.tasks.tables import ParquetSink, from_frame
 log = logging.getLogger(__name__)
 
 V5_RECORDS_FILE = "v5_records.parquet"
-# Records held in memory while forming chains: about this much parquet data, decoded.
-RANGE_BYTES = 64 << 20
+# Record data (arrow, uncompressed) formed into chains at a time; decoded into Python objects
+# it takes about 6x as much memory (measured: benchmarks/v5_ingest_throughput.py).
+RANGE_BYTES = 16 << 20
 _HASH_SPACE = 1 << 64
 
 
