@@ -354,7 +354,8 @@ def table_cells(report: EvalReport) -> tuple[list[list[str]], list[list[str]]]:
         "model",
         "tasks",
         "samples",
-        *(label.replace("pass@k", f"pass@{report.k}") for label in RATES.values()),
+        # pass@1 twice would read as a mistake: k = 1 is named as such.
+        *(label.replace("pass@k", _at_k(report.k)) for label in RATES.values()),
     ]
     diff_header = ["model - baseline", "tasks", *DIFFERENCES.values()]
     model_rows: dict[str, list[str]] = {}
@@ -367,6 +368,10 @@ def table_cells(report: EvalReport) -> tuple[list[list[str]], list[list[str]]]:
             key = (row.model, row.baseline)
             diff_rows.setdefault(key, [f"{row.model} - {row.baseline}"]).append(cell)
     return [model_header, *model_rows.values()], [diff_header, *diff_rows.values()]
+
+
+def _at_k(k: int) -> str:
+    return f"pass@{k}" if k > 1 else "pass@k (k=1)"
 
 
 def report_markdown(report: EvalReport) -> str:

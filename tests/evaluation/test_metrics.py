@@ -192,6 +192,9 @@ class TestRendering:
         assert models[2][1] == "4"
         assert models[2][models[0].index("pass@1")].startswith("0.375 [")
         assert differences[1][0] == "a - b"
+        single, _ = table_cells(compute_report(two_models(), k=1))
+        assert "pass@k (k=1)" in single[0]
+        assert single[0].count("pass@1") == 1
         markdown = report_markdown(report)
         assert "| a | 4 | 8 |" in markdown
         assert "a - b" in markdown
