@@ -38,12 +38,14 @@ def train(
     accelerate_config: Annotated[
         str | None, typer.Option(help=describe(TrainConfig, "launch.accelerate_config"))
     ] = None,
+    objective: Annotated[str | None, typer.Option(help=describe(TrainConfig, "objective"))] = None,
     reference: Annotated[str | None, typer.Option(help=describe(TrainConfig, "reference"))] = None,
     quantize: Annotated[bool | None, typer.Option(help=describe(TrainConfig, "quantize"))] = None,
     resume: Annotated[bool | None, typer.Option(help=describe(TrainConfig, "resume"))] = None,
     merge: Annotated[bool | None, typer.Option(help=describe(TrainConfig, "merge"))] = None,
     max_steps: Annotated[
-        int | None, typer.Option(help=describe(TrainConfig, "dpo.max_steps"))
+        int | None,
+        typer.Option(help="Optimizer steps of the chosen objective (its max_steps setting)."),
     ] = None,
     backend: Annotated[
         str | None, typer.Option(help=describe(TrainConfig, "submit.backend"))
@@ -51,7 +53,7 @@ def train(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Train a QLoRA DPO adapter here, in the GPU image on Docker, or on a Prefect GPU pool."""
+    """Train a QLoRA adapter (DPO, SFT, KTO or GRPO) here, in the GPU image on Docker, or on a Prefect GPU pool."""
     loaded = load_config(
         TrainConfig,
         config,
@@ -62,15 +64,20 @@ def train(
             out=out,
             launch__num_processes=processes,
             launch__accelerate_config=accelerate_config,
+            objective=objective,
             reference=reference,
             quantize=quantize,
             resume=resume,
             merge=merge,
-            dpo__max_steps=max_steps,
             submit__backend=backend,
         ),
     )
     settings = loaded.config
+    if max_steps is not None:  # the section of whichever objective the settings chose
+        section = getattr(settings, settings.objective)
+        settings = settings.model_copy(
+            update={settings.objective: section.model_copy(update={"max_steps": max_steps})}
+        )
     from agir_retrain.flows.train import submit  # the one place that decides where it runs
     from agir_retrain.tasks.io import join, read_bytes
 
@@ -171,7 +178,7 @@ def demo(
     ] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic corpus.")] = 0,
 ) -> None:
-    """The whole job on the embedded default: corpus, dataset, a short DPO run, archive.
+    """The whole job on the embedded default: corpus, dataset, a short DPO run, evaluation, archive.
 
     Makes the tiny local model and a synthetic corpus when none is given, then runs the
     retrain flow (Prefect's local API, local Ray, the local training backend).
@@ -201,6 +208,10 @@ def demo(
                     "save_steps": 10,
                 }
             },
+            # Base against the new adapter in the sandbox, on a few held-out runs. A tiny
+            # random model writes no program that runs: expect zeros, honestly reported.
+            "evaluate": True,
+            "evaluation": {"max_tasks": 8, "samples": 2, "max_new_tokens": 64},
         }
     )
     print_retrain(run_retrain(settings))

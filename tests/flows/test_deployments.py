@@ -121,14 +121,22 @@ def test_retrain_deployment_completes_and_its_archive_verifies(server, tiny_mode
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     report = json.loads((tmp_path / "out" / "dataset" / "report.json").read_text())
     assert report["runs_in"] == 40
-    keys = {artifact["key"] for artifact in _artifacts(env["PREFECT_API_URL"])}
+    artifacts = _artifacts(env["PREFECT_API_URL"])
+    keys = {artifact["key"] for artifact in artifacts}
     assert {
         "build-dataset-report",
         "training-metrics",
         "retrain-archive",
         "retrain-summary",
-        "training-loss",
+        "training-curves",
     } <= keys
+    # Every plot renders in the UI (served over http): inline PNGs, never file:// images.
+    for artifact in artifacts:
+        assert "file://" not in str(artifact.get("data")), artifact["key"]
+        assert artifact["type"] != "image", artifact["key"]
+    (curves,) = [a for a in artifacts if a["key"] == "training-curves"]
+    assert curves["type"] == "markdown"
+    assert curves["data"].count("](data:image/png;base64,iVBORw0KGgo") == 3  # loss, accuracy, margin
 
 
 def _artifacts(api: str) -> list[dict]:
