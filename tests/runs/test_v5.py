@@ -103,6 +103,14 @@ class TestReadRecord:
         assert record.record_type is V5RecordType.STRATEGY_LIST
         assert record.strategies == ("Remove rotated logs in /var/log", "Clear the apt cache")
 
+    def test_a_v4_file_named_like_v5_stays_v4(self, tmp_path, data_file):
+        renamed = tmp_path / f"{PREFIX}_strategy_code_2025-06-03-10-00-14.json"
+        shutil.copy(data_file("v4_kib.json"), renamed)
+        result = read_run_file(str(renamed))
+        assert result.v5_records == ()
+        assert result.runs
+        assert {run.file_schema for run in result.runs} == {FileSchema.V4}
+
     def test_code_from_the_reply_when_not_extracted(self, tmp_path):
         document = json.loads(
             (DATA / f"{PREFIX}_strategy_code_2025-06-03-10-00-14.json").read_text()
