@@ -24,12 +24,12 @@ from agir_retrain.tasks.dataset.build import (
     pending_garble_requests,
     save_garbled,
 )
-from agir_retrain.tasks.dataset.garble import Garbler, plan_batches
+from agir_retrain.tasks.dataset.garble import Garbler, issue_order, plan_batches
 from agir_retrain.tasks.environment.records import Completion, Episode
 from agir_retrain.tasks.errors import AgirError, ConfigError
 from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_group, sort_episodes
 from agir_retrain.tasks.evaluation.sampling import CompletionSampler, SampleRequest, SamplerSpec
-from agir_retrain.tasks.records import GarbleRequest, GarbleResult
+from agir_retrain.tasks.records import GarbleRequest, GarbleResult, PromptKind
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 from agir_retrain.tasks.settings.models import GarbleSettings
 
@@ -162,15 +162,19 @@ class GarblerPool:
         batches: Sequence[list[GarbleRequest]],
         on_batch_done: Callable[[int], None] | None = None,
     ) -> list[GarbleResult]:
-        """Garble batches across the actors; results come back in batch order."""
-        results: list[GarbleResult] = []
-        for batch_results in self._pool.map(
-            lambda actor, batch: actor.garble.remote(batch), batches
+        """Garble batches across the actors, longest first; results come back in batch order.
+
+        An actor takes the next batch as soon as it is free (``ActorPool.map`` held a free
+        actor until every batch before its own had come back).
+        """
+        by_request: dict[tuple[str, PromptKind], GarbleResult] = {}
+        for batch_results in self._pool.map_unordered(
+            lambda actor, index: actor.garble.remote(batches[index]), issue_order(batches)
         ):
-            results.extend(batch_results)
+            by_request.update({(r.run_id, r.prompt_kind): r for r in batch_results})
             if on_batch_done:
                 on_batch_done(len(batch_results))
-        return results
+        return [by_request[(q.run_id, q.prompt_kind)] for batch in batches for q in batch]
 
     def close(self) -> None:
         """Stop the actors."""

@@ -59,6 +59,17 @@ def plan_batches(requests: Sequence[GarbleRequest], batch_size: int) -> list[lis
     return [list(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size)]
 
 
+def issue_order(batches: Sequence[Sequence[GarbleRequest]]) -> list[int]:
+    """The order to hand batches to a pool in: the longest chosen texts (most steps) first.
+
+    Longest first keeps a long batch from running alone at the end while the other
+    actors wait; which batch runs where changes no text, since each request has its seed.
+    """
+    return sorted(
+        range(len(batches)), key=lambda i: (-max((len(r.chosen) for r in batches[i]), default=0), i)
+    )
+
+
 def corrupt(text: str, seed: int) -> str:
     """A model-free garble: the chosen text's words (or characters) shuffled; never equal to it."""
     rng = random.Random(seed)

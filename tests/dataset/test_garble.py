@@ -9,6 +9,7 @@ from agir_retrain.tasks.dataset.garble import (
     corrupt,
     garble_requests,
     garble_seed,
+    issue_order,
     plan_batches,
     trim_message,
 )
@@ -62,6 +63,14 @@ class TestPlanning:
             sum(len(m.content) for m in r.prompt) + len(r.chosen) for b in batches for r in b
         ]
         assert lengths == sorted(lengths)
+
+    def test_batches_are_issued_longest_first(self, data_file):
+        batches = plan_batches(_requests(data_file), 2)
+        order = issue_order(batches)
+        assert sorted(order) == list(range(len(batches)))
+        longest = [max(len(r.chosen) for r in batches[i]) for i in order]
+        assert longest == sorted(longest, reverse=True)
+        assert issue_order([]) == []
 
     def test_trim_keeps_both_ends(self):
         text = "a" * 50 + "b" * 50
@@ -263,5 +272,6 @@ def test_pool_size_does_not_change_a_garbled_text(tiny_model, data_file, local_r
         with GarblerPool(tiny_model, settings, actors) as pool:
             by_pool.append(pool.garble(plan_batches(requests, settings.batch_size)))
     assert by_pool[0] == by_pool[1]
-    assert len(by_pool[0]) == len(requests)
+    in_batch_order = [(r.run_id, r.prompt_kind) for b in plan_batches(requests, 3) for r in b]
+    assert [(r.run_id, r.prompt_kind) for r in by_pool[0]] == in_batch_order
     assert all(r.garble_method is GarbleMethod.MODEL for r in by_pool[0])
