@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from agir_retrain.tasks.settings.base import Section
+from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
 
 class LoraSettings(Section):
@@ -75,6 +76,125 @@ class DpoSettings(Section):
                 f"loss types {self.loss_types}: give one weight per loss type, or none"
             )
         return self
+
+
+class ScheduleSettings(Section):
+    """The optimisation schedule every objective other than DPO shares (TRL's TrainingArguments)."""
+
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (LoRA parameters).")
+    epochs: float = Field(
+        1.0, gt=0, description="Passes over the training rows (ignored when max_steps is set)."
+    )
+    max_steps: PositiveInt | None = Field(
+        None, description="Optimizer steps; None trains for `epochs`."
+    )
+    batch_size: PositiveInt = Field(1, description="Rows per device per step.")
+    gradient_accumulation: PositiveInt = Field(
+        8, description="Steps accumulated per optimizer update."
+    )
+    max_length: PositiveInt = Field(
+        2048,
+        description="Tokens per row (prompt + completion); over-long prompts are shortened, rows "
+        "that still do not fit are dropped and counted.",
+    )
+    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
+    seed: int = Field(42, description="Seed of initialisation, shuffling, sampling and dropout.")
+    logging_steps: PositiveInt = Field(1, description="Log metrics every this many steps.")
+    eval_steps: PositiveInt | None = Field(
+        None, description="Evaluate every this many steps; None evaluates at the end only."
+    )
+    save_steps: PositiveInt = Field(50, description="Write a checkpoint every this many steps.")
+    save_total_limit: PositiveInt = Field(2, description="Checkpoints kept (the oldest go first).")
+
+
+class SftSettings(ScheduleSettings):
+    """Supervised fine-tuning on the successful records (TRL's SFTTrainer, loss on completions)."""
+
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (LoRA parameters).")
+    rehearsal_file: str | None = Field(
+        None,
+        description="A general chat JSONL ({messages: [...]} or {prompt, completion} rows) whose "
+        "rows are mixed into the training rows so general skills are not forgotten; None: none.",
+    )
+    rehearsal_share: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="Rehearsal rows per training row (0.1 = 500 general rows into 5,000); "
+        "capped by the rows the file has; drawn and placed deterministically from `seed`.",
+    )
+
+
+class KtoSettings(ScheduleSettings):
+    """KTO on the labelled completions of kto/train.jsonl (TRL's KTOTrainer)."""
+
+    batch_size: PositiveInt = Field(
+        4,
+        ge=2,
+        description="Rows per device per step; KTO estimates its KL term from mismatched "
+        "pairs within a batch, so at least 2.",
+    )
+    gradient_accumulation: PositiveInt = Field(
+        2, description="Steps accumulated per optimizer update."
+    )
+    beta: float = Field(
+        0.1, gt=0, description="KTO beta: how far the policy may move from the reference."
+    )
+    desirable_weight: float | None = Field(
+        None,
+        gt=0,
+        description="Weight of the desirable rows' loss; None balances it for the actual counts "
+        "as TRL advises (desirable_weight * n_desirable within 1:1 to 4:3 of "
+        "undesirable_weight * n_undesirable).",
+    )
+    undesirable_weight: float = Field(
+        1.0, gt=0, description="Weight of the undesirable rows' loss."
+    )
+
+
+class GrpoSettings(ScheduleSettings):
+    """GRPO with an execution reward: each completion's program runs in the environment."""
+
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (LoRA parameters).")
+    batch_size: PositiveInt = Field(
+        1, description="Prompts per device per optimizer step (each sampled num_generations times)."
+    )
+    gradient_accumulation: PositiveInt = Field(
+        1, description="Prompt batches accumulated per optimizer update."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    num_generations: PositiveInt = Field(
+        8,
+        ge=2,
+        description="Completions sampled per prompt (the group whose rewards are compared).",
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    beta: float = Field(
+        0.04, ge=0, description="KL coefficient against the base (the adapter disabled); 0: none."
+    )
+    max_prompt_length: PositiveInt = Field(
+        1536, description="Tokens per prompt; longer prompts are shortened in their middle."
+    )
+    max_completion_length: PositiveInt = Field(
+        512, description="Most tokens sampled per completion."
+    )
+    scenarios: list[str] = Field(
+        default_factory=lambda: ["debian-like"],
+        min_length=1,
+        description="Scenarios (profile names or files) dealt round-robin over the prompts sorted by id.",
+    )
+    workers: PositiveInt = Field(
+        2,
+        description="Local processes running one step's episodes (Ray runs them when `ray` is set).",
+    )
+    ray: bool = Field(
+        False,
+        description="Run each step's episodes as Ray tasks on the cluster `ray.init()` finds.",
+    )
+    environment: EnvironmentSettings = Field(
+        default_factory=EnvironmentSettings,
+        description="The sandbox the episodes run in, and the reward weights (environment.reward).",
+    )
 
 
 class LaunchSettings(Section):
@@ -206,7 +326,16 @@ class TrainConfig(Section):
         False, description="Allow a model's own code from its repository to run; off unless asked."
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA.")
+    objective: Literal["dpo", "sft", "kto", "grpo"] = Field(
+        "dpo",
+        description="What the adapter learns from: dpo (chosen/rejected pairs of dpo/), sft (the "
+        "successful records of sft/), kto (the labelled completions of kto/) or grpo (the code "
+        "prompts, rewarded by running each sampled program in the environment).",
+    )
     dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO.")
+    sft: SftSettings = Field(default_factory=SftSettings, description="SFT.")
+    kto: KtoSettings = Field(default_factory=KtoSettings, description="KTO.")
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="GRPO.")
     launch: LaunchSettings = Field(default_factory=LaunchSettings, description="Launch.")
     submit: SubmitSettings = Field(
         default_factory=SubmitSettings,

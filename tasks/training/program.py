@@ -19,6 +19,7 @@ model card in ``out``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,18 @@ class TrainResult:
     metrics: TrainingMetrics
 
 
+OBJECTIVES = ("dpo", "sft", "kto", "grpo")
+
+
+def objective_module(name: str) -> Any:
+    """The module holding what objective ``name`` does its own way (``training/<name>.py``)."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"objective={name!r}: choose one of {', '.join(OBJECTIVES)}")
+    return importlib.import_module(f"agir_retrain.tasks.training.{name}")
+
+
 def main(config: TrainConfig) -> TrainResult:
-    """Train a DPO adapter on the configured base model and dataset; see the module docstring."""
+    """Train an adapter with the configured objective; see the module docstring."""
     return run(prepare(config))
 
 
@@ -108,15 +119,17 @@ def prepare(config: TrainConfig) -> Prepared:
     )  # fmt: skip
     base = resolve_model(config.base_model)
     tokenizer = load_tokenizer(base, trust_remote_code=config.trust_remote_code)
-    fitted = fit_data(rows, tokenizer, config.dpo.max_length)
+    objective = objective_module(config.objective)
+    max_length = config.dpo.max_length if objective is dpo else objective.max_length(config)
+    fitted = fit_data(rows, tokenizer, max_length)
     model, checkpointing = load_policy(
         base,
         quantize=config.quantize,
-        gradient_checkpointing=config.dpo.gradient_checkpointing,
+        gradient_checkpointing=getattr(config, config.objective).gradient_checkpointing,
         trust_remote_code=config.trust_remote_code,
     )
     targets = config.lora.target_modules or lora_targets(model)
-    trainer = dpo.build_trainer(
+    trainer = objective.build_trainer(
         config,
         base=base,
         model=model,
@@ -154,6 +167,9 @@ def start_process_group() -> Any:
 
 def check_data(config: TrainConfig) -> Rows:
     """Find and check every training and eval row (no tokenizer or model needed)."""
+    if config.objective != "dpo":
+        files, train, evaluation = objective_module(config.objective).load_data(config)
+        return Rows(files=files, train=train, eval=evaluation)
     files = locate(config.dataset, config.eval_dataset)
     train = load_rows(files.train)
     evaluation = load_rows(files.eval, allow_empty=True) if files.eval else []
@@ -176,9 +192,14 @@ def fit_data(rows: Rows, tokenizer: Any, max_length: int) -> FittedRows:
     """
     from agir_retrain.tasks.chat import template_traits
     from agir_retrain.tasks.errors import DatasetError
+    from agir_retrain.tasks.training.completions import as_pairs, from_pairs, is_pair_rows
 
     chat = ChatSummary()
     train, evaluation = rows.train, rows.eval
+    # Completion (SFT, KTO) and prompt-only (GRPO) rows are fitted through a pair view.
+    paired = is_pair_rows(train)
+    if not paired:
+        train, evaluation = as_pairs(train), as_pairs(evaluation)
     if any(row_format(row) == "conversational" for row in train + evaluation):
         traits = template_traits(tokenizer)
         train, train_counts = conform_rows(train, traits)
@@ -198,6 +219,8 @@ def fit_data(rows: Rows, tokenizer: Any, max_length: int) -> FittedRows:
             f"{rows.files.train}: no row fits max_length={max_length} tokens "
             f"({train_fit.rows_dropped} dropped, e.g. {train_fit.dropped_examples}); raise max_length"
         )
+    if not paired:
+        train, evaluation = from_pairs(train), from_pairs(evaluation)
     return FittedRows(
         train=train, eval=evaluation, train_fit=train_fit, eval_fit=eval_fit, chat=chat
     )
@@ -224,13 +247,14 @@ def run(prepared: Prepared) -> TrainResult:
     if config.resume and resume_from is None:
         log.info("no checkpoint in %s: starting from scratch", config.out, main_process_only=True)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
-    evaluation, history = evaluate_splits(trainer, prepared.fitted.eval, dpo.to_dataset)
+    objective = objective_module(config.objective)
+    evaluation, history = evaluate_splits(trainer, prepared.fitted.eval, objective.to_dataset)
 
     save_adapter(trainer, config.out)
     metrics = TrainingMetrics(
-        objective=dpo.NAME,
+        objective=objective.NAME,
         base_model=prepared.base_model,
-        reference=config.reference,
+        reference=config.reference if objective is dpo else objective.reference(config),
         quantized=config.quantize,
         world_size=trainer.args.world_size,
         resumed_from_checkpoint=resume_from,
@@ -246,7 +270,7 @@ def run(prepared: Prepared) -> TrainResult:
         log_history=history,
     )
     if trainer.is_world_process_zero():
-        write_outputs(config=config, metrics=metrics, curves=dpo.CURVES, out=Path(config.out))
+        write_outputs(config=config, metrics=metrics, curves=objective.CURVES, out=Path(config.out))
         if config.merge:
             merge_adapter(
                 prepared.base_model,
@@ -364,6 +388,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-dataset", help="eval JSONL file")
     parser.add_argument("--base-model", help="base model: local folder, hub id or builtin:tiny")
     parser.add_argument("--out", help="output folder")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="dpo (default), sft, kto or grpo")
     parser.add_argument(
         "--set",
         action="append",
@@ -382,6 +407,7 @@ def parse(argv: list[str]) -> TrainConfig:
         "eval_dataset": args.eval_dataset,
         "base_model": args.base_model,
         "out": args.out,
+        "objective": args.objective,
     }
     try:
         flags |= parse_set_pairs(args.set)
