@@ -23,7 +23,7 @@ import polars as pl
 
 from agir_retrain.tasks.dataset.export import ExportReport, export_dataset
 from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
-from agir_retrain.tasks.io import join, output_set, sha256_file
+from agir_retrain.tasks.io import atomic_output, join, output_set, sha256_file
 from agir_retrain.tasks.records import (
     GARBLE_RESULT_SCHEMA,
     GarbleMethod,
@@ -205,12 +205,11 @@ def save_garbled(results: Sequence[GarbleResult], owner: dict[str, str], key: st
     for result in results:
         by_shard.setdefault(owner[f"{result.run_id}/{result.prompt_kind.value}"], []).append(result)
     for directory, rows in by_shard.items():
-        path = Path(_garbled_path(directory, key))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with ParquetSink(staged, GarbleResult) as sink:
+        with (
+            atomic_output(_garbled_path(directory, key)) as staged,
+            ParquetSink(staged, GarbleResult) as sink,
+        ):
             sink.extend(rows)
-        os.replace(staged, path)
 
 
 def _garbled(manifests: Sequence[ShardManifest], key: str) -> pl.DataFrame:
