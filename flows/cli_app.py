@@ -71,7 +71,11 @@ def friendly_errors(command: F) -> F:
         except Exception as error:
             log.debug("traceback of the failure", exc_info=True)
             cause = root_cause(error)
-            fail(cause, status=2 if isinstance(cause, AgirError | OSError) else 1, kind=True)
+            status = 2 if isinstance(cause, AgirError | OSError) else 1
+            console.print(
+                f"[red]error:[/red] {printable(summary(cause))}", soft_wrap=True, highlight=False
+            )
+            raise typer.Exit(status) from error
 
     return wrapper  # type: ignore[return-value]
 
@@ -88,10 +92,24 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def fail(error: BaseException, *, status: int = 2, kind: bool = False) -> NoReturn:
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def summary(error: BaseException) -> str:
+    """One line for a failure: ``Type: message``, or the last line of a wrapped traceback.
+
+    Ray's errors carry the remote traceback in their message, which ends with the
+    exception raised there (``OSError: ...``); that line is the cause a person needs.
+    """
+    lines = [line for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines[-1].strip()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def fail(error: BaseException, *, status: int = 2) -> NoReturn:
     """Print an error as the last line (escaped: names may hold markup or control codes)."""
-    text = f"{type(error).__name__}: {error}" if kind else str(error)
-    console.print(f"[red]error:[/red] {printable(text)}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {printable(str(error))}", soft_wrap=True)
     raise typer.Exit(status) from error
 
 
