@@ -333,3 +333,87 @@ def test_adapter_moves_and_the_loss_falls_on_a_fixed_batch(
     assert (out / "adapter_model.safetensors").is_file()
     assert read_metrics(out).objective == objective
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+PROGRAM = "```python\nimport os\nos.remove('/var/cache/apt/archives/foo.deb')\n```"
+
+
+def _fit_fully(base: str, rows: list[dict], out: Path, steps: int) -> None:
+    """Fit every weight of the tiny model to the rows (Adam, high rate), so its samples can run.
+
+    A random tiny model writes no program that runs: every reward of a group would be
+    equal and GRPO would learn nothing. After this, sampled programs sometimes run and
+    sometimes not, so rewards differ within a group.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    texts = [
+        tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 1.0  # it learnt the program, mostly
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+@pytest.mark.slow
+def test_grpo_steps_run_the_sandbox_and_rewards_differ_within_a_group(
+    sandbox_settings, tiny_model, tmp_path
+):
+    from agir_retrain.tasks.environment.scenario import scenario_to_json
+    from agir_retrain.tasks.training.program import prepare, run
+
+    scenario = tmp_path / "small.json"
+    scenario.write_bytes(scenario_to_json(_scenario()))
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Free space on the disk, task {i}."}],
+            "completion": [{"role": "assistant", "content": PROGRAM}],
+            "prompt_kind": "code",
+            "run_id": f"r{i}",
+        }
+        for i in range(4)
+    ]
+    write_rows(tmp_path / "data" / "sft" / "train.jsonl", rows)
+    _fit_fully(tiny_model, rows, tmp_path / "fitted", steps=60)
+    prompts, generations, steps = 1, 4, 2
+    config = TrainConfig(
+        dataset=str(tmp_path / "data"),
+        base_model=str(tmp_path / "fitted"),
+        out=str(tmp_path / "grpo"),
+        objective="grpo",
+        quantize=False,
+        grpo={
+            "max_steps": steps, "batch_size": prompts, "gradient_accumulation": 1,
+            "num_generations": generations, "max_completion_length": 40, "max_prompt_length": 64,
+            "learning_rate": 1e-3, "scenarios": [str(scenario)], "workers": 2, "save_steps": 1000,
+            "environment": sandbox_settings.model_dump(),
+        },
+    )  # fmt: skip
+    prepared = prepare(config)
+    reward = prepared.trainer.reward_funcs[0]
+    model = prepared.trainer.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    result = run(prepared)
+
+    assert reward.episodes == prompts * generations * steps  # every completion ran in the sandbox
+    spreads = [step["episodes/reward_spread"] for step in reward.steps]
+    assert len(spreads) == steps
+    assert max(spreads) > 0  # rewards differ within a group: there is something to learn
+    assert reward.ran > 0  # some sampled programs ran
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_" in n)
+    logged = [row for row in result.metrics.log_history if "episodes/run" in row]
+    assert [row["episodes/run"] for row in logged] == [4.0, 8.0]
+    assert all("episodes/ran_share" in row and "reward_std" in row for row in logged)
+    assert (tmp_path / "grpo" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "grpo" / "reward.png").is_file()
