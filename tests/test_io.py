@@ -149,14 +149,12 @@ def _wait_for(condition, seconds: float) -> bool:
     return False
 
 
-def test_output_set_for_a_url_uploads_every_file():
+def test_output_set_for_a_url_uploads_every_file(tmp_path):
     import fsspec
 
-    fs = fsspec.filesystem("memory")
-    with output_set("memory://bucket/out") as staged:
+    fs = fsspec.filesystem("memory")  # one store for the whole session: a folder of our own
+    root = f"/{tmp_path.name}/out"
+    with output_set(f"memory://{root}") as staged:
         Path(staged, "report.json").write_text("{}")
         Path(staged, "a.parquet").write_text("a")
-    assert sorted(fs.ls("/bucket/out", detail=False)) == [
-        "/bucket/out/a.parquet",
-        "/bucket/out/report.json",
-    ]
+    assert sorted(fs.ls(root, detail=False)) == [f"{root}/a.parquet", f"{root}/report.json"]
