@@ -25,19 +25,14 @@ stderr = Console(stderr=True)
 
 
 def print_train_summary(metrics: dict[str, Any], out: str) -> None:
-    """Print trainable parameters, steps, loss and evaluation by provenance."""
+    """Print the run's summary rows (parameters, steps, loss, evaluation) for any objective."""
+    from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_rows
+
     table = Table(title=f"train -> {out}", show_header=True)
     table.add_column("what")
     table.add_column("value", justify="right")
-    params, train_metrics = metrics["parameters"], metrics["train"]
-    table.add_row("trainable / total parameters", f"{params['trainable']:,} / {params['total']:,}")
-    table.add_row("steps", str(train_metrics["global_step"]))
-    table.add_row("train loss", f"{train_metrics.get('train_loss', float('nan')):.4f}")
-    for split, values in metrics.get("evaluation", {}).items():
-        table.add_row(
-            f"eval {split}: reward accuracy / margin",
-            f"{values['rewards/accuracies']:.3f} / {values['rewards/margins']:.4f}",
-        )
+    for what, value in metrics_rows(TrainingMetrics.from_json(metrics)):
+        table.add_row(what, value)
     Console().print(table)
 
 

@@ -135,6 +135,9 @@ def metrics_markdown(metrics: dict[str, Any], out: str) -> str:
         f"| train rows in / shortened / dropped | {data['train']['rows_in']} / {data['train']['rows_trimmed']} / {data['train']['rows_dropped']} |",
     ]
     for split, values in metrics.get("evaluation", {}).items():
+        if "rewards/accuracies" not in values:  # SFT, KTO: no pairwise accuracy
+            lines.append(f"| eval {split}: loss | {values.get('loss') or float('nan'):.4f} |")
+            continue
         lines.append(
             f"| eval {split}: reward accuracy / margin | {values['rewards/accuracies']:.3f} / {values['rewards/margins']:.4f} |"
         )

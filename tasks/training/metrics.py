@@ -23,6 +23,8 @@ HEADLINE_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("rewards/accuracies", "reward accuracy", ".3f"),
         ("rewards/margins", "reward margin", ".4f"),
     ),
+    "sft": (("mean_token_accuracy", "token accuracy", ".3f"),),
+    "kto": (("rewards/margins", "reward margin", ".4f"),),
 }
 
 
