@@ -101,7 +101,7 @@ def optional_number(
 
 
 def require_finite_bytes(
-    source: str, space_freed_bytes: float, raw: float | None, where: str, run_id: str
+    source: str, space_freed_bytes: float, raw: float | None, where: str, run_id: str | None
 ) -> float:
     """Return a figure normalised to bytes if it is finite (``1e308`` KiB is not).
 

@@ -18,10 +18,17 @@ from agir_retrain.tasks.records import (
     Outcome,
     QuarantineReason,
     Role,
+    UnitConvention,
     V5Record,
     V5RecordType,
 )
-from agir_retrain.tasks.runs.fields import ReadLimits, json_type, optional_number
+from agir_retrain.tasks.runs.fields import (
+    ReadLimits,
+    json_type,
+    optional_number,
+    require_finite_bytes,
+)
+from agir_retrain.tasks.runs.scoring import normalise_space_freed
 from agir_retrain.tasks.runs.text import extract_code
 
 COMMON_KEYS = ("run_id", "version", "prompt", "raw_response", "current_attempt", "max_attempts")
@@ -156,6 +163,14 @@ def read_v5_record(source: str, document: dict[str, Any], limits: ReadLimits) ->
             strategy = field.string("strategy")
             chain_hash = field.string("strategies_hash")
             space = optional_number(source, document, "this_code_space_change_kb", where)
+            if space is not None:  # finite in KiB is not always finite in bytes (1e308 KiB)
+                require_finite_bytes(
+                    source,
+                    normalise_space_freed(space, UnitConvention.KIB_FREED_V5),
+                    space,
+                    where,
+                    run_id=None,  # a v5 file is one record: the file is quarantined
+                )
         outcome = _code_outcome(source, document, where, kind, space)
     return V5Record(
         group_hash=group_hash(version, agent_run_id),

@@ -121,6 +121,22 @@ class TestReadRecord:
         (record,) = read_run_file(str(path)).v5_records
         assert record.code == "import os\nos.remove('/var/log/syslog.1')\n"
 
+    @pytest.mark.parametrize("space_kb", [1e308, 10**400])
+    def test_space_past_float_range_once_in_bytes_is_quarantined(self, tmp_path, space_kb):
+        document = json.loads(
+            (DATA / f"{PREFIX}_strategy_code_2025-06-03-10-00-14.json").read_text()
+        )
+        # 1e308 KiB is a finite float but infinite bytes; 10**400 is no float at all.
+        path = tmp_path / "x.json"
+        path.write_text(
+            json.dumps(document, indent=4).replace(
+                '"this_code_space_change_kb": 2048.0', f'"this_code_space_change_kb": {space_kb}'
+            )
+        )
+        result = read_run_file(str(path))
+        assert result.v5_records == ()
+        assert [q.reason for q in result.quarantined] == [QuarantineReason.NON_FINITE_NUMBER]
+
     @pytest.mark.parametrize(
         ("name", "reason"),
         [
