@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.run_ids import content_digest, make_run_id
 from agir_retrain.tasks.synth import text
+from agir_retrain.tasks.synth.truth import corpus_totals, file_truth
 
 FAILS_NOT_RUN = ("ast_fail", "compile_fail", "container_fail")
 FAILS = (*FAILS_NOT_RUN, "deletion_fail")
@@ -357,7 +357,7 @@ def write_corpus(out: Path, *, runs: int, seed: int, env_kib: int = 8) -> Corpus
         name = f"full_agent_data_{clock[era]:%Y_%m_%d_%H_%M_%S}.json"
         data = json.dumps(_build_file(rng, era, plans, env_chars), indent=2).encode()
         total_bytes += _write(corpus / name, data)
-        files.append(_file_truth(name, None, plans, data))
+        files.append(file_truth(name, None, plans, data))
         planned += count
     for quirk in FILE_QUIRKS if runs >= 20 else ():
         clock["v4_kib"] += timedelta(seconds=rng.randint(60, 7200))
@@ -373,7 +373,7 @@ def write_corpus(out: Path, *, runs: int, seed: int, env_kib: int = 8) -> Corpus
     total_bytes += _write(corpus / name, json.dumps(empty, indent=2).encode())
     files.append({"name": name, "quarantine": None, "runs": []})
     files.sort(key=lambda f: f["name"])
-    truth = {"seed": seed, "runs": runs, "files": files, "totals": _totals(files)}
+    truth = {"seed": seed, "runs": runs, "files": files, "totals": corpus_totals(files)}
     (out / "ground_truth.json").write_text(json.dumps(truth, indent=2))
     return CorpusTruth(files=len(files), runs=truth["totals"]["runs_in"], bytes=total_bytes)
 
@@ -381,27 +381,6 @@ def write_corpus(out: Path, *, runs: int, seed: int, env_kib: int = 8) -> Corpus
 def _write(path: Path, data: bytes) -> int:
     path.write_bytes(data)
     return len(data)
-
-
-def _file_truth(
-    name: str, quarantine: str | None, plans: list[RunPlan], data: bytes
-) -> dict[str, Any]:
-    stem, digest = name.removesuffix(".json"), content_digest(data)
-    return {
-        "name": name,
-        "quarantine": quarantine,
-        "runs": [
-            {
-                "run_id": make_run_id(stem, i, digest),
-                "quarantine": plan.quirk,
-                "class": None if plan.quirk else plan.run_class,
-                "reason": None if plan.quirk else plan.reason,
-                "pairs": {} if plan.quirk else dict(plan.pairs),
-                "skipped_identical": 0 if plan.quirk else plan.skipped_identical,
-            }
-            for i, plan in enumerate(plans)
-        ],
-    }
 
 
 def _quirk_file(
@@ -453,28 +432,3 @@ def _quirk_file(
     return f"d8c344-main-0_{record['run_id']}_strategy_code_{when:%Y-%m-%d-%H-%M-%S}.json", (
         json.dumps(record, indent=4).encode()
     )
-
-
-def _totals(files: list[dict[str, Any]]) -> dict[str, Any]:
-    runs = [run for f in files for run in f["runs"]]
-    by_class = Counter(
-        dict.fromkeys(("no_runnable", "never_freed", "mixed", "first_try", "inconsistent"), 0)
-    )
-    by_class.update(run["class"] for run in runs if run["class"])
-    pairs: Counter[str] = Counter()
-    for run in runs:
-        pairs.update(run["pairs"])
-    quarantine = Counter(f["quarantine"] for f in files if f["quarantine"])
-    quarantine.update(run["quarantine"] for run in runs if run["quarantine"])
-    read = [f for f in files if not f["quarantine"]]
-    return {
-        "files_in": len(files),
-        "files_read": len(read),
-        "files_quarantined": len(files) - len(read),
-        "runs_in": len(runs),
-        "runs_quarantined": sum(1 for run in runs if run["quarantine"]),
-        "runs_by_class": dict(sorted(by_class.items())),
-        "pairs_by_rule": dict(sorted(pairs.items())),
-        "pairs_skipped_identical": sum(run["skipped_identical"] for run in runs),
-        "quarantine_reasons": dict(sorted(quarantine.items())),
-    }
