@@ -1,0 +1,74 @@
+"""Settings of `agir-retrain compare`: train each objective on one dataset, judge them alike."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from agir_retrain.tasks.settings.base import Section
+from agir_retrain.tasks.settings.evaluation import EvaluateConfig
+from agir_retrain.tasks.settings.train import TrainConfig
+
+
+class CompareConfig(Section):
+    """One dataset, one base model: an adapter per objective, all evaluated on the same tasks."""
+
+    dataset: str = Field(
+        "dataset", description="A folder the dataset flow wrote (dpo/, sft/, kto/, runs.parquet)."
+    )
+    base_model: str = Field(
+        "builtin:tiny", description="Base model: a local folder, a hub id, or builtin:tiny."
+    )
+    out: str = Field(
+        "compare",
+        description="Output folder: <objective>/ (each adapter), eval/ (the evaluation), "
+        "compare.json, compare.md, compare.png.",
+    )
+    objectives: list[Literal["dpo", "sft", "kto", "grpo"]] = Field(
+        default_factory=lambda: ["dpo", "sft", "kto", "grpo"],
+        min_length=1,
+        description="The objectives to train and compare, in the table's order.",
+    )
+    max_steps: PositiveInt | None = Field(
+        None, description="Optimizer steps of every objective; None keeps each section's own."
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Training settings shared by the objectives (their dataset, base_model, "
+        "objective and out are set by the comparison).",
+    )
+    evaluate: EvaluateConfig = Field(
+        default_factory=EvaluateConfig,
+        description="Evaluation settings (its dataset, base_model, adapters and out are set by "
+        "the comparison).",
+    )
+
+    def train_config(self, objective: str) -> TrainConfig:
+        """The training settings of one objective."""
+        section = getattr(self.train, objective)
+        if self.max_steps is not None:
+            section = section.model_copy(update={"max_steps": self.max_steps})
+        return self.train.model_copy(
+            update={
+                "dataset": self.dataset,
+                "base_model": self.base_model,
+                "objective": objective,
+                "out": f"{self.out.rstrip('/')}/{objective}",
+                "eval_dataset": None,
+                objective: section,
+            }
+        )
+
+    def evaluate_config(self, adapters: dict[str, str]) -> EvaluateConfig:
+        """The evaluation settings: base and every adapter on the dataset's held-out tasks."""
+        return self.evaluate.model_copy(
+            update={
+                "dataset": self.dataset,
+                "tasks": None,
+                "completions": None,
+                "base_model": self.base_model,
+                "adapters": [f"{label}={path}" for label, path in adapters.items()],
+                "out": f"{self.out.rstrip('/')}/eval",
+            }
+        )
