@@ -2,7 +2,8 @@
 
 Each result that crosses stages (the ingest and build reports, training metrics, the
 evaluation) yields its rows once; the terminal tables, the Prefect markdown artifacts and
-the model card all draw those same rows.
+the model card all draw those same rows. Plots travel inline, as ``data:`` URIs: the
+Prefect UI is served over http and shows a ``file://`` image as broken.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 Row = tuple[str, str]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def markdown_table(rows: Iterable[Row], *, headers: tuple[str, str] = ("what", "value")) -> str:
     """Render rows as a two-column markdown table (pipes in cells escaped)."""
-    lines = [f"| {headers[0]} | {headers[1]} |", "|---|---:|"]
+    lines = [f"| {headers[0]} | {headers[1]} |", "|---|---|"]
     lines += [f"| {_cell(what)} | {_cell(value)} |" for what, value in rows]
     return "\n".join(lines)
 
@@ -25,12 +27,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def png_data_uri(png: bytes | Path) -> str:
-    """A PNG as a ``data:image/png;base64,...`` URI: renders inline where ``file://`` cannot."""
-    data = png.read_bytes() if isinstance(png, Path) else png
+def png_data_uri(png: bytes | str | Path) -> str:
+    """Return a PNG (its bytes, or a file) as a ``data:image/png;base64,...`` URI.
+
+    Raises:
+        ValueError: the bytes are not a PNG.
+    """
+    data = png if isinstance(png, bytes) else Path(png).read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        where = "bytes given" if isinstance(png, bytes) else str(png)
+        raise ValueError(f"{where}: not a PNG file")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def markdown_image(title: str, png: bytes | Path) -> str:
+def markdown_image(alt: str, png: bytes | str | Path) -> str:
     """Markdown that shows a PNG inline (the rule for every plot the project publishes)."""
-    return f"![{title}]({png_data_uri(png)})"
+    return f"![{alt}]({png_data_uri(png)})"

@@ -261,10 +261,3 @@ def metrics_rows(metrics: TrainingMetrics) -> list[tuple[str, str]]:
         ]
         rows.append((f"eval {split} ({values.rows} rows)", ", ".join(figures)))
     return rows
-
-
-def markdown_table(rows: list[tuple[str, str]]) -> str:
-    """Rows as a two-column markdown table."""
-    return "\n".join(
-        ["| what | value |", "|---|---|", *(f"| {what} | {value} |" for what, value in rows)]
-    )

@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from agir_retrain.tasks.io import write_bytes_atomic
+from agir_retrain.tasks.rendering import markdown_table
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.metrics import (
     METRICS_FILE,
     TrainingMetrics,
-    markdown_table,
     metrics_bytes,
     metrics_rows,
 )
