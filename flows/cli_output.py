@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,24 +16,20 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from agir_retrain.tasks.dataset.build_report import BuildReport, build_rows, ingest_rows
 from agir_retrain.tasks.rendering import Row
-from agir_retrain.tasks.runs.report import Report
+from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_rows
+
+if TYPE_CHECKING:  # the reports' modules import polars; the CLI starts without it
+    from agir_retrain.tasks.dataset.build_report import BuildReport
+    from agir_retrain.tasks.runs.report import Report
 
 # Diagnostics and progress go to stderr; the tables are the output, on stdout.
 stderr = Console(stderr=True)
 
 
-def print_train_summary(metrics: dict[str, Any], out: str) -> None:
-    """Print the run's summary rows (parameters, steps, loss, evaluation) for any objective."""
-    from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_rows
-
-    table = Table(title=f"train -> {out}", show_header=True)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    for what, value in metrics_rows(TrainingMetrics.from_json(metrics)):
-        table.add_row(what, value)
-    Console().print(table)
+def print_train_summary(metrics: TrainingMetrics, out: str) -> None:
+    """Print the training metrics' rows (the same rows as the artifact and the model card)."""
+    print_rows(metrics_rows(metrics), title=f"train -> {out}")
 
 
 def print_retrain(result: Any) -> None:
@@ -56,6 +52,8 @@ def print_retrain(result: Any) -> None:
 
 def print_build_report(report: BuildReport, out: str) -> None:
     """Print the build report's rows, then where the DPO and KTO files are."""
+    from agir_retrain.tasks.dataset.build_report import build_rows
+
     print_rows(build_rows(report), title=f"dataset -> {out}", value_header="count")
     Console().print(
         f"DPO files: {out}/dpo/train.jsonl, {out}/dpo/eval.jsonl; KTO: {out}/kto/train.jsonl"
@@ -87,4 +85,6 @@ def progress() -> Progress:
 
 def print_report(report: Report, out: str) -> None:
     """Print files, runs by class, pairs by rule and quarantine reasons."""
+    from agir_retrain.tasks.dataset.build_report import ingest_rows
+
     print_rows(ingest_rows(report), title=f"ingest -> {out}", value_header="count")

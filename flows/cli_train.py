@@ -80,9 +80,10 @@ def train(
         )
     from agir_retrain.flows.train import submit  # the one place that decides where it runs
     from agir_retrain.tasks.io import join, read_bytes
+    from agir_retrain.tasks.training.metrics import METRICS_FILE, TrainingMetrics
 
     result = submit(settings, on_line=echo)
-    metrics = json.loads(read_bytes(join(result.out, "metrics.json")))
+    metrics = TrainingMetrics.from_json(json.loads(read_bytes(join(result.out, METRICS_FILE))))
     print_train_summary(metrics, settings.out)
 
 

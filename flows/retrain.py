@@ -12,7 +12,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -24,13 +23,11 @@ from agir_retrain.flows.train import train
 from agir_retrain.tasks.dataset.build_report import BuildReport
 from agir_retrain.tasks.delivery.archive import ArchiveError, create_archive, verify_archive
 from agir_retrain.tasks.delivery.remote import download_folder
-from agir_retrain.tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.io import is_url, join
 from agir_retrain.tasks.prefect_tasks import transient
-from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.models import RetrainConfig
-
-CURVES = ("loss.png", "reward_accuracy.png", "reward_margin.png")
+from agir_retrain.tasks.training.metrics import TrainingMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +38,7 @@ class RetrainResult:
     adapter: str
     archive: str
     report: BuildReport
-    metrics: dict[str, Any]
+    metrics: TrainingMetrics
     evaluation: EvaluateResult | None = None  # when the config's `evaluate` is on
 
 
@@ -107,22 +104,12 @@ def retrain(config: RetrainConfig) -> RetrainResult:
         link_text=Path(location).name,
         description="The adapter's archive",
     )
-    # Plots travel inline (a data URI): the UI is served over http and cannot load file://.
-    create_markdown_artifact(
-        key="training-curves",
-        markdown="\n\n".join(
-            markdown_image(name, read_bytes(join(config.train.out, name)))
-            for name in CURVES
-            if exists(join(config.train.out, name))
-        ),
-        description="Training curves",
-    )
     create_markdown_artifact(
         key="retrain-summary",
         markdown=(
             f"| what | where |\n|---|---|\n| dataset | `{dataset.out}` |\n| adapter | `{config.train.out}` |\n"
             f"| archive | `{location}` |\n| DPO rows (train / eval) | {dataset.report.export.dpo_train_rows} / "
-            f"{dataset.report.export.dpo_eval_rows} |\n| train loss | {metrics['train'].get('train_loss', float('nan')):.4f} |"
+            f"{dataset.report.export.dpo_eval_rows} |\n| train loss | {metrics.train.train_loss} |"
         ),
         description="What the retrain flow made",
     )

@@ -12,6 +12,7 @@ outputs fetched back into ``out``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,24 +25,42 @@ from agir_retrain.tasks.delivery.job_output import JobTimeoutError
 from agir_retrain.tasks.delivery.remote import download_folder, remote_config, shared_job_folder
 from agir_retrain.tasks.delivery.submit import JobResult, submit_docker, submit_local
 from agir_retrain.tasks.errors import ConfigError, SubmitError
-from agir_retrain.tasks.io import is_url, join, read_bytes
+from agir_retrain.tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.rendering import markdown_image, markdown_table
 from agir_retrain.tasks.settings.models import SubmitSettings, TrainConfig
+from agir_retrain.tasks.training.metrics import METRICS_FILE, TrainingMetrics, metrics_rows
 
 Backend = Callable[[TrainConfig, Callable[[str], None] | None], JobResult]
 
 
 @flow(name="train")
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig) -> TrainingMetrics:
     """Train on the configured backend; return the metrics (``metrics.json``)."""
     logger = get_run_logger()
     result = submit(config, on_line=logger.info)
-    metrics = orjson.loads(read_bytes(join(result.out, "metrics.json")))
+    metrics = TrainingMetrics.from_json(orjson.loads(read_bytes(join(result.out, METRICS_FILE))))
     create_markdown_artifact(
         key="training-metrics",
-        markdown=metrics_markdown(metrics, result.out),
+        markdown=f"Adapter: `{result.out}` (base `{metrics.base_model}`)\n\n"
+        + markdown_table(metrics_rows(metrics)),
         description="Training metrics",
     )
+    # Plots travel inline (a data URI): the UI is served over http and cannot load file://.
+    curves = [join(result.out, name) for name in objective_curves(metrics.objective)]
+    create_markdown_artifact(
+        key="training-curves",
+        markdown="\n\n".join(
+            markdown_image(Path(curve).stem, read_bytes(curve)) for curve in curves if exists(curve)
+        ),
+        description="Training curves",
+    )
     return metrics
+
+
+def objective_curves(objective: str) -> tuple[str, ...]:
+    """The curve files an objective's training writes (its module's ``CURVES``)."""
+    module = importlib.import_module(f"agir_retrain.tasks.training.{objective}")
+    return tuple(curve.file for curve in module.CURVES)
 
 
 def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
@@ -119,34 +138,3 @@ BACKENDS: dict[str, Backend] = {
     "docker": submit_docker,
     "prefect": submit_deployment,
 }
-
-
-def metrics_markdown(metrics: dict[str, Any], out: str) -> str:
-    """Training metrics as markdown: parameters, data, evaluation by provenance, and the curves."""
-    params, data = metrics["parameters"], metrics["data"]
-    lines = [
-        f"Adapter: `{out}` (base `{metrics['base_model']}`, reference `{metrics['reference']}`)",
-        "",
-        "| what | value |",
-        "|---|---|",
-        f"| trainable / total parameters | {params['trainable']:,} / {params['total']:,} |",
-        f"| steps | {metrics['train']['global_step']} |",
-        f"| train loss | {metrics['train'].get('train_loss', float('nan')):.4f} |",
-        f"| train rows in / shortened / dropped | {data['train']['rows_in']} / {data['train']['rows_trimmed']} / {data['train']['rows_dropped']} |",
-    ]
-    for split, values in metrics.get("evaluation", {}).items():
-        if "rewards/accuracies" not in values:  # SFT, KTO: no pairwise accuracy
-            lines.append(f"| eval {split}: loss | {values.get('loss') or float('nan'):.4f} |")
-            continue
-        lines.append(
-            f"| eval {split}: reward accuracy / margin | {values['rewards/accuracies']:.3f} / {values['rewards/margins']:.4f} |"
-        )
-    lines += [
-        "",
-        "Curves: "
-        + ", ".join(
-            f"`{join(out, name)}`"
-            for name in ("loss.png", "reward_accuracy.png", "reward_margin.png")
-        ),
-    ]
-    return "\n".join(lines)
