@@ -79,8 +79,9 @@ def train(
             update={settings.objective: section.model_copy(update={"max_steps": max_steps})}
         )
     from agir_retrain.flows.train import submit  # the one place that decides where it runs
+    from agir_retrain.tasks.filenames import METRICS_FILE
     from agir_retrain.tasks.io import join, read_bytes
-    from agir_retrain.tasks.training.metrics import METRICS_FILE, TrainingMetrics
+    from agir_retrain.tasks.training.metrics import TrainingMetrics
 
     result = submit(settings, on_line=echo)
     metrics = TrainingMetrics.from_json(json.loads(read_bytes(join(result.out, METRICS_FILE))))

@@ -18,14 +18,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from agir_retrain.tasks.filenames import COMPARE_JSON, COMPARE_MD, COMPARE_PNG
 from agir_retrain.tasks.io import join, write_bytes_atomic
 from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.compare import CompareConfig
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.compare import (
-    COMPARE_JSON,
-    COMPARE_MD,
-    COMPARE_PNG,
     CompareRow,
     compare_json,
     compare_markdown,

@@ -30,13 +30,13 @@ from agir_retrain.tasks.evaluation.completions import write_completions
 from agir_retrain.tasks.evaluation.episodes import run_groups_locally
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown
 from agir_retrain.tasks.evaluation.stages import (
-    COMPLETIONS_FILE,
     given_completions,
     make_tasks,
     model_order,
     prepare_episodes,
     summarise,
 )
+from agir_retrain.tasks.filenames import COMPLETIONS_FILE
 from agir_retrain.tasks.io import join
 from agir_retrain.tasks.prefect_tasks import transient
 from agir_retrain.tasks.rendering import markdown_image

@@ -25,10 +25,11 @@ from agir_retrain.tasks.delivery.job_output import JobTimeoutError
 from agir_retrain.tasks.delivery.remote import download_folder, remote_config, shared_job_folder
 from agir_retrain.tasks.delivery.submit import JobResult, submit_docker, submit_local
 from agir_retrain.tasks.errors import ConfigError, SubmitError
+from agir_retrain.tasks.filenames import METRICS_FILE
 from agir_retrain.tasks.io import exists, is_url, join, read_bytes
 from agir_retrain.tasks.rendering import markdown_image, markdown_table
 from agir_retrain.tasks.settings.models import SubmitSettings, TrainConfig
-from agir_retrain.tasks.training.metrics import METRICS_FILE, TrainingMetrics, metrics_rows
+from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_rows
 
 Backend = Callable[[TrainConfig, Callable[[str], None] | None], JobResult]
 

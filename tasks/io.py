@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.filenames import REPORT_FILE
 
 
 def default_cache_dir() -> Path:
@@ -158,7 +159,7 @@ def output_set(out: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="agir-out-") as scratch:
             yield scratch
             files = sorted(p for p in Path(scratch).rglob("*") if p.is_file())
-            for path in sorted(files, key=lambda p: p.name == "report.json"):
+            for path in sorted(files, key=lambda p: p.name == REPORT_FILE):
                 copy_file_atomic(str(path), join(out, path.relative_to(scratch).as_posix()))
         return
     final = Path(os.path.abspath(local_path(out)))

@@ -22,6 +22,13 @@ from pathlib import Path
 import polars as pl
 
 from agir_retrain.tasks.dataset.export import ExportReport, export_dataset
+from agir_retrain.tasks.filenames import (
+    GARBLE_REQUESTS_FILE,
+    PAIRS_FILE,
+    REPORT_FILE,
+    RUNS_FILE,
+    SCORED_FILE,
+)
 from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
 from agir_retrain.tasks.io import atomic_output, join, output_set, sha256_file
 from agir_retrain.tasks.records import (
@@ -32,16 +39,7 @@ from agir_retrain.tasks.records import (
     Pair,
 )
 from agir_retrain.tasks.runs.fields import ReadLimits
-from agir_retrain.tasks.runs.ingest import (
-    GARBLE_REQUESTS_FILE,
-    PAIRS_FILE,
-    REPORT_FILE,
-    RUNS_FILE,
-    SCORED_FILE,
-    DatasetWriter,
-    ingest_shard,
-    read_shard_report,
-)
+from agir_retrain.tasks.runs.ingest import DatasetWriter, ingest_shard, read_shard_report
 from agir_retrain.tasks.runs.report import Report
 from agir_retrain.tasks.runs.shards import Shard, plan_shards
 from agir_retrain.tasks.settings.models import ExportSettings, GarbleSettings, ReadSettings

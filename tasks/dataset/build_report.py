@@ -13,9 +13,9 @@ import orjson
 
 from agir_retrain.tasks.dataset.build import GarbleStats
 from agir_retrain.tasks.dataset.export import ExportReport
+from agir_retrain.tasks.filenames import REPORT_FILE
 from agir_retrain.tasks.io import join, read_bytes, write_json_atomic
 from agir_retrain.tasks.rendering import Row
-from agir_retrain.tasks.runs.ingest import REPORT_FILE
 from agir_retrain.tasks.runs.report import Report
 
 

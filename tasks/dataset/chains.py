@@ -18,14 +18,10 @@ from pathlib import Path
 import polars as pl
 
 from agir_retrain.tasks.dataset.build import ShardManifest
+from agir_retrain.tasks.filenames import GARBLE_REQUESTS_FILE, REPORT_FILE
 from agir_retrain.tasks.io import join
 from agir_retrain.tasks.runs.chain_parts import V5_RECORDS_FILE, part_rows
-from agir_retrain.tasks.runs.ingest import (
-    GARBLE_REQUESTS_FILE,
-    REPORT_FILE,
-    ingest_chains,
-    read_shard_report,
-)
+from agir_retrain.tasks.runs.ingest import ingest_chains, read_shard_report
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,20 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from agir_retrain.tasks.filenames import (
+    DPO_EVAL,
+    DPO_TRAIN,
+    KTO_TRAIN,
+    PAIRS_FILE,
+    RUNS_FILE,
+    SCORED_FILE,
+)
 from agir_retrain.tasks.io import atomic_output, join
 from agir_retrain.tasks.records import GarbleMethod, PairRule, PromptKind, RunClass
 from agir_retrain.tasks.settings.models import ExportSettings
 
 log = logging.getLogger(__name__)
 
-DPO_TRAIN = "dpo/train.jsonl"
-DPO_EVAL = "dpo/eval.jsonl"
-KTO_TRAIN = "kto/train.jsonl"
 DPO_COLUMNS = (
     "prompt", "chosen", "rejected", "score_chosen", "score_rejected", "rule", "garbled",
     "garble_method", "run_id", "source",
@@ -184,8 +189,8 @@ def _natural_pair(
 
 def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportReport:
     """Write the DPO (and KTO) files for the dataset tables in ``folder`` under ``out``."""
-    runs = pl.scan_parquet(join(folder, "runs.parquet"))
-    pairs = pl.scan_parquet(join(folder, "pairs.parquet")).with_columns(
+    runs = pl.scan_parquet(join(folder, RUNS_FILE))
+    pairs = pl.scan_parquet(join(folder, PAIRS_FILE)).with_columns(
         pl.col("rule", "prompt_kind", "garble_method").cast(pl.String)
     )
     string_runs = runs.with_columns(pl.col("run_class").cast(pl.String))
@@ -250,7 +255,7 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
 
         export_sft(folder, out, settings, report)
     if settings.kto:
-        _export_kto(runs, join(folder, "scored.parquet"), join(out, KTO_TRAIN), report)
+        _export_kto(runs, join(folder, SCORED_FILE), join(out, KTO_TRAIN), report)
     log.info(
         "exported %d train and %d eval DPO rows (%d duplicates dropped), %d KTO rows",
         report.dpo_train_rows, report.dpo_eval_rows, report.duplicates_dropped, report.kto_rows,

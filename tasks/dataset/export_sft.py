@@ -18,18 +18,17 @@ from agir_retrain.tasks.dataset.export import (
     split_of,
     write_ndjson,
 )
+from agir_retrain.tasks.filenames import RUNS_FILE, SCORED_FILE, SFT_EVAL, SFT_TRAIN
 from agir_retrain.tasks.io import join
 from agir_retrain.tasks.records import RunClass
 from agir_retrain.tasks.settings.models import ExportSettings
 
-SFT_TRAIN = "sft/train.jsonl"
-SFT_EVAL = "sft/eval.jsonl"
 SFT_COLUMNS = ("prompt", "completion", "score", "prompt_kind", "response_kind", "run_id", "source")
 
 
 def export_sft(folder: str, out: str, settings: ExportSettings, report: ExportReport) -> None:
     """Write ``sft/train.jsonl`` and ``sft/eval.jsonl`` from the tables in ``folder``."""
-    runs = pl.scan_parquet(join(folder, "runs.parquet")).select(
+    runs = pl.scan_parquet(join(folder, RUNS_FILE)).select(
         "run_id",
         "source",
         pl.col("run_class").cast(pl.String),
@@ -40,7 +39,7 @@ def export_sft(folder: str, out: str, settings: ExportSettings, report: ExportRe
         "env_getter_prompt",
     )
     rows = (
-        pl.scan_parquet(join(folder, "scored.parquet"))
+        pl.scan_parquet(join(folder, SCORED_FILE))
         .filter(pl.col("score_bytes") > 0)
         .join(runs, on="run_id", how="left", maintain_order="left")
         .filter(pl.col("run_class") != RunClass.INCONSISTENT.value)

@@ -38,16 +38,23 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.filenames import (
+    ADAPTER_FILE,
+    DPO_EVAL,
+    DPO_TRAIN,
+    MANIFEST,
+    METRICS_FILE,
+    REPORT_FILE,
+)
 from agir_retrain.tasks.io import atomic_output, is_url, join, local_path, sha256_file
 
-MANIFEST = "MANIFEST.json"
-ADAPTER = "adapter_model.safetensors"
+ADAPTER = ADAPTER_FILE
 KEY_PACKAGES = (
     "agir-retrain", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate",
     "datasets", "polars", "prefect", "ray",
 )  # fmt: skip
 SKIPPED = ("checkpoint-", "merged", "runs", "training_args.bin")  # bulky or replayable
-DATASET_FILES = ("dpo/train.jsonl", "dpo/eval.jsonl")
+DATASET_FILES = (DPO_TRAIN, DPO_EVAL)
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files; megabytes of it is not a manifest
 MAX_MEMBERS = 100_000  # bounds the work a hostile archive of empty members can cause
 _CHUNK = 1 << 20
@@ -184,9 +191,9 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
     """
     files = _training_files(training_out)
     dataset_sha = dataset_hash(dataset) if dataset else None
-    if dataset and (dataset / "report.json").is_file():
-        files["dataset/report.json"] = dataset / "report.json"
-    metrics = orjson.loads(files["metrics.json"].read_bytes()) if "metrics.json" in files else {}
+    if dataset and (dataset / REPORT_FILE).is_file():
+        files[f"dataset/{REPORT_FILE}"] = dataset / REPORT_FILE
+    metrics = orjson.loads(files[METRICS_FILE].read_bytes()) if METRICS_FILE in files else {}
     manifest = {
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -144,7 +144,8 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
     URL (shared storage), the job writes to a local folder first and the finished outputs
     are uploaded file by file.
     """
-    from agir_retrain.tasks.training.outputs import CONFIG_FILE, write_config
+    from agir_retrain.tasks.filenames import CONFIG_FILE
+    from agir_retrain.tasks.training.outputs import write_config
 
     if is_url(config.out):
         with tempfile.TemporaryDirectory(prefix="agir-train-") as staging:
@@ -195,7 +196,8 @@ def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, str
 
 def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
     """Train in the GPU image on the Docker engine: inputs read-only, outputs in ``out``."""
-    from agir_retrain.tasks.training.outputs import CONFIG_FILE, write_config
+    from agir_retrain.tasks.filenames import CONFIG_FILE
+    from agir_retrain.tasks.training.outputs import write_config
 
     mounts, inside = docker_mounts(config)
     Path(config.out).mkdir(parents=True, exist_ok=True)

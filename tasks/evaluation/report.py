@@ -15,14 +15,10 @@ import polars as pl
 
 from agir_retrain.tasks.environment.records import EPISODE_SCHEMA, Episode, StoppedBy
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_json, report_markdown
+from agir_retrain.tasks.filenames import EPISODES_FILE, EVAL_JSON, EVAL_MD, EVAL_PNG
 from agir_retrain.tasks.io import atomic_output, join, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-EPISODES_FILE = "episodes.parquet"
-EVAL_JSON = "eval.json"
-EVAL_MD = "eval.md"
-EVAL_PNG = "eval.png"
 
 
 def episodes_frame(episodes: Sequence[Episode]) -> pl.DataFrame:

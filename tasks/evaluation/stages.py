@@ -26,13 +26,11 @@ from agir_retrain.tasks.evaluation.tasks import (
     tasks_from_dataset,
     write_tasks,
 )
+from agir_retrain.tasks.filenames import COMPLETIONS_FILE, TASKS_FILE
 from agir_retrain.tasks.io import is_url, join
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 
 log = logging.getLogger(__name__)
-
-TASKS_FILE = "tasks.jsonl"
-COMPLETIONS_FILE = "completions.jsonl"
 
 
 def all_tasks(config: EvaluateConfig, *, describe: bool = True) -> list[EvalTask]:

@@ -32,6 +32,7 @@ from agir_retrain.tasks.evaluation.jsonl import (
     require,
     write_jsonl,
 )
+from agir_retrain.tasks.filenames import DPO_EVAL, RUNS_FILE
 from agir_retrain.tasks.io import exists, join
 from agir_retrain.tasks.records import PromptKind, Role
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 EnvBlocks = Literal["prompt", "scenario"]
 TASK_KEYS = ("task_id", "prompt", "scenario")
 ENV_BLOCK_CHOICES = ("prompt", "scenario")
-HELD_OUT_FILE = "dpo/eval.jsonl"
+HELD_OUT_FILE = DPO_EVAL
 _ROLES = frozenset(r.value for r in Role)
 _ENV_BLOCK = re.compile(r"<(BasicEnvInfos|SpecialEnvInfos)>.*?</\1>", re.DOTALL)
 POINTER = "(the machine is described in the block above)"
@@ -139,7 +140,7 @@ def tasks_from_dataset(
             f"{dataset}: the DPO eval split is empty; rebuild with a larger export.eval_share"
         )
     runs = (
-        pl.scan_parquet(join(dataset, "runs.parquet"))
+        pl.scan_parquet(join(dataset, RUNS_FILE))
         .filter(pl.col("run_id").is_in(run_ids))
         .select("run_id", "conversation", "strategy_turns", "code_turns")
         .sort("run_id")

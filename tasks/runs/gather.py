@@ -16,17 +16,18 @@ import orjson
 import pyarrow.parquet as pq
 
 from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.filenames import (
+    PAIRS_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    RUNS_FILE,
+    SCORED_FILE,
+)
 from agir_retrain.tasks.io import atomic_output, join, write_json_atomic
 from agir_retrain.tasks.parquet_concat import ParquetConcatenator
 from agir_retrain.tasks.records import Pair, Run, ScoredRecord
 from agir_retrain.tasks.runs.report import Report
 
-RUNS_FILE = "runs.parquet"
-SCORED_FILE = "scored.parquet"
-PAIRS_FILE = "pairs.parquet"
-GARBLE_REQUESTS_FILE = "garble_requests.parquet"
-QUARANTINE_FILE = "quarantine.jsonl"
-REPORT_FILE = "report.json"
 TABLE_FILES = {RUNS_FILE: Run, SCORED_FILE: ScoredRecord, PAIRS_FILE: Pair}
 
 

@@ -20,6 +20,14 @@ from pathlib import Path
 
 import orjson
 
+from agir_retrain.tasks.filenames import (
+    GARBLE_REQUESTS_FILE,
+    PAIRS_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    RUNS_FILE,
+    SCORED_FILE,
+)
 from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
 from agir_retrain.tasks.io import output_set, write_json_atomic
 from agir_retrain.tasks.records import (
@@ -36,17 +44,7 @@ from agir_retrain.tasks.runs.chain_parts import (
     write_part,
 )
 from agir_retrain.tasks.runs.chains import ChainStats
-from agir_retrain.tasks.runs.gather import (
-    GARBLE_REQUESTS_FILE,
-    PAIRS_FILE,
-    QUARANTINE_FILE,
-    REPORT_FILE,
-    RUNS_FILE,
-    SCORED_FILE,
-    TABLE_FILES,
-    DatasetWriter,
-    read_shard_report,
-)
+from agir_retrain.tasks.runs.gather import TABLE_FILES, DatasetWriter, read_shard_report
 from agir_retrain.tasks.runs.pairing import garble_requests, pair_run
 from agir_retrain.tasks.runs.reader import ReadLimits, RunFileResult, read_run_file
 from agir_retrain.tasks.runs.report import Report

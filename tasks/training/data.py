@@ -28,13 +28,14 @@ from agir_retrain.tasks.chat import (
     trim_message,
 )
 from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.filenames import DPO_TRAIN
 from agir_retrain.tasks.io import exists, is_url, join, read_bytes
 
 log = logging.getLogger(__name__)
 
 # A row keeps at least this many prompt tokens; a row whose completion leaves less is dropped.
 MIN_PROMPT_TOKENS = 16
-_TRAIN_CANDIDATES = ("dpo/train.jsonl", "train.jsonl")
+_TRAIN_CANDIDATES = (DPO_TRAIN, "train.jsonl")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

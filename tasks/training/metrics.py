@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.json"
+from agir_retrain.tasks.filenames import METRICS_FILE
 
 # The evaluation figures a reader looks at first, by objective: (metric key, label, format).
 # An objective module adds its own; the rest of its metrics stay in ``EvalSplit.values``.

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
+from agir_retrain.tasks.filenames import ADAPTER_FILE
+
 log = logging.getLogger(__name__)
 
-ADAPTER_FILE = "adapter_model.safetensors"
 # Linear layer classes LoRA can adapt, by name: torch's and bitsandbytes' 4- and 8-bit ones.
 LINEAR_CLASSES = frozenset({"Linear", "Linear4bit", "Linear8bitLt"})
 
@@ -214,7 +215,7 @@ def load_adapter(
 
     base = load_base(base_name, quantize=quantize, trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), "pt") as saved:
+    with safe_open(str(Path(adapter_dir) / ADAPTER_FILE), "pt") as saved:
         dtypes = {saved.get_tensor(key).dtype for key in saved.keys()}
     if len(dtypes) == 1:
         (dtype,) = dtypes

@@ -11,20 +11,13 @@ from typing import Any
 
 import yaml
 
+from agir_retrain.tasks.filenames import CARD_FILE, CONFIG_FILE, METRICS_FILE
 from agir_retrain.tasks.io import write_bytes_atomic
 from agir_retrain.tasks.rendering import markdown_table
 from agir_retrain.tasks.settings.models import TrainConfig
-from agir_retrain.tasks.training.metrics import (
-    METRICS_FILE,
-    TrainingMetrics,
-    metrics_bytes,
-    metrics_rows,
-)
+from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_bytes, metrics_rows
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "train_config.yaml"
-CARD_FILE = "README.md"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

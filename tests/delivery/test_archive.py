@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from agir_retrain.flows.cli import app
 from agir_retrain.tasks.delivery.archive import (
-    MANIFEST,
     ArchiveError,
     create_archive,
     dataset_hash,
@@ -23,6 +22,7 @@ from agir_retrain.tasks.delivery.archive import (
     verify_archive,
 )
 from agir_retrain.tasks.errors import AgirError
+from agir_retrain.tasks.filenames import MANIFEST
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import orjson
 import polars as pl
 import pytest
 
+from agir_retrain.tasks.filenames import GARBLE_REQUESTS_FILE
 from agir_retrain.tasks.inputs import expand_inputs
 from agir_retrain.tasks.records import GarbleRequest, Pair, Run, ScoredRecord
-from agir_retrain.tasks.runs.ingest import GARBLE_REQUESTS_FILE, ingest, ingest_shard
+from agir_retrain.tasks.runs.ingest import ingest, ingest_shard
 from agir_retrain.tasks.runs.reader import ReadLimits
 from agir_retrain.tasks.synth.corpus import write_corpus
 from agir_retrain.tasks.tables import read_table

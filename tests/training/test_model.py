@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from agir_retrain.tasks.delivery.package_data import accelerate_configs_dir
-from agir_retrain.tasks.training.model import ADAPTER_FILE, final_save_state_dict_type
+from agir_retrain.tasks.filenames import ADAPTER_FILE
+from agir_retrain.tasks.training.model import final_save_state_dict_type
 
 
 def _fsdp_plugin():

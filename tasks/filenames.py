@@ -1,0 +1,42 @@
+"""Every file name the project writes, in one place (folders are relative to an output root).
+
+A stage's module imports the names it writes or reads from here, so a reader, a test or
+another tool finds the whole layout on one screen.
+"""
+
+# Dataset tables and report (ingest, the build-dataset flow).
+RUNS_FILE = "runs.parquet"
+SCORED_FILE = "scored.parquet"
+PAIRS_FILE = "pairs.parquet"
+GARBLE_REQUESTS_FILE = "garble_requests.parquet"
+QUARANTINE_FILE = "quarantine.jsonl"
+REPORT_FILE = "report.json"
+
+# Training files the dataset flow exports, split by run.
+DPO_TRAIN = "dpo/train.jsonl"
+DPO_EVAL = "dpo/eval.jsonl"
+SFT_TRAIN = "sft/train.jsonl"
+SFT_EVAL = "sft/eval.jsonl"
+KTO_TRAIN = "kto/train.jsonl"
+
+# A training run's outputs (the curves are named by each objective's module).
+ADAPTER_FILE = "adapter_model.safetensors"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "train_config.yaml"
+CARD_FILE = "README.md"
+
+# An evaluation's files (the contract of shared/spec/environment.md).
+TASKS_FILE = "tasks.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+EPISODES_FILE = "episodes.parquet"
+EVAL_JSON = "eval.json"
+EVAL_MD = "eval.md"
+EVAL_PNG = "eval.png"
+
+# A comparison of objectives.
+COMPARE_JSON = "compare.json"
+COMPARE_MD = "compare.md"
+COMPARE_PNG = "compare.png"
+
+# An archive's manifest.
+MANIFEST = "MANIFEST.json"
