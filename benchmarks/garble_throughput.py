@@ -5,10 +5,17 @@
 Both sides answer the same requests (first-try pairs of a synthetic corpus) with the
 same tiny model on the CPU, the same temperature, prompt budget and new-token budget:
 - baseline: `model.generate(do_sample=True, temperature=2.0, top_k=0, top_p=1.0)`, one
-  request at a time in this process (torch's default threads);
-- ours: `garble_on_actor_pool` (batches sorted by length, left-padded, one generator per
-  row), actors and batch size from the settings. Actor start-up is timed separately.
+  request at a time in this process (torch's default threads, one per core;
+  `--baseline-threads` to change);
+- ours: the garble actor pool (batches sorted by length and handed out longest first,
+  each actor's `Sampler` left-padding a batch into a KV cache allocated once, one
+  generator per row), actors and batch size from the settings. Actor start-up is timed
+  separately.
 Prints tokens/s side by side and the ratio; writes bench-out/garble_throughput.json.
+Other work on the machine skews the ratio: the baseline's threads wait for each other
+whenever one is descheduled, so on a busy machine it slows many times over and the ratio
+soars. The 1-minute load average is recorded beside each side; on a busy machine
+`--baseline-threads 1` gives the steadier figure (one core against the pool's two).
 """
 
 from __future__ import annotations
@@ -53,13 +60,13 @@ def requests(count: int) -> list:
     return found[:count]
 
 
-def baseline(model_dir: str, batch: list, settings: GarbleSettings) -> tuple[int, float]:
+def baseline(
+    model_dir: str, batch: list, settings: GarbleSettings, threads: int
+) -> tuple[int, float]:
     """One `generate` call per request; returns (new tokens, seconds)."""
     import torch
 
-    garbler = Garbler(
-        model_dir, settings.model_copy(update={"cpus_per_actor": os.cpu_count() or 1})
-    )
+    garbler = Garbler(model_dir, settings.model_copy(update={"cpus_per_actor": threads}))
     tokenizer, model = garbler.tokenizer, garbler.model
     tokens, start = 0, time.perf_counter()
     for request in batch:
@@ -115,15 +122,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--actors", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads of the baseline (default: every core, torch's own default); "
+        "1 keeps it from stalling on a busy machine, where a thread waits for the other",
+    )
     args = parser.parse_args()
     model_dir = str(make_tiny_model(OUT / "tiny-model"))
     batch = requests(args.requests)
     settings = GarbleSettings(batch_size=args.batch_size, actors=args.actors, cpus_per_actor=1)
-    base_tokens, base_seconds = baseline(model_dir, batch, settings)
+    loads = [os.getloadavg()[0]]
+    base_tokens, base_seconds = baseline(model_dir, batch, settings, args.baseline_threads)
+    loads.append(os.getloadavg()[0])
     pool_tokens, pool_seconds, startup = pool(model_dir, batch, settings)
+    loads.append(os.getloadavg()[0])
     row = {
         "requests": len(batch),
         "actors": args.actors,
+        "baseline_threads": args.baseline_threads,
         "batch_size": args.batch_size,
         "max_prompt_tokens": settings.max_prompt_tokens,
         "baseline_tokens": base_tokens,
@@ -134,6 +152,7 @@ def main() -> None:
         "pool_tokens_per_s": round(pool_tokens / pool_seconds, 1),
         "pool_actor_startup_s": round(startup, 2),
         "speedup": round((pool_tokens / pool_seconds) / (base_tokens / base_seconds), 1),
+        "load_1min_start_after_baseline_end": [round(x, 1) for x in loads],
     }
     print(json.dumps(row, indent=2))
     (OUT / "garble_throughput.json").write_text(json.dumps(row, indent=2))
