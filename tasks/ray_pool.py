@@ -263,7 +263,15 @@ def sample_on_actor_pool(
     actor_class = ray.remote(CompletionSampler).options(
         num_cpus=spec.cpus, num_gpus=spec.gpus, max_restarts=2, max_task_retries=2
     )
-    holders = [actor_class.remote(spec) for _ in range(min(actors, len(batches)))]
+    # Sized to what the cluster can hold, as the garble pool is: an actor that can never be
+    # placed would otherwise keep the pool waiting forever.
+    holders = start_actors(
+        lambda: actor_class.remote(spec),
+        wanted=min(actors, len(batches)),
+        cpus=spec.cpus,
+        gpus=spec.gpus,
+        knobs="sampling.actors, sampling.cpus_per_actor or sampling.gpus_per_actor",
+    )
     log.info("sampling %d batches on %d actors", len(batches), len(holders))
     completions: list[Completion] = []
     try:

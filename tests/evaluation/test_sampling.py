@@ -127,3 +127,17 @@ def test_actor_pool_gives_the_local_completions(tiny_model: str, adapter: str, l
     pooled = sample_on_actor_pool(plan_sample_batches(requests, 3), held, 2, done.append)
     assert sum(done) == 12
     assert by_key(pooled) == by_key(sample_locally(held, plan_sample_batches(requests, 4)))
+
+
+@pytest.mark.integration
+def test_actor_pool_the_cluster_cannot_hold_fails_at_once(tiny_model: str, local_ray) -> None:
+    """A GPU actor on a GPU-less cluster is refused at once, naming the setting (no hang)."""
+    import dataclasses
+
+    from agir_retrain.tasks.errors import ConfigError
+    from agir_retrain.tasks.ray_pool import sample_on_actor_pool
+
+    requests = sample_requests(TASKS, ["base"], samples=1)
+    on_a_gpu = dataclasses.replace(spec(tiny_model), gpus=1.0)
+    with pytest.raises(ConfigError, match=r"sampling\.gpus_per_actor"):
+        sample_on_actor_pool(plan_sample_batches(requests, 2), on_a_gpu, 2)
