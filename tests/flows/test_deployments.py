@@ -136,7 +136,9 @@ def test_retrain_deployment_completes_and_its_archive_verifies(server, tiny_mode
         assert artifact["type"] != "image", artifact["key"]
     (curves,) = [a for a in artifacts if a["key"] == "training-curves"]
     assert curves["type"] == "markdown"
-    assert curves["data"].count("](data:image/png;base64,iVBORw0KGgo") == 3  # loss, accuracy, margin
+    assert (
+        curves["data"].count("](data:image/png;base64,iVBORw0KGgo") == 3
+    )  # loss, accuracy, margin
 
 
 def _artifacts(api: str) -> list[dict]:
