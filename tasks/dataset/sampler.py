@@ -17,6 +17,7 @@ slow on most GPUs).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -266,16 +267,36 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
+    layer_class = _preallocated_layer_class()
+    cache = DynamicCache(config=config)
+    if cache.layers:
+        cache.layers = [
+            layer_class(capacity) if type(layer) is DynamicLayer else layer
+            for layer in cache.layers
+        ]
+    else:  # no per-layer types known: every layer is made on first use
+        cache.layer_class_to_replicate = functools.partial(layer_class, capacity)
+    return cache
+
+
+@functools.cache
+def _preallocated_layer_class() -> type:
+    """The cache layer class (made on first use: transformers is imported only when sampling)."""
+    from transformers.cache_utils import DynamicLayer
+
     class PreallocatedLayer(DynamicLayer):
-        def __init__(self) -> None:
+        def __init__(self, capacity: int) -> None:
             super().__init__()
+            self.capacity = capacity
             self.length = 0
 
         def lazy_initialization(self, key_states: torch.Tensor, value_states: Any) -> None:
             self.dtype, self.device = key_states.dtype, key_states.device
             batch, heads, _, dim = key_states.shape
-            self._keys = key_states.new_empty((batch, heads, capacity, dim))
-            self._values = value_states.new_empty((batch, heads, capacity, value_states.shape[-1]))
+            self._keys = key_states.new_empty((batch, heads, self.capacity, dim))
+            self._values = value_states.new_empty(
+                (batch, heads, self.capacity, value_states.shape[-1])
+            )
             self.is_initialized = True
 
         def update(
@@ -293,11 +314,4 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
         def get_seq_length(self) -> int:
             return self.length
 
-    cache = DynamicCache(config=config)
-    if cache.layers:
-        cache.layers = [
-            PreallocatedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers
-        ]
-    else:  # no per-layer types known: every layer is made on first use
-        cache.layer_class_to_replicate = PreallocatedLayer
-    return cache
+    return PreallocatedLayer
