@@ -111,8 +111,10 @@ def ingest_shard(
                 for sink in sinks.values():
                     sink.flush()
                 pending_bytes = 0
-    # v5 runs are chains across files, maybe across shards: formed by `ingest_chains`.
-    write_part(v5_records, staging / V5_RECORDS_FILE)
+    # v5 runs are chains across files, maybe across shards: formed by `ingest_chains`. A shard
+    # without v5 records writes no part (readers take a missing part as empty).
+    if v5_records:
+        write_part(v5_records, staging / V5_RECORDS_FILE)
     _finish_folder(sinks, report, staging, final)
     log.info(
         "shard %s: %d files, %d runs, %d quarantined %s",
