@@ -22,7 +22,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from agir_retrain.tasks.delivery.job_output import JobTimeoutError
-from agir_retrain.tasks.delivery.remote import download_folder, remote_config, shared_job_folder
+from agir_retrain.tasks.delivery.remote import (
+    download_folder,
+    needs_shared_storage,
+    remote_config,
+    shared_job_folder,
+)
 from agir_retrain.tasks.delivery.submit import JobResult, submit_docker, submit_local
 from agir_retrain.tasks.errors import ConfigError, SubmitError
 from agir_retrain.tasks.filenames import METRICS_FILE
@@ -94,10 +99,8 @@ def submit_deployment(
             "submit.backend=prefect runs a deployment on a Prefect server: set PREFECT_API_URL "
             "(a server where `prefect deploy` registered the train deployment and a worker polls)"
         )
-    needs_shared = not (is_url(config.dataset) and is_url(config.out)) or (
-        config.eval_dataset is not None and not is_url(config.eval_dataset)
-    )
-    remote = remote_config(config, shared_job_folder(config) if needs_shared else None)
+    shared = shared_job_folder(config) if needs_shared_storage(config) else None
+    remote = remote_config(config, shared)
     emit = on_line or (lambda _line: None)
     emit(
         f"running deployment {config.submit.deployment}: dataset {remote.dataset}, out {remote.out}"

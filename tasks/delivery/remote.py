@@ -1,9 +1,9 @@
 """Shared storage for jobs that run on another machine: ship the dataset there, fetch outputs back.
 
 A job on a Prefect GPU work pool cannot see this machine's folders. Before it runs, the
-files it reads (the training file and the eval file, nothing else of the dataset
-folder) are uploaded to ``<shared>/dataset/``, and the job is given a config that
-names them there; its outputs go to ``<shared>/out`` (or to ``out`` when that is already
+files it reads (its objective's training and eval files, SFT's rehearsal file, GRPO's
+scenario files: ``training/inputs.py``; nothing else of the dataset folder) are
+uploaded to ``<shared>/dataset/``, and the job is given a config that names them there; its outputs go to ``<shared>/out`` (or to ``out`` when that is already
 a URL) and are downloaded into ``out`` afterwards. ``shared`` is an fsspec URL
 (``s3://...``) or a ``file://`` folder on a filesystem both machines mount.
 """
@@ -75,31 +75,39 @@ def shared_job_folder(config: TrainConfig) -> str:
     return join(config.submit.shared_storage, f"train-{uuid.uuid4().hex[:12]}")
 
 
+def needs_shared_storage(config: TrainConfig) -> bool:
+    """Whether a job elsewhere needs ``submit.shared_storage``: a local file to read, or a local out."""
+    from agir_retrain.tasks.training.inputs import local_settings
+
+    return bool(local_settings(config)) or not is_url(config.out)
+
+
 def remote_config(config: TrainConfig, shared: str | None) -> TrainConfig:
-    """The config a remote job runs: dataset (uploaded here if local) and out in shared storage.
+    """The config a remote job runs: its input files (uploaded here if local) and out in shared storage.
 
-    ``shared`` is this job's folder in shared storage (``shared_job_folder``); None is
-    allowed only when both the dataset and ``out`` already are URLs.
+    Every file the objective reads (``job_inputs``: the split, the eval file, SFT's
+    rehearsal file, GRPO's scenario files) is uploaded to ``<shared>/dataset/<name>``
+    and the settings naming it are rewritten to the copy. ``shared`` is this job's
+    folder in shared storage (``shared_job_folder``); None is allowed only when every
+    file the job reads, and ``out``, already is a URL.
     """
-    from agir_retrain.tasks.training.data import locate
+    from agir_retrain.tasks.training.inputs import job_inputs, local_settings, relocated
 
-    local_data = not is_url(config.dataset) or (
-        config.eval_dataset is not None and not is_url(config.eval_dataset)
-    )
-    if shared is None and (local_data or not is_url(config.out)):
+    local = local_settings(config)
+    if shared is None and (local or not is_url(config.out)):
         raise ConfigError(
-            "the job runs on another machine: give submit.shared_storage, or a dataset URL "
-            "and an out URL"
+            f"the job runs on another machine, which cannot see {', '.join(local) or 'out'} "
+            "here: give submit.shared_storage, or URLs for these settings and out"
         )
     update: dict[str, object] = {
         "submit": config.submit.model_copy(update={"backend": "local"}),
         "out": config.out if is_url(config.out) or shared is None else join(shared, "out"),
     }
-    if local_data and shared is not None:
-        files = locate(config.dataset, config.eval_dataset)
-        update["dataset"] = _upload(files.train, join(shared, "dataset", "train.jsonl"))
-        if files.eval is not None:
-            update["eval_dataset"] = _upload(files.eval, join(shared, "dataset", "eval.jsonl"))
+    if local and shared is not None:
+        inputs = job_inputs(config)
+        update |= relocated(
+            config, inputs, lambda file: _upload(file.path, join(shared, "dataset", file.name))
+        )
     if Path(local_path(config.base_model)).is_dir():
         log.warning(
             "base_model %s is a local folder: the remote job must see it at the same path "

@@ -37,7 +37,7 @@ from agir_retrain.tasks.delivery.package_data import (
 )
 from agir_retrain.tasks.delivery.remote import upload_folder
 from agir_retrain.tasks.errors import ConfigError, SubmitError
-from agir_retrain.tasks.io import is_url
+from agir_retrain.tasks.io import is_url, local_path
 from agir_retrain.tasks.settings.models import LaunchSettings, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -163,24 +163,32 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
     return JobResult(returncode=returncode, out=str(out), log_tail=tail)
 
 
-def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, str]]:
+def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, object]]:
     """What a docker job mounts (only the files it reads) and the settings that name them inside.
 
-    The training and eval files are mounted one by one, read-only, under ``/data``; a local
-    base model folder at ``/model``; ``out`` read-write at ``/out``. A hub id is fetched
-    inside, which needs ``submit.network``.
+    Every file the objective reads (``job_inputs``: the split, the eval file, SFT's
+    rehearsal file, GRPO's scenario files) is mounted on its own, read-only, at
+    ``/data/<name>``; a local base model folder at ``/model``; ``out`` read-write at
+    ``/out``. The second value is the settings update (``config.model_copy(update=...)``)
+    naming them inside. A hub id is fetched inside, which needs ``submit.network``.
     """
     from agir_retrain.tasks.synth.tiny_model import resolve_model
-    from agir_retrain.tasks.training.data import locate
+    from agir_retrain.tasks.training.inputs import job_inputs, relocated
 
     if is_url(config.out) or is_url(config.dataset) or is_url(config.eval_dataset or ""):
         raise ConfigError("the docker backend mounts local files: give a local dataset and out")
-    files = locate(config.dataset, config.eval_dataset)
-    mounts = [Mount(host=Path(files.train).resolve(), container="/data/train.jsonl")]
-    inside = {"dataset": "/data/train.jsonl", "out": "/out"}
-    if files.eval is not None:
-        mounts.append(Mount(host=Path(files.eval).resolve(), container="/data/eval.jsonl"))
-        inside["eval_dataset"] = "/data/eval.jsonl"
+    inputs = job_inputs(config)
+    remote = [f"{file.key}={file.path!r}" for file in inputs.files if is_url(file.path)]
+    if remote:
+        raise ConfigError(
+            f"the docker backend mounts local files: {', '.join(remote)} is a URL; give a local file"
+        )
+    mounts = [
+        Mount(host=Path(local_path(file.path)).resolve(), container=f"/data/{file.name}")
+        for file in inputs.files
+    ]
+    inside: dict[str, object] = relocated(config, inputs, lambda file: f"/data/{file.name}")
+    inside["out"] = "/out"
     mounts.append(Mount(host=Path(config.out).resolve(), container="/out", read_only=False))
     base = resolve_model(config.base_model)
     if Path(base).is_dir():

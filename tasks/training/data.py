@@ -39,11 +39,25 @@ _TRAIN_CANDIDATES = (DPO_TRAIN, "train.jsonl")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SettingFile:
+    """A file a job reads besides its split, and the setting that names it.
+
+    ``key`` is the dotted setting (``sft.rehearsal_file``, ``grpo.scenarios``); ``index``
+    is the entry's position when the setting is a list.
+    """
+
+    key: str
+    path: str
+    index: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DataFiles:
-    """The training file and, if any, the eval file."""
+    """The training file, the eval file if any, and the other files the objective reads."""
 
     train: str
     eval: str | None
+    extra: tuple[SettingFile, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.arguments import trainer_arguments
+from agir_retrain.tasks.training.data import DataFiles, locate
 from agir_retrain.tasks.training.outputs import Curve
 
 NAME = "dpo"
@@ -30,6 +31,11 @@ CURVES = (
         title="reward margin",
     ),
 )
+
+
+def data_files(config: TrainConfig) -> DataFiles:
+    """The preference file (``dpo/train.jsonl``, ``train.jsonl`` or one file) and its eval file."""
+    return locate(config.dataset, config.eval_dataset)
 
 
 def dpo_config(

@@ -10,25 +10,31 @@ step logs its episodes, their reward mean and spread, and the share of programs 
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from agir_retrain.tasks.environment.records import Completion, Episode, Scenario
 from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
-from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.errors import ConfigError, DatasetError
+from agir_retrain.tasks.io import is_url, local_path, read_bytes
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.arguments import trainer_arguments
 from agir_retrain.tasks.training.completions import code_prompts, load_completion_rows, locate_split
-from agir_retrain.tasks.training.data import DataFiles
+from agir_retrain.tasks.training.data import DataFiles, SettingFile
 from agir_retrain.tasks.training.outputs import Curve
 
 log = logging.getLogger(__name__)
 
 NAME = "grpo"
 MODEL_LABEL = "policy"
+SCENARIOS_KEY = "grpo.scenarios"
+# Scenario files a tasks file's rows name: no setting names them, so none can be rewritten.
+TASKS_SCENARIO = "tasks file scenario"
 CURVES = (
     Curve(file="reward.png", train_key="reward", eval_key="eval_reward", title="GRPO reward"),
     Curve(
@@ -60,8 +66,8 @@ def load_data(config: TrainConfig) -> tuple[DataFiles, list[dict[str, Any]], lis
     """
     from agir_retrain.tasks.evaluation.tasks import bind_scenarios, read_tasks
 
-    files = locate_split(config.dataset, "sft")
-    if files.train.endswith(".jsonl") and _is_tasks_file(files.train):
+    files = data_files(config)
+    if _is_tasks_file(files.train):
         tasks = read_tasks(files.train)
     else:
         prompts = code_prompts(load_completion_rows(files.train))
@@ -72,7 +78,38 @@ def load_data(config: TrainConfig) -> tuple[DataFiles, list[dict[str, Any]], lis
         {"prompt": [dict(m) for m in t.prompt], "task_id": t.task_id, "scenario": t.scenario}
         for t in tasks
     ]
-    return DataFiles(train=files.train, eval=None), rows, []
+    return files, rows, []
+
+
+def data_files(config: TrainConfig) -> DataFiles:
+    """The prompts' file (``sft/train.jsonl``, or a tasks file) and the scenario files it uses.
+
+    With the SFT rows, the scenario files are the entries of ``grpo.scenarios`` that are
+    not built-in profiles; with a tasks file, those its rows name (key ``TASKS_SCENARIO``:
+    no setting names them). An entry that is neither a profile nor a file is refused here.
+    """
+    from agir_retrain.tasks.environment.profiles import PROFILES
+
+    train = locate_split(config.dataset, "sft").train
+    if _is_tasks_file(train):
+        from agir_retrain.tasks.evaluation.tasks import read_tasks
+
+        named = sorted({task.scenario for task in read_tasks(train)})
+        entries = [(TASKS_SCENARIO, None, name) for name in named]
+    else:
+        entries = [(SCENARIOS_KEY, i, name) for i, name in enumerate(config.grpo.scenarios)]
+    extra = []
+    for key, index, name in entries:
+        if name in PROFILES:
+            continue
+        if not (is_url(name) or Path(local_path(name)).is_file()):
+            where = f"{key}[{index}]" if index is not None else f"{train}: scenario"
+            raise ConfigError(
+                f"{where}={name!r}: neither a built-in profile ({', '.join(sorted(PROFILES))}) "
+                "nor a scenario file"
+            )
+        extra.append(SettingFile(key=key, path=name, index=index))
+    return DataFiles(train=train, eval=None, extra=tuple(extra))
 
 
 def _is_tasks_file(path: str) -> bool:
@@ -165,11 +202,22 @@ class EpisodeReward:
 
 def make_reward(config: TrainConfig, rows: list[dict[str, Any]]) -> EpisodeReward:
     """The reward over the scenarios the rows name (each loaded once, now)."""
-    from agir_retrain.tasks.environment.scenario import load_scenario
-
     grpo = config.grpo
-    scenarios = {name: load_scenario(name) for name in sorted({r["scenario"] for r in rows})}
+    scenarios = {name: _load_scenario(name) for name in sorted({r["scenario"] for r in rows})}
     return EpisodeReward(scenarios, grpo.environment, workers=grpo.workers, use_ray=grpo.ray)
+
+
+def _load_scenario(name: str) -> Scenario:
+    """A built-in profile or a scenario file, local or at a URL (a copy in shared storage)."""
+    from agir_retrain.tasks.environment.scenario import ScenarioError, load_scenario, parse_scenario
+
+    if not is_url(name):
+        return load_scenario(name)
+    try:
+        data = json.loads(read_bytes(name))
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"{name}: not readable as JSON: {exc}") from exc
+    return parse_scenario(data, name)
 
 
 def grpo_config(

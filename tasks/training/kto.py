@@ -43,9 +43,14 @@ def max_length(config: TrainConfig) -> int:
     return config.kto.max_length
 
 
+def data_files(config: TrainConfig) -> DataFiles:
+    """``kto/train.jsonl`` (or one file) and its eval file."""
+    return locate_split(config.dataset, "kto", config.eval_dataset)
+
+
 def load_data(config: TrainConfig) -> tuple[DataFiles, list[dict[str, Any]], list[dict[str, Any]]]:
     """The checked labelled rows (both labels needed) and eval rows, if any."""
-    files = locate_split(config.dataset, "kto", config.eval_dataset)
+    files = data_files(config)
     train = load_completion_rows(files.train, labelled=True)
     labels = {row["label"] for row in train}
     if len(labels) < 2:

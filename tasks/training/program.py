@@ -35,7 +35,6 @@ from agir_retrain.tasks.training.data import (
     conform_rows,
     fit_rows,
     load_rows,
-    locate,
     row_format,
 )
 from agir_retrain.tasks.training.metrics import (
@@ -170,7 +169,7 @@ def check_data(config: TrainConfig) -> Rows:
     if config.objective != "dpo":
         files, train, evaluation = objective_module(config.objective).load_data(config)
         return Rows(files=files, train=train, eval=evaluation)
-    files = locate(config.dataset, config.eval_dataset)
+    files = dpo.data_files(config)
     train = load_rows(files.train)
     evaluation = load_rows(files.eval, allow_empty=True) if files.eval else []
     return Rows(files=files, train=train, eval=evaluation)

@@ -8,8 +8,11 @@ turn) alone. Optional rehearsal rows from a general chat file are mixed in at a 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
+from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.io import exists
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.arguments import trainer_arguments
 from agir_retrain.tasks.training.completions import (
@@ -18,12 +21,13 @@ from agir_retrain.tasks.training.completions import (
     mix_rehearsal,
     rehearsal_rows,
 )
-from agir_retrain.tasks.training.data import DataFiles
+from agir_retrain.tasks.training.data import DataFiles, SettingFile
 from agir_retrain.tasks.training.outputs import Curve
 
 log = logging.getLogger(__name__)
 
 NAME = "sft"
+REHEARSAL_KEY = "sft.rehearsal_file"
 COLUMNS = ("prompt", "completion")
 CURVES = (
     Curve(file="loss.png", train_key="loss", eval_key="eval_loss", title="SFT loss"),
@@ -46,15 +50,26 @@ def max_length(config: TrainConfig) -> int:
     return config.sft.max_length
 
 
+def data_files(config: TrainConfig) -> DataFiles:
+    """``sft/train.jsonl`` (or one file) and its eval file, and the rehearsal file if one is set."""
+    files = locate_split(config.dataset, "sft", config.eval_dataset)
+    rehearsal = config.sft.rehearsal_file
+    if not rehearsal:
+        return files
+    if not exists(rehearsal):
+        raise DatasetError(f"sft.rehearsal_file={rehearsal!r}: no such file")
+    return replace(files, extra=(SettingFile(key=REHEARSAL_KEY, path=rehearsal),))
+
+
 def load_data(config: TrainConfig) -> tuple[DataFiles, list[dict[str, Any]], list[dict[str, Any]]]:
     """The checked training rows (rehearsal mixed in) and eval rows."""
-    files = locate_split(config.dataset, "sft", config.eval_dataset)
+    files = data_files(config)
     train = load_completion_rows(files.train)
     evaluation = load_completion_rows(files.eval, allow_empty=True) if files.eval else []
     settings = config.sft
-    if settings.rehearsal_file:
+    for rehearsal in (f.path for f in files.extra if f.key == REHEARSAL_KEY):
         mixed = mix_rehearsal(
-            train, rehearsal_rows(settings.rehearsal_file), settings.rehearsal_share, settings.seed
+            train, rehearsal_rows(rehearsal), settings.rehearsal_share, settings.seed
         )
         log.info("rehearsal: %d general rows mixed into %d", len(mixed) - len(train), len(train))
         train = mixed

@@ -12,9 +12,14 @@ import fsspec
 import pytest
 
 from agir_retrain.tasks.delivery.job_output import JobTimeoutError, LogTail
-from agir_retrain.tasks.delivery.remote import download_folder, remote_config, shared_job_folder
+from agir_retrain.tasks.delivery.remote import (
+    download_folder,
+    needs_shared_storage,
+    remote_config,
+    shared_job_folder,
+)
 from agir_retrain.tasks.delivery.submit import docker_mounts, run_streaming
-from agir_retrain.tasks.errors import ConfigError, SubmitError
+from agir_retrain.tasks.errors import ConfigError, DatasetError, SubmitError
 from agir_retrain.tasks.settings.models import TrainConfig
 
 
@@ -206,6 +211,151 @@ class TestDockerMounts:
         mounts, inside = docker_mounts(online)
         assert "base_model" not in inside
         assert "/model" not in {m.container for m in mounts}
+
+
+PROMPT = [{"role": "user", "content": "Free some space."}]
+ANSWER = [{"role": "assistant", "content": "```python\nprint('ok')\n```"}]
+
+
+@pytest.fixture
+def every_split(dataset, tmp_path) -> dict[str, Path]:
+    """The dataset flow's SFT and KTO splits beside the DPO ones, a rehearsal file, a scenario."""
+    from agir_retrain.tasks.environment.profiles import build_profile
+    from agir_retrain.tasks.environment.scenario import scenario_to_json
+
+    rows = {
+        "sft": {"prompt": PROMPT, "completion": ANSWER, "prompt_kind": "code", "run_id": "r1"},
+        "kto": {"prompt": PROMPT, "completion": ANSWER, "label": True},
+    }
+    for objective, row in rows.items():
+        (dataset / objective).mkdir()
+        for split in ("train", "eval"):
+            (dataset / objective / f"{split}.jsonl").write_text(
+                json.dumps(row | {"split": split}) + "\n"
+            )
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": PROMPT + ANSWER}) + "\n")
+    scenario = tmp_path / "small.json"
+    scenario.write_bytes(scenario_to_json(build_profile("debian-like")))
+    return {"dataset": dataset, "rehearsal": chat, "scenario": scenario}
+
+
+def _objective_config(objective: str, files: dict[str, Path], **fields) -> TrainConfig:
+    sections = {
+        "sft": {"sft": {"rehearsal_file": str(files["rehearsal"])}},
+        "grpo": {"grpo": {"scenarios": ["debian-like", str(files["scenario"])]}},
+    }
+    return TrainConfig(
+        dataset=str(files["dataset"]), objective=objective, **sections.get(objective, {}), **fields
+    )
+
+
+# What each objective's job reads: (shipped name, source under the dataset folder or fixture key).
+SHIPPED = {
+    "dpo": {"train.jsonl": "dpo/train.jsonl", "eval.jsonl": "dpo/eval.jsonl"},
+    "sft": {"train.jsonl": "sft/train.jsonl", "eval.jsonl": "sft/eval.jsonl",
+            "rehearsal.jsonl": "rehearsal"},
+    "kto": {"train.jsonl": "kto/train.jsonl", "eval.jsonl": "kto/eval.jsonl"},
+    "grpo": {"train.jsonl": "sft/train.jsonl", "scenarios/1-small.json": "scenario"},
+}  # fmt: skip
+
+
+def _source(files: dict[str, Path], where: str) -> Path:
+    return files[where] if where in files else files["dataset"] / where
+
+
+def _named(config: TrainConfig) -> dict[str, str | None]:
+    """The settings a job reads its files from."""
+    named = {"dataset": config.dataset, "eval_dataset": config.eval_dataset}
+    if config.objective == "sft":
+        named["rehearsal"] = config.sft.rehearsal_file
+    if config.objective == "grpo":
+        named["scenarios"] = ",".join(config.grpo.scenarios)
+    return named
+
+
+class TestEveryObjectiveShipsItsOwnFiles:
+    @pytest.mark.parametrize("objective", ["dpo", "sft", "kto", "grpo"])
+    def test_shared_storage_gets_exactly_the_objectives_files(
+        self, objective, every_split, tmp_path
+    ):
+        shared_root = f"memory://agir-shared-{uuid.uuid4().hex[:8]}"
+        config = _objective_config(
+            objective,
+            every_split,
+            out=str(tmp_path / "adapter"),
+            submit={"backend": "prefect", "shared_storage": shared_root},
+        )
+        job = shared_job_folder(config)
+        remote = remote_config(config, job)
+        fs = fsspec.filesystem("memory")
+        root = fs._strip_protocol(job)
+        shipped = {p.removeprefix(f"{root}/dataset/"): fs.cat(p) for p in fs.find(job)}
+        expected = SHIPPED[objective]
+        assert sorted(shipped) == sorted(expected)  # not the other objectives', not the bulk
+        for name, where in expected.items():
+            assert shipped[name] == _source(every_split, where).read_bytes(), name
+        at = f"{job}/dataset"
+        assert _named(remote) == {
+            "dpo": {"dataset": f"{at}/train.jsonl", "eval_dataset": f"{at}/eval.jsonl"},
+            "sft": {"dataset": f"{at}/train.jsonl", "eval_dataset": f"{at}/eval.jsonl",
+                    "rehearsal": f"{at}/rehearsal.jsonl"},
+            "kto": {"dataset": f"{at}/train.jsonl", "eval_dataset": f"{at}/eval.jsonl"},
+            "grpo": {"dataset": f"{at}/train.jsonl", "eval_dataset": None,
+                     "scenarios": f"debian-like,{at}/scenarios/1-small.json"},
+        }[objective]  # fmt: skip
+        fs.rm(shared_root.removeprefix("memory://"), recursive=True)
+
+    @pytest.mark.parametrize("objective", ["dpo", "sft", "kto", "grpo"])
+    def test_docker_mounts_exactly_the_objectives_files(
+        self, objective, every_split, model_folder, tmp_path
+    ):
+        config = _objective_config(
+            objective, every_split, base_model=model_folder, out=str(tmp_path / "o")
+        )
+        mounts, inside = docker_mounts(config)
+        read_only = {m.container: m.host for m in mounts if m.read_only}
+        assert read_only.pop("/model") == Path(model_folder).resolve()
+        assert read_only == {
+            f"/data/{name}": _source(every_split, where).resolve()
+            for name, where in SHIPPED[objective].items()
+        }
+        moved = config.model_copy(update=inside)
+        assert {value for value in _named(moved).values() if value} <= {
+            *read_only,
+            "debian-like,/data/scenarios/1-small.json",
+        }
+        assert moved.dataset == "/data/train.jsonl"
+        assert (moved.out, moved.base_model) == ("/out", "/model")
+
+    def test_a_missing_rehearsal_file_stops_the_shipping_in_one_line(self, every_split, tmp_path):
+        every_split["rehearsal"].unlink()
+        config = _objective_config(
+            "sft",
+            every_split,
+            out=str(tmp_path / "adapter"),
+            submit={"backend": "prefect", "shared_storage": f"file://{tmp_path / 'shared'}"},
+        )
+        with pytest.raises(
+            DatasetError, match=r"^sft\.rehearsal_file='.*chat\.jsonl': no such file$"
+        ):
+            remote_config(config, shared_job_folder(config))
+        assert not (tmp_path / "shared").exists()  # checked before anything is uploaded
+
+    def test_a_missing_objective_split_is_named(self, dataset, model_folder, tmp_path):
+        config = TrainConfig(
+            dataset=str(dataset), objective="kto", base_model=model_folder, out=str(tmp_path / "o")
+        )
+        with pytest.raises(DatasetError, match=r"kto/train\.jsonl: no such file"):
+            docker_mounts(config)
+
+    def test_a_local_scenario_file_needs_shared_storage_even_with_url_data(self, every_split):
+        config = _objective_config("grpo", every_split).model_copy(
+            update={"dataset": "s3://b/d", "out": "s3://b/o"}
+        )
+        assert needs_shared_storage(config)
+        with pytest.raises(ConfigError, match=r"cannot see grpo\.scenarios\[1\]"):
+            remote_config(config, None)
 
 
 def test_the_cli_trains_through_the_one_submit_and_its_deadline(dataset, model_folder, tmp_path):
