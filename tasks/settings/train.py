@@ -8,6 +8,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from agir_retrain.tasks.settings.base import Section
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
+from agir_retrain.tasks.settings.tracking import TrackingSettings
 
 
 class LoraSettings(Section):
@@ -337,6 +338,10 @@ class TrainConfig(Section):
     kto: KtoSettings = Field(default_factory=KtoSettings, description="KTO.")
     grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="GRPO.")
     launch: LaunchSettings = Field(default_factory=LaunchSettings, description="Launch.")
+    tracking: TrackingSettings = Field(
+        default_factory=TrackingSettings,
+        description="Experiment trackers the run reports to (none by default).",
+    )
     submit: SubmitSettings = Field(
         default_factory=SubmitSettings,
         description="Where the job runs (the program itself ignores it).",

@@ -6,7 +6,10 @@ these are the fields of it this program sets. Each objective adds its own on top
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, Protocol
+
+from agir_retrain.tasks.settings.tracking import TrackingSettings
 
 
 class Schedule(Protocol):
@@ -32,8 +35,9 @@ def trainer_arguments(
     bf16: bool,
     has_eval: bool,
     gradient_checkpointing: bool,
+    tracking: TrackingSettings | None = None,
 ) -> dict[str, Any]:
-    """TrainingArguments fields from the output folder and an objective's schedule."""
+    """TrainingArguments fields from the output folder, an objective's schedule and the trackers."""
     return {
         "output_dir": out,
         "learning_rate": schedule.learning_rate,
@@ -54,9 +58,30 @@ def trainer_arguments(
         "save_strategy": "steps",
         "save_steps": schedule.save_steps,
         "save_total_limit": schedule.save_total_limit,
-        "report_to": "none",
+        **tracking_arguments(out, tracking or TrackingSettings()),
         "use_cpu": not on_gpu,
         "bf16": bf16,
         # LoRA leaves most parameters frozen; DDP's search for unused ones only costs time.
         "ddp_find_unused_parameters": False,
+    }
+
+
+def run_name(out: str, tracking: TrackingSettings) -> str:
+    """The run's name in every tracker: the setting, or the name of the output folder."""
+    return tracking.run_name or PurePath(out.rstrip("/")).name or "adapter"
+
+
+def tracking_arguments(out: str, tracking: TrackingSettings) -> dict[str, Any]:
+    """``report_to`` ("none" when no tracker is named), the run's name and Trackio's project.
+
+    Where each tracker writes is not a TrainingArguments field in transformers 5 (its
+    ``logging_dir`` is gone): ``tracking.tracker_environment`` sets the variables the
+    callbacks read, inside the training process.
+    """
+    if not tracking.report_to:
+        return {"report_to": "none"}
+    return {
+        "report_to": list(tracking.report_to),
+        "run_name": run_name(out, tracking),
+        "project": tracking.project,  # Trackio's project (the only tracker reading it)
     }

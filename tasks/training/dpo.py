@@ -55,6 +55,7 @@ def dpo_config(
         bf16=bf16,
         has_eval=has_eval,
         gradient_checkpointing=gradient_checkpointing,
+        tracking=config.tracking,
     ) | {
         "beta": dpo.beta,
         "max_length": dpo.max_length,

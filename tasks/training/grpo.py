@@ -236,6 +236,7 @@ def grpo_config(
         bf16=bf16,
         has_eval=False,
         gradient_checkpointing=gradient_checkpointing,
+        tracking=config.tracking,
     ) | {
         # TRL's batch counts completions: a device batch holds whole groups.
         "per_device_train_batch_size": grpo.batch_size * grpo.num_generations,

@@ -96,6 +96,7 @@ def kto_config(
         bf16=bf16,
         has_eval=has_eval,
         gradient_checkpointing=gradient_checkpointing,
+        tracking=config.tracking,
     ) | {
         "beta": kto.beta,
         "max_length": kto.max_length,

@@ -94,6 +94,43 @@ class EvalSplit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrackedRun:
+    """Where one experiment tracker holds the run (``tracking.report_to``)."""
+
+    tracker: str  # tensorboard, mlflow, trackio or wandb
+    location: str  # relative to the adapter's folder when ``in_folder``; else a path or URI
+    in_folder: bool
+    project: str | None
+    run_name: str
+    run_id: str | None = None  # MLflow's run id
+    offline: bool = False  # W&B in offline mode: `wandb sync` uploads it
+
+
+TRACKER_TITLES = {
+    "tensorboard": "TensorBoard",
+    "mlflow": "MLflow",
+    "trackio": "Trackio",
+    "wandb": "Weights & Biases",
+}
+
+
+def tracked_in(run: TrackedRun) -> str:
+    """Where one tracker holds the run, in one line (markdown)."""
+    where = f"`{run.location}`" + (" in this folder" if run.in_folder else "")
+    title = TRACKER_TITLES.get(run.tracker, run.tracker)
+    if run.tracker == "tensorboard":
+        return f"{title}: {where} (`tensorboard --logdir {run.location}`)"
+    named = f"project `{run.project}`, run `{run.run_name}`"
+    if run.tracker == "mlflow":
+        store = f"the SQLite store {where}" if run.in_folder else where
+        return f"{title}: experiment `{run.project}`, run `{run.run_name}` (id `{run.run_id}`) in {store}"
+    if run.tracker == "wandb":
+        mode = "offline, to upload with `wandb sync`" if run.offline else "online"
+        return f"{title}: {named} ({mode}; local files {where})"
+    return f"{title}: {named}, database {where}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrainingMetrics:
     """Everything a training run reports, as written to ``metrics.json``."""
 
@@ -108,6 +145,7 @@ class TrainingMetrics:
     train: TrainSummary
     evaluation: dict[str, EvalSplit]
     log_history: tuple[dict[str, Any], ...] = ()
+    tracking: tuple[TrackedRun, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSON layout of ``metrics.json`` (non-finite numbers become null)."""
@@ -140,6 +178,8 @@ class TrainingMetrics:
                     for split, values in self.evaluation.items()
                 },
                 "log_history": list(self.log_history),
+                # Only when tracked: an untracked run's file keeps its earlier bytes.
+                **({"tracking": [asdict(run) for run in self.tracking]} if self.tracking else {}),
             }
         )
 
@@ -185,6 +225,7 @@ class TrainingMetrics:
                 for split, values in value.get("evaluation", {}).items()
             },
             log_history=tuple(value.get("log_history", ())),
+            tracking=tuple(TrackedRun(**run) for run in value.get("tracking", ())),
         )
 
 
@@ -254,6 +295,12 @@ def metrics_rows(metrics: TrainingMetrics) -> list[tuple[str, str]]:
         )
     if train.peak_gpu_memory_bytes is not None:
         rows.append(("peak GPU memory", f"{train.peak_gpu_memory_bytes / 2**30:.2f} GiB"))
+    rows.append(
+        (
+            "tracked in",
+            "; ".join(tracked_in(run) for run in metrics.tracking) or "not tracked",
+        )
+    )
     headlines = HEADLINE_METRICS.get(metrics.objective, ())
     for split, values in metrics.evaluation.items():
         figures = [f"loss {_number(values.loss, '.4f')}"] + [

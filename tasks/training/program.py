@@ -43,6 +43,7 @@ from agir_retrain.tasks.training.metrics import (
     EvalSplit,
     ParameterSummary,
     SplitData,
+    TrackedRun,
     TrainingMetrics,
     TrainSummary,
 )
@@ -102,7 +103,11 @@ def objective_module(name: str) -> Any:
 
 def main(config: TrainConfig) -> TrainResult:
     """Train an adapter with the configured objective; see the module docstring."""
-    return run(prepare(config))
+    from agir_retrain.tasks.training.tracking import tracking_session
+
+    # Trackers are checked and pointed at their stores before anything loads.
+    with tracking_session(config.out, config.tracking) as tracked:
+        return run(prepare(config), tracked=tracked)
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -165,7 +170,10 @@ def start_process_group() -> Any:
 
 
 def check_data(config: TrainConfig) -> Rows:
-    """Find and check every training and eval row (no tokenizer or model needed)."""
+    """Find and check every training and eval row, and the trackers (no tokenizer or model needed)."""
+    from agir_retrain.tasks.training.tracking import check_trackers
+
+    check_trackers(config.tracking)
     if config.objective != "dpo":
         files, train, evaluation = objective_module(config.objective).load_data(config)
         return Rows(files=files, train=train, eval=evaluation)
@@ -225,8 +233,11 @@ def fit_data(rows: Rows, tokenizer: Any, max_length: int) -> FittedRows:
     )
 
 
-def run(prepared: Prepared) -> TrainResult:
-    """Train, evaluate (overall and by provenance), save, and write the run's outputs."""
+def run(prepared: Prepared, *, tracked: tuple[TrackedRun, ...] = ()) -> TrainResult:
+    """Train, evaluate (overall and by provenance), save, and write the run's outputs.
+
+    ``tracked``: where the trackers hold the run (``tracking_session``), for the outputs.
+    """
     from accelerate.logging import get_logger
 
     from agir_retrain.tasks.training.model import merge_adapter, parameter_counts, save_adapter
@@ -267,6 +278,7 @@ def run(prepared: Prepared) -> TrainResult:
         train=train_summary(train_output.metrics, trainer.state.global_step),
         evaluation=evaluation,
         log_history=history,
+        tracking=tracked,
     )
     if trainer.is_world_process_zero():
         write_outputs(config=config, metrics=metrics, curves=objective.CURVES, out=Path(config.out))

@@ -88,6 +88,7 @@ def sft_config(
         bf16=bf16,
         has_eval=has_eval,
         gradient_checkpointing=gradient_checkpointing,
+        tracking=config.tracking,
     ) | {
         "max_length": sft.max_length,
         # Prompt-completion rows: the loss on the completion only (the assistant turn).

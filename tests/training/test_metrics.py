@@ -146,5 +146,6 @@ def test_rows():
             "4 of 5 (8 turns merged, 4 system messages folded)",
         ),
         ("peak GPU memory", "3.00 GiB"),
+        ("tracked in", "not tracked"),
         ("eval natural (4 rows)", "loss 0.6000, reward accuracy 0.750, reward margin n/a"),
     ]
