@@ -26,6 +26,7 @@ from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.tasks.dataset.build import ShardManifest
 from agir_retrain.tasks.dataset.build_report import BuildReport, build_rows, write_build_report
 from agir_retrain.tasks.dataset.chains import build_chains
+from agir_retrain.tasks.lineage import producer_of, write_producer
 from agir_retrain.tasks.prefect_tasks import (
     assemble_dataset_task,
     build_shard_task,
@@ -58,6 +59,11 @@ def build_dataset(config: BuildDatasetConfig) -> BuildDatasetResult:
     logger = get_run_logger()
     timing: dict[str, float] = {}
     work_dir = config.resolved_work_dir()
+    producer = (  # read first: a wrong path fails before any shard is built
+        producer_of(config.produced_by, config.producer_evaluation)
+        if config.produced_by or config.producer_evaluation
+        else None
+    )
 
     with _timed(timing, "plan"):
         planned = plan_dataset_task(config.inputs, work_dir, config.shard_bytes, config.read)
@@ -108,6 +114,8 @@ def build_dataset(config: BuildDatasetConfig) -> BuildDatasetResult:
             timing_s=timing,
         ),
     )
+    if producer is not None:
+        write_producer(config.out, producer)
     create_markdown_artifact(
         key="build-dataset-report",
         markdown=markdown_table(build_rows(report), headers=("what", "count")),

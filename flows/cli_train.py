@@ -27,7 +27,14 @@ from agir_retrain.tasks.settings.models import RetrainConfig, TrainConfig
 @app.command()
 @friendly_errors
 def train(
-    dataset: Annotated[str, typer.Argument(help=describe(TrainConfig, "dataset"))],
+    datasets: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="DATASET...",
+            help="A dataset folder (or JSONL file); several: one per generation, oldest first "
+            "(generations.datasets), trained on together within --window.",
+        ),
+    ],
     base_model: Annotated[
         str | None, typer.Option(help=describe(TrainConfig, "base_model"))
     ] = None,
@@ -50,6 +57,9 @@ def train(
     backend: Annotated[
         str | None, typer.Option(help=describe(TrainConfig, "submit.backend"))
     ] = None,
+    window: Annotated[
+        str | None, typer.Option(help=describe(TrainConfig, "generations.window"))
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -59,7 +69,9 @@ def train(
         config,
         overrides(
             set_,
-            dataset=dataset,
+            dataset=datasets[-1],
+            generations__datasets=datasets if len(datasets) > 1 or window else None,
+            generations__window=window,
             base_model=base_model,
             out=out,
             launch__num_processes=processes,

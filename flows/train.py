@@ -70,8 +70,14 @@ def objective_curves(objective: str) -> tuple[str, ...]:
 
 
 def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
-    """Run the training job where ``submit.backend`` says, and wait for it; raise if it fails."""
-    return BACKENDS[config.submit.backend](config, on_line)
+    """Run the training job where ``submit.backend`` says, and wait for it; raise if it fails.
+
+    A window of generations (``generations.datasets``) is combined here first, so every
+    backend trains from one dataset folder and the config carries the lineage.
+    """
+    from agir_retrain.tasks.training.generations import prepare_window
+
+    return BACKENDS[config.submit.backend](prepare_window(config), on_line)
 
 
 def gpu_job_variables(settings: SubmitSettings) -> dict[str, Any]:

@@ -40,3 +40,8 @@ COMPARE_PNG = "compare.png"
 
 # An archive's manifest.
 MANIFEST = "MANIFEST.json"
+
+# Generations: who collected a dataset's runs (in the dataset folder), and what a window
+# of generations trained an adapter on (beside the adapter).
+GENERATION_FILE = "generation.json"
+LINEAGE_FILE = "lineage.json"

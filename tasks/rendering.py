@@ -9,17 +9,19 @@ Prefect UI is served over http and shows a ``file://`` image as broken.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 Row = tuple[str, str]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def markdown_table(rows: Iterable[Row], *, headers: tuple[str, str] = ("what", "value")) -> str:
-    """Render rows as a two-column markdown table (pipes in cells escaped)."""
-    lines = [f"| {headers[0]} | {headers[1]} |", "|---|---|"]
-    lines += [f"| {_cell(what)} | {_cell(value)} |" for what, value in rows]
+def markdown_table(
+    rows: Iterable[Sequence[str]], *, headers: Sequence[str] = ("what", "value")
+) -> str:
+    """Render rows as a markdown table, one cell per header (pipes in cells escaped)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

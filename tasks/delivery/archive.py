@@ -47,6 +47,8 @@ from agir_retrain.tasks.filenames import (
     REPORT_FILE,
 )
 from agir_retrain.tasks.io import atomic_output, is_url, join, local_path, sha256_file
+from agir_retrain.tasks.lineage import read_lineage
+from agir_retrain.tasks.settings.generations import Lineage
 
 ADAPTER = ADAPTER_FILE
 KEY_PACKAGES = (
@@ -84,6 +86,7 @@ class Manifest(_Strict):
     dataset_sha256: str | None = None
     git_commit: str | None = None
     packages: dict[str, str | None] = Field(default_factory=dict)
+    lineage: Lineage | None = None  # a window of generations: what the adapter learnt from
     files: dict[str, ManifestEntry]
 
     @field_validator("files")
@@ -194,6 +197,7 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
     if dataset and (dataset / REPORT_FILE).is_file():
         files[f"dataset/{REPORT_FILE}"] = dataset / REPORT_FILE
     metrics = orjson.loads(files[METRICS_FILE].read_bytes()) if METRICS_FILE in files else {}
+    lineage = read_lineage(training_out)
     manifest = {
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,6 +205,7 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
         "dataset_sha256": dataset_sha,
         "git_commit": _git_commit(),
         "packages": _packages(),
+        **({"lineage": lineage.model_dump(mode="json")} if lineage else {}),
         "files": {
             name: {"sha256": sha256_file(str(path)), "size": path.stat().st_size}
             for name, path in sorted(files.items())

@@ -163,6 +163,17 @@ class BuildDatasetConfig(Section):
     read: ReadSettings = Field(default_factory=ReadSettings, description="Reader limits.")
     garble: GarbleSettings = Field(default_factory=GarbleSettings, description="Garbling.")
     export: ExportSettings = Field(default_factory=ExportSettings, description="DPO/KTO export.")
+    produced_by: str | None = Field(
+        None,
+        description="The adapter folder whose model collected these runs (a generation's "
+        "producer): recorded with its weights digest, lineage and evaluation (its "
+        "eval/eval.json) in generation.json. None records nothing.",
+    )
+    producer_evaluation: str | None = Field(
+        None,
+        description="The producer's evaluation, PATH/eval.json or PATH/eval.json#MODEL "
+        "(e.g. the base's entry for generation 1); None reads produced_by's eval/eval.json.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BuildDatasetConfig:

@@ -57,6 +57,10 @@ class RetrainConfig(Section):
         train = where_unset(
             self.train, dataset=build.out, out=f"{out}/adapter", base_model=self.base_model
         )
+        earlier = train.generations.datasets
+        if earlier and build.out not in earlier:  # the dataset built here is the newest generation
+            generations = train.generations.model_copy(update={"datasets": [*earlier, build.out]})
+            train = train.model_copy(update={"generations": generations})
         evaluation = where_unset(
             self.evaluation,
             dataset=build.out,

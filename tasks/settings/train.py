@@ -8,6 +8,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from agir_retrain.tasks.settings.base import Section
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
+from agir_retrain.tasks.settings.generations import GenerationsSettings, Lineage
 from agir_retrain.tasks.settings.tracking import TrackingSettings
 
 
@@ -345,4 +346,13 @@ class TrainConfig(Section):
     submit: SubmitSettings = Field(
         default_factory=SubmitSettings,
         description="Where the job runs (the program itself ignores it).",
+    )
+    generations: GenerationsSettings = Field(
+        default_factory=GenerationsSettings,
+        description="Several datasets, one per generation, and the window trained on.",
+    )
+    lineage: Lineage | None = Field(
+        None,
+        description="Set when a window of generations is prepared for submission (not by hand): "
+        "what the adapter learns from; written beside it as lineage.json.",
     )

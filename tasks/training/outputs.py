@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
-from agir_retrain.tasks.filenames import CARD_FILE, CONFIG_FILE, METRICS_FILE
+from agir_retrain.tasks.filenames import CARD_FILE, CONFIG_FILE, LINEAGE_FILE, METRICS_FILE
 from agir_retrain.tasks.io import write_bytes_atomic
+from agir_retrain.tasks.lineage import lineage_bytes
 from agir_retrain.tasks.rendering import markdown_table
+from agir_retrain.tasks.settings.generations import Lineage
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_bytes, metrics_rows
 
@@ -43,6 +45,8 @@ def write_outputs(
     """Write metrics.json, the curves, train_config.yaml and README.md; return the plots."""
     write_bytes_atomic(str(out / METRICS_FILE), metrics_bytes(metrics))
     write_config(config, out / CONFIG_FILE)
+    if config.lineage is not None:
+        write_bytes_atomic(str(out / LINEAGE_FILE), lineage_bytes(config.lineage))
     plots = plot_curves(metrics.log_history, out, curves)
     write_bytes_atomic(str(out / CARD_FILE), model_card(config, metrics, plots).encode())
     return plots
@@ -111,7 +115,7 @@ Data: `{metrics.data.train_file}` (train), `{metrics.data.eval_file}` (eval).
 whose rejected side is a failed attempt of the agent (or another run's strategy).
 
 {chr(10).join(f"![{name}]({name})" for name in plots)}
-
+{lineage_section(config.lineage)}
 ## Use
 
 ```python
@@ -128,4 +132,40 @@ keeps QLoRA adapter weights in bf16, and up-casting them changes the logits slig
 ```yaml
 {yaml.safe_dump(settings, sort_keys=False).rstrip()}
 ```
+"""
+
+
+def lineage_section(lineage: Lineage | None) -> str:
+    """The model card's account of the generations the adapter learnt from (empty for one dataset)."""
+    if lineage is None:
+        return ""
+    rows = []
+    for record in lineage.generations:
+        producer = record.producer
+        evaluation = producer.evaluation if producer else None
+        rows.append(
+            (
+                str(record.generation),
+                f"`{record.dataset}`",
+                "yes" if record.selected else "no",
+                f"`{producer.adapter}`"
+                if producer and producer.adapter
+                else ("base" if producer else "not recorded"),
+                f"{getattr(evaluation, lineage.rank_by):.3f}" if evaluation else "-",
+                str(sum(record.rows.values())),
+            )
+        )
+    table = markdown_table(
+        rows,
+        headers=("generation", "dataset", "in window", "collected by", lineage.rank_by, "rows"),
+    )
+    return f"""
+## Lineage
+
+A fresh adapter on the base, trained on the window `{lineage.window}` of {len(rows)}
+generation(s) (combined in `{lineage.dataset}`; {lineage.duplicate_rows_dropped} duplicate
+rows and {lineage.eval_rows_in_train_dropped} eval rows of training runs dropped). Each
+dataset's runs were collected by the model named; `{LINEAGE_FILE}` holds the whole chain.
+
+{table}
 """
