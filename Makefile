@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
 DEV_PACKAGES := hypothesis|iniconfig|pluggy|pytest|pytest-timeout|ruff|sortedcontainers
+# The trackers the tests report to (tensorboard, mlflow-skinny) and what only they pull in.
+DEV_PACKAGES := $(DEV_PACKAGES)|absl-py|databricks-sdk|gitdb|gitpython|importlib[-_]metadata|mlflow-skinny
+DEV_PACKAGES := $(DEV_PACKAGES)|smmap|sqlparse|tensorboard|tensorboard-data-server|werkzeug|zipp
 
 .PHONY: install demo test test-quick lint bench clean constraints
 
