@@ -370,8 +370,11 @@ def _fit_fully(base: str, rows: list[dict], out: Path, steps: int) -> None:
 def test_grpo_steps_run_the_sandbox_and_rewards_differ_within_a_group(
     sandbox_settings, tiny_model, tmp_path
 ):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from agir_retrain.tasks.environment.scenario import scenario_to_json
     from agir_retrain.tasks.training.program import prepare, run
+    from agir_retrain.tasks.training.tracking import tracking_session
 
     scenario = tmp_path / "small.json"
     scenario.write_bytes(scenario_to_json(_scenario()))
@@ -399,12 +402,15 @@ def test_grpo_steps_run_the_sandbox_and_rewards_differ_within_a_group(
             "learning_rate": 1e-3, "scenarios": [str(scenario)], "workers": 2, "save_steps": 1000,
             "environment": sandbox_settings.model_dump(),
         },
+        # GRPO's own per-step figures reach the trackers, not only metrics.json.
+        tracking={"report_to": ["tensorboard"]},
     )  # fmt: skip
-    prepared = prepare(config)
-    reward = prepared.trainer.reward_funcs[0]
-    model = prepared.trainer.model
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
-    result = run(prepared)
+    with tracking_session(config.out, config.tracking) as tracked:
+        prepared = prepare(config)
+        reward = prepared.trainer.reward_funcs[0]
+        model = prepared.trainer.model
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+        result = run(prepared, tracked=tracked)
 
     assert reward.episodes == prompts * generations * steps  # every completion ran in the sandbox
     spreads = [step["episodes/reward_spread"] for step in reward.steps]
@@ -415,5 +421,10 @@ def test_grpo_steps_run_the_sandbox_and_rewards_differ_within_a_group(
     logged = [row for row in result.metrics.log_history if "episodes/run" in row]
     assert [row["episodes/run"] for row in logged] == [4.0, 8.0]
     assert all("episodes/ran_share" in row and "reward_std" in row for row in logged)
+    board = EventAccumulator(str(tmp_path / "grpo" / "runs" / "grpo"), size_guidance={"scalars": 0})
+    board.Reload()
+    for key in ("episodes/run", "episodes/ran_share", "episodes/reward_spread"):
+        series = [(event.step, event.value) for event in board.Scalars(f"train/{key}")]
+        assert series == [(row["step"], pytest.approx(row[key], rel=1e-6)) for row in logged], key
     assert (tmp_path / "grpo" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "grpo" / "reward.png").is_file()
