@@ -19,6 +19,7 @@ from agir_retrain.tasks.training.tracking import (
     check_trackers,
     tracked_runs,
     tracker_environment,
+    tracking_session,
     wandb_login_problem,
 )
 
@@ -52,6 +53,7 @@ class TestArguments:
         named = TrainConfig(out="o/", tracking={"report_to": ["trackio"], "run_name": "r1"})
         assert _arguments(named)["dpo"]["run_name"] == "r1"
 
+    @pytest.mark.slow  # importing TRL
     def test_the_arguments_are_accepted_by_trl(self, tmp_path):
         from trl import DPOConfig
 
@@ -125,9 +127,11 @@ class TestWhere:
         )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
-def test_a_tracker_not_installed_stops_before_any_model_loads(dataset, tmp_path):
-    from agir_retrain.tasks.training.program import main
+@pytest.mark.parametrize("tracker", ["trackio", "wandb"])
+def test_a_tracker_not_installed_stops_before_any_model_loads(tracker, dataset, tmp_path):
+    if importlib.util.find_spec(tracker) is not None:
+        pytest.skip(f"{tracker} is installed")
+    from agir_retrain.tasks.training.program import check_data, main
 
     out = tmp_path / "out"
     # The base model does not exist: loading it first would fail with another error.
@@ -135,13 +139,39 @@ def test_a_tracker_not_installed_stops_before_any_model_loads(dataset, tmp_path)
         dataset=str(dataset),
         base_model=str(tmp_path / "no-such-model"),
         out=str(out),
-        tracking={"report_to": ["tensorboard", "wandb"]},
+        tracking={"report_to": [tracker]},
     )
-    with pytest.raises(ConfigError, match=r"wandb not installed .*: pip install wandb") as error:
+    with pytest.raises(ConfigError, match=rf"{tracker} not installed .*: pip install {tracker},"):
         main(config)
-    assert "\n" not in str(error.value)
     assert not (out / "adapter_model.safetensors").exists()
     assert not out.exists()  # nothing was written: no tracker started, no model loaded
+    with pytest.raises(ConfigError, match=f"pip install {tracker}"):
+        check_data(config)  # the program's first step checks too (prepare without main)
+
+
+@pytest.mark.slow  # MLflow creates its SQLite store's tables
+def test_a_run_that_raises_is_failed_in_mlflow_and_the_environment_put_back(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "/somewhere/else")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = str(tmp_path / "out")
+    tracking = TrackingSettings(report_to=["mlflow", "tensorboard"], run_name="r")
+    seen: dict[str, str | None] = {}
+
+    def train_and_fail() -> None:
+        with tracking_session(out, tracking) as tracked:
+            seen["board"] = os.environ["TENSORBOARD_LOGGING_DIR"]
+            seen["run_id"] = tracked[0].run_id
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train_and_fail()
+    assert seen["board"] == str(tmp_path / "out" / "runs" / "r")
+    run_id = seen["run_id"]
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == "/somewhere/else"
+    assert "MLFLOW_EXPERIMENT_NAME" not in os.environ
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert client.get_run(run_id).info.status == "FAILED"
 
 
 class TestWandbLogin:
