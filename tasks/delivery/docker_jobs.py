@@ -6,8 +6,11 @@ unchanged context reuses the image. The container gets every GPU when the host h
 some, its mounts, and its environment; its log is streamed as it runs. It is confined:
 never root (the caller's uid, or ``DEFAULT_USER`` when the caller is root), no network
 unless the job asks, no capabilities, no privilege gain, and memory and process limits.
-Whether the job succeeds, fails or runs past its deadline, the container is removed, and
-so is whatever the build left (intermediate containers, dangling layers). A failed job
+A job that runs bubblewrap jails itself (GRPO's episodes) asks for ``nested_sandbox`` and
+gets exactly what bwrap needs on top, nothing more (``NESTED_SANDBOX_OPTIONS``). Before
+anything starts, every read-only mount must be readable by the job's user. Whether the job
+succeeds, fails or runs past its deadline, the container is removed, and so is whatever
+the build left (intermediate containers, dangling layers). A failed job
 raises ``SubmitError`` with the job's own exit status and last log lines; one stopped at
 its deadline raises ``JobTimeoutError``.
 """
@@ -25,13 +28,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agir_retrain.tasks.delivery.job_output import JobTimeoutError, LogTail, follow
-from agir_retrain.tasks.errors import SubmitError
+from agir_retrain.tasks.errors import ConfigError, SubmitError
 from agir_retrain.tasks.io import sha256_file
 
 log = logging.getLogger(__name__)
 
 LABEL = "org.agir-retrain"  # on every image, layer and container we make
 DEFAULT_USER = "1000:1000"  # the GPU image's own `agir` user; jobs of a root caller run as it
+# What bubblewrap needs in a container, measured on Docker 20.10 (runc, cgroup v1), and why:
+# docker's default seccomp profile refuses unshare/clone of new namespaces to a process
+# without CAP_SYS_ADMIN (bwrap: "No permissions to create new namespace"), and docker
+# masks parts of /proc and remounts others read-only, so the kernel refuses the fresh /proc
+# of bwrap's pid namespace ("Can't mount proc on /newroot/proc"): `docker run
+# --security-opt seccomp=unconfined --security-opt systempaths=unconfined`. Any one of the
+# three alone is not enough. Capabilities stay dropped and no-new-privileges stays on: the
+# namespaces bwrap makes are unprivileged user namespaces.
+NESTED_SANDBOX_OPTIONS = ("seccomp=unconfined",)
+UNMASKED_PROC = {"MaskedPaths": [], "ReadonlyPaths": []}  # systempaths=unconfined, in the API
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +75,9 @@ class DockerJob:
     shm_size: str | None = "8g"  # /dev/shm, which torch's workers and NCCL use
     user: str | None = None  # uid:gid; None: the caller's, or DEFAULT_USER for root
     timeout_s: float = 24 * 3600
+    # The job runs bubblewrap jails (GRPO episodes with the bwrap sandbox): it may make
+    # unprivileged user namespaces and mount a fresh /proc (see NESTED_SANDBOX_OPTIONS)
+    nested_sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +192,7 @@ def run_docker_job(job: DockerJob, on_line: Callable[[str], None] | None = None)
     try:
         image, reused = build_image(client, job, emit)
         deadline = time.monotonic() + job.timeout_s  # the build is not the job's time
-        container = client.containers.create(image=image, **_run_options(client, job, user))
+        container = _create_container(client, image, job, user)
         container.start()
         tail = LogTail(emit)
         ended = follow(container.logs(stream=True, follow=True), tail, deadline)
@@ -202,31 +218,54 @@ def run_docker_job(job: DockerJob, on_line: Callable[[str], None] | None = None)
     return result
 
 
-def _run_options(client: Any, job: DockerJob, user: str) -> dict[str, Any]:
-    """The container's confinement, mounts, GPUs and environment, as ``containers.create`` takes them."""
+def _create_container(client: Any, image: str, job: DockerJob, user: str) -> Any:
+    """Create the job's container: its confinement, mounts, GPUs and environment.
+
+    Through the low-level API: the SDK's ``containers.create`` cannot unmask ``/proc``.
+    """
     import docker
 
     device_requests = []
     if job.gpus == "all" or (job.gpus == "auto" and host_has_gpus(client)):
         device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    return {
-        "command": job.command,
-        "volumes": {
+    host_config = client.api.create_host_config(
+        binds={
             str(m.host.resolve()): {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
             for m in job.mounts
         },
-        "environment": job.env,
-        "device_requests": device_requests or None,
-        "labels": {LABEL: "job"},
-        "user": user,
-        "network_mode": None if job.network else "none",
-        "mem_limit": job.memory_limit,
-        "memswap_limit": job.memory_limit,  # the same: no swap beyond the memory limit
-        "pids_limit": job.pids_limit,
-        "shm_size": job.shm_size,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-    }
+        device_requests=device_requests or None,
+        network_mode=None if job.network else "none",
+        mem_limit=job.memory_limit,
+        memswap_limit=job.memory_limit,  # the same: no swap beyond the memory limit
+        pids_limit=job.pids_limit,
+        shm_size=job.shm_size,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges", *security_options(job, client.info())],
+    )
+    if job.nested_sandbox:  # docker run's --security-opt systempaths=unconfined
+        host_config.update(UNMASKED_PROC)
+    created = client.api.create_container(
+        image,
+        command=job.command,
+        environment=job.env,
+        labels={LABEL: "job"},
+        user=user,
+        host_config=host_config,
+    )
+    return client.containers.get(created["Id"])
+
+
+def security_options(job: DockerJob, engine: dict[str, Any]) -> list[str]:
+    """The ``--security-opt`` values beyond no-new-privileges: none, unless the job nests bwrap.
+
+    Where the engine enforces AppArmor, its docker-default profile denies mount, so a
+    nested sandbox also runs unconfined by AppArmor; where it does not (as here), nothing
+    is asked for it.
+    """
+    if not job.nested_sandbox:
+        return []
+    apparmor = any("name=apparmor" in option for option in engine.get("SecurityOptions") or [])
+    return [*NESTED_SANDBOX_OPTIONS, *(["apparmor=unconfined"] if apparmor else [])]
 
 
 def _wait(container: Any, deadline: float) -> int | None:
@@ -256,10 +295,32 @@ def _user(job: DockerJob) -> tuple[str, tuple[int, int] | None]:
         raise SubmitError("docker", None, f"refusing to run a job as root (user={user!r})")
     if caller[0] != 0:
         return user, None
+    _check_readable(job, int(uid), int(gid or uid))
     for mount in job.mounts:
         if not mount.read_only:
             _chown_tree(mount.host, int(uid), int(gid or uid))
     return user, caller
+
+
+def _check_readable(job: DockerJob, uid: int, gid: int) -> None:
+    """Refuse, before anything starts, a read-only mount the job's user could not read.
+
+    A root caller's job runs as another user; a model saved by ``save_pretrained`` is
+    ``0600`` (root's alone), and the job would fail deep inside with a missing file.
+    """
+    for mount in job.mounts:
+        if not mount.read_only:
+            continue
+        for path in [mount.host, *(mount.host.rglob("*") if mount.host.is_dir() else [])]:
+            info = path.stat()
+            shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+            need = 0o5 if path.is_dir() else 0o4
+            if (info.st_mode >> shift) & need != need:
+                raise ConfigError(
+                    f"{path} (mode {info.st_mode & 0o777:04o}, owner {info.st_uid}:{info.st_gid}) "
+                    f"is not readable by the docker job's user {uid}:{gid}, which mounts it as "
+                    f"{mount.container}: make it readable (chmod -R a+rX {mount.host})"
+                )
 
 
 def _give_back(job: DockerJob, owner: tuple[int, int] | None) -> None:

@@ -203,10 +203,21 @@ def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, obj
 
 
 def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
-    """Train in the GPU image on the Docker engine: inputs read-only, outputs in ``out``."""
+    """Train in the GPU image on the Docker engine: inputs read-only, outputs in ``out``.
+
+    GRPO's episodes run in bwrap jails inside the job, which then gets what bwrap needs
+    (``DockerJob.nested_sandbox``); the docker sandbox cannot run there (no engine inside).
+    """
     from agir_retrain.tasks.filenames import CONFIG_FILE
     from agir_retrain.tasks.training.outputs import write_config
 
+    grpo = config.objective == "grpo"
+    if grpo and config.grpo.environment.backend != "bwrap":
+        raise ConfigError(
+            f"grpo.environment.backend={config.grpo.environment.backend!r} cannot run inside a "
+            "docker job (no Docker engine there): use grpo.environment.backend=bwrap, or "
+            "submit.backend=local"
+        )
     mounts, inside = docker_mounts(config)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     write_config(config.model_copy(update=inside), Path(config.out) / CONFIG_FILE)
@@ -233,6 +244,7 @@ def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = N
             shm_size=settings.shm_size,
             user=settings.container_user,
             timeout_s=settings.timeout_s,
+            nested_sandbox=grpo,
         )
         result = run_docker_job(job, on_line)
     return JobResult(returncode=result.returncode, out=config.out, log_tail=result.log_tail)

@@ -18,7 +18,7 @@ from agir_retrain.tasks.delivery.docker_jobs import (
     run_docker_job,
 )
 from agir_retrain.tasks.delivery.job_output import JobTimeoutError
-from agir_retrain.tasks.errors import SubmitError
+from agir_retrain.tasks.errors import ConfigError, SubmitError
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +200,49 @@ def test_a_root_user_is_refused(docker_engine, busybox, tmp_path):
     context = _context(tmp_path / "ctx", busybox)
     with pytest.raises(SubmitError, match="refusing to run a job as root"):
         run_docker_job(_job(context, tmp_path, "true", user="0:0"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller's job runs as another user")
+def test_a_mount_the_jobs_user_cannot_read_is_refused_before_anything_starts(
+    docker_engine, busybox, tmp_path, engine_state
+):
+    context = _context(tmp_path / "ctx", busybox)
+    job = _job(context, tmp_path, "cat /data/train.jsonl")
+    (tmp_path / "data" / "train.jsonl").chmod(0o600)  # as save_pretrained leaves a model
+    lines: list[str] = []
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.jsonl \(mode 0600, owner 0:0\) is not readable "
+        r"by the docker job's user 1000:1000.*chmod -R a\+rX",
+    ):
+        run_docker_job(job, on_line=lines.append)
+    assert lines == []  # refused before the build
+    (tmp_path / "data" / "train.jsonl").chmod(0o644)
+    assert run_docker_job(job).log_tail.splitlines()[-1] == '{"prompt": "p"}'
+
+
+# What the job sees of its own confinement: seccomp mode, capabilities, no-new-privileges,
+# how many mounts cover parts of /proc (docker's masked and read-only paths), user, network.
+_SECURITY_REPORT = (
+    "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status | tr -d '\\t';"
+    "echo proc_covers=$(grep -c ' /proc/' /proc/mounts);"
+    "echo uid=$(id -u); echo net=$(ls /sys/class/net | tr '\\n' ' ')"
+)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_only_a_nested_sandbox_gets_seccomp_off_and_proc_unmasked(
+    docker_engine, busybox, tmp_path, engine_state, nested
+):
+    context = _context(tmp_path / "ctx", busybox)
+    result = run_docker_job(_job(context, tmp_path, _SECURITY_REPORT, nested_sandbox=nested))
+    report = dict(line.split("=", 1) if "=" in line else line.split(":", 1)
+                  for line in result.log_tail.splitlines()[-6:])  # fmt: skip
+    # what a nested sandbox is given: seccomp off (0, else 2: filtered) and /proc whole
+    assert report["Seccomp"] == ("0" if nested else "2")
+    assert (report["proc_covers"] == "0") is nested
+    # what it keeps, as every job: no capabilities, no privilege gain, not root, no network
+    assert report["CapEff"] == "0000000000000000"
+    assert report["NoNewPrivs"] == "1"
+    assert report["uid"] != "0"
+    assert report["net"].split() == ["lo"]
