@@ -159,6 +159,36 @@ def test_rerun_reuses_shards_and_garbles(reference, corpus, tiny_model, tmp_path
     _same_outputs(root / "out", tmp_path / "out")
 
 
+def test_a_generation_records_the_adapter_that_collected_its_runs(
+    reference, corpus, tiny_model, tmp_path
+):
+    from agir_retrain.tasks.errors import ConfigError
+    from agir_retrain.tasks.lineage import read_producer
+
+    root, _first, _ = reference
+    adapter = tmp_path / "adapter"
+    (adapter / "eval").mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    figure = {"value": 0.25, "ci_low": 0.1, "ci_high": 0.4}
+    entry = {"tasks": 8, "pass_at_1": figure, "mean_freed_share": figure | {"value": 0.5}}
+    (adapter / "eval" / "eval.json").write_text(
+        json.dumps({"models": {"base": entry, "adapter": entry}})
+    )
+    config = _config([str(corpus / "runs")], tmp_path / "out", root / "work", tiny_model)
+    _run(config.model_copy(update={"produced_by": str(adapter)}))
+    _same_outputs(root / "out", tmp_path / "out")  # the data itself does not change
+    producer = read_producer(tmp_path / "out")
+    assert producer.adapter == str(adapter)
+    assert producer.evaluation.model == "adapter"
+    assert (producer.evaluation.pass_at_1, producer.evaluation.mean_freed_share) == (0.25, 0.5)
+    assert read_producer(root / "out") is None  # nothing recorded unless asked
+
+    missing = config.model_copy(update={"produced_by": str(tmp_path / "nope"), "out": "x"})
+    with pytest.raises(ConfigError, match=r"no adapter_model\.safetensors"):
+        _run(missing)  # before any shard is planned or built
+    assert not Path("x").exists()
+
+
 def test_grown_corpus_recomputes_only_new_shards(
     corpus, tiny_model, prefect_server, local_ray, tmp_path
 ):

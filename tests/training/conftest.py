@@ -49,3 +49,14 @@ def dataset(tmp_path_factory) -> Path:
     write_rows(root / "dpo" / "train.jsonl", [agir_row(rng, garbled=i % 2 == 0) for i in range(8)])
     write_rows(root / "dpo" / "eval.jsonl", [agir_row(rng, garbled=i % 2 == 0) for i in range(6)])
     return root
+
+
+@pytest.fixture(scope="session")
+def preference_rows():
+    """Make AGIR-shaped DPO rows: ``preference_rows(seed, count)``, both provenances in turn."""
+
+    def make(seed: int, count: int) -> list[dict]:
+        rng = random.Random(seed)
+        return [agir_row(rng, garbled=i % 2 == 0) for i in range(count)]
+
+    return make
