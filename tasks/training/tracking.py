@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from agir_retrain.tasks.errors import ConfigError
@@ -195,10 +196,12 @@ def tracking_session(out: str, tracking: TrackingSettings) -> Iterator[tuple[Tra
     env = tracker_environment(out, tracking, store)
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    run = _start_mlflow_run(store, tracking.project, run_name(out, tracking)) if store else None
+    run = None
     status = "FAILED"
     try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        if store:
+            run = _start_mlflow_run(store, tracking.project, run_name(out, tracking))
         yield tracked_runs(
             out, tracking, mlflow_store=store, mlflow_run_id=run.info.run_id if run else None
         )
@@ -216,7 +219,7 @@ def tracking_session(out: str, tracking: TrackingSettings) -> Iterator[tuple[Tra
     log.info("tracked in %s", ", ".join(tracking.report_to))
 
 
-def _start_mlflow_run(store: str, experiment: str, name: str) -> object | None:
+def _start_mlflow_run(store: str, experiment: str, name: str) -> Any:
     """Start the run on the main process (the callback logs into an active run, never ends it)."""
     if int(os.environ.get("RANK", "0")) != 0:  # set by accelerate launch; other ranks log nothing
         return None

@@ -17,6 +17,7 @@ from agir_retrain.tasks.training import dpo, grpo, kto, sft
 from agir_retrain.tasks.training.metrics import TrackedRun, metrics_rows, read_metrics
 from agir_retrain.tasks.training.tracking import (
     check_trackers,
+    mlflow_uri,
     tracked_runs,
     tracker_environment,
     tracking_session,
@@ -90,6 +91,11 @@ class TestWhere:
             ("mlflow", "mlflow.db", True),
         ]
         assert runs[3].run_id == "abc"
+        # MLflow's store: the setting, else the user's MLFLOW_TRACKING_URI, else one in out.
+        assert mlflow_uri(out, tracking, "http://user:5000") == "http://user:5000"
+        chosen = TrackingSettings(report_to=["mlflow"], mlflow_uri="sqlite:////db/m.db")
+        assert mlflow_uri(out, chosen, "http://user:5000") == "sqlite:////db/m.db"
+        assert mlflow_uri(out, tracking, None) == env["MLFLOW_TRACKING_URI"]
 
         elsewhere = TrackingSettings(
             report_to=["tensorboard", "wandb", "mlflow"],
