@@ -40,8 +40,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agir_retrain.tasks.errors import AgirError
 from agir_retrain.tasks.filenames import (
     ADAPTER_FILE,
-    DPO_EVAL,
-    DPO_TRAIN,
     MANIFEST,
     METRICS_FILE,
     REPORT_FILE,
@@ -56,7 +54,6 @@ KEY_PACKAGES = (
     "datasets", "polars", "prefect", "ray",
 )  # fmt: skip
 SKIPPED = ("checkpoint-", "merged", "runs", "training_args.bin")  # bulky or replayable
-DATASET_FILES = (DPO_TRAIN, DPO_EVAL)
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files; megabytes of it is not a manifest
 MAX_MEMBERS = 100_000  # bounds the work a hostile archive of empty members can cause
 _CHUNK = 1 << 20
@@ -135,16 +132,25 @@ def _show(name: str) -> str:
     return name if name.isprintable() else ascii(name)
 
 
-def dataset_hash(dataset: Path) -> str | None:
-    """sha256 over the DPO files a model was trained on (name and content hash), if present."""
+def dataset_hash(dataset: Path, objective: str = "dpo") -> str | None:
+    """sha256 over the split an objective trains on (each file's name and content hash), if present.
+
+    The files are the objective's own (``training/inputs.py``): an SFT adapter's archive
+    carries the hash of ``sft/``, not of the DPO pairs it never read.
+    """
+    from agir_retrain.tasks.settings.models import TrainConfig
+    from agir_retrain.tasks.training.inputs import job_inputs
+
+    try:
+        inputs = job_inputs(TrainConfig(dataset=str(dataset), objective=objective))
+    except (AgirError, ValueError):  # no split of this objective here, or no such objective
+        return None
     digest = hashlib.sha256()
-    found = False
-    for name in DATASET_FILES:
-        path = dataset / name
-        if path.is_file():
-            found = True
-            digest.update(f"{name}\0{sha256_file(str(path))}\n".encode())
-    return digest.hexdigest() if found else None
+    for file in (inputs.train, inputs.eval):
+        if file is not None:
+            name = Path(file.path).relative_to(dataset).as_posix()
+            digest.update(f"{name}\0{sha256_file(file.path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _git_commit() -> str | None:
@@ -193,10 +199,10 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
     ``agir-adapter-<dataset hash>.tar.gz``.
     """
     files = _training_files(training_out)
-    dataset_sha = dataset_hash(dataset) if dataset else None
+    metrics = orjson.loads(files[METRICS_FILE].read_bytes()) if METRICS_FILE in files else {}
+    dataset_sha = dataset_hash(dataset, metrics.get("objective") or "dpo") if dataset else None
     if dataset and (dataset / REPORT_FILE).is_file():
         files[f"dataset/{REPORT_FILE}"] = dataset / REPORT_FILE
-    metrics = orjson.loads(files[METRICS_FILE].read_bytes()) if METRICS_FILE in files else {}
     lineage = read_lineage(training_out)
     manifest = {
         "format": 1,

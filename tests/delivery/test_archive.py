@@ -71,6 +71,34 @@ def test_manifest_lists_every_file_with_hash_and_size(training_out, dataset, tmp
     assert verify_archive(location).ok
 
 
+@pytest.mark.parametrize("objective", ["sft", "kto", "grpo"])
+def test_a_non_dpo_adapter_is_archived_with_the_hash_of_its_own_split(
+    objective, training_out, dataset, tmp_path
+):
+    split = "sft" if objective == "grpo" else objective  # GRPO's prompts are the SFT rows'
+    (dataset / split).mkdir(exist_ok=True)
+    (dataset / split / "train.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
+    (dataset / split / "eval.jsonl").write_text('{"prompt": "q", "completion": "d"}\n')
+    metrics = json.loads((training_out / "metrics.json").read_text()) | {"objective": objective}
+    (training_out / "metrics.json").write_text(json.dumps(metrics))
+
+    location = create_archive(training_out, str(tmp_path / "archives"), dataset=dataset)
+    assert verify_archive(location).ok
+    manifest = json.loads(read_archive(location)[MANIFEST])
+    assert manifest["dataset_sha256"] == dataset_hash(dataset, objective)
+    assert manifest["dataset_sha256"] != dataset_hash(dataset)  # not the DPO pairs'
+    (dataset / "dpo" / "train.jsonl").write_text('{"a": 3}\n')  # a file it never read
+    again = create_archive(training_out, str(tmp_path / "again.tar.gz"), dataset=dataset)
+    assert json.loads(read_archive(again)[MANIFEST])["dataset_sha256"] == manifest["dataset_sha256"]
+    (dataset / split / "train.jsonl").write_text('{"prompt": "p2", "completion": "c"}\n')
+    assert dataset_hash(dataset, objective) != manifest["dataset_sha256"]
+
+
+def test_a_dataset_without_the_objectives_split_has_no_hash(dataset):
+    assert dataset_hash(dataset, "kto") is None
+    assert dataset_hash(dataset, "no-such-objective") is None
+
+
 def test_same_outputs_same_bytes_apart_from_the_creation_time(training_out, dataset, tmp_path):
     a = read_archive(create_archive(training_out, str(tmp_path / "a.tar.gz"), dataset=dataset))
     b = read_archive(create_archive(training_out, str(tmp_path / "b.tar.gz"), dataset=dataset))

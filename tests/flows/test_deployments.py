@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agir_retrain.tasks.delivery.archive import verify_archive
+from agir_retrain.tasks.delivery.archive import (
+    create_archive,
+    dataset_hash,
+    read_archive,
+    verify_archive,
+)
 from agir_retrain.tasks.synth.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -183,6 +188,128 @@ def test_train_through_the_prefect_backend_fetches_outputs(server, tiny_model, t
     assert shipped.is_relative_to(tmp_path / "shared"), trained_on["dataset"]
     assert shipped.read_bytes() == (dataset / "dpo" / "train.jsonl").read_bytes()
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["train.jsonl"]
+
+
+def _objective_dataset(root: Path) -> dict[str, Path]:
+    """A dataset folder laid out as the dataset flow writes it (every objective's split, bulk),
+    a general chat file for SFT's rehearsal, and a scenario file for GRPO."""
+    from agir_retrain.tasks.environment.profiles import build_profile
+    from agir_retrain.tasks.environment.scenario import scenario_to_json
+
+    def write(path: Path, rows: list[dict]) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return path
+
+    prompt = [{"role": "user", "content": "Free some space in /var/cache."}]
+    good = [{"role": "assistant", "content": "```python\nimport os\nprint('ok')\n```"}]
+    bad = [{"role": "assistant", "content": "rm -rf /"}]
+    dataset = root / "dataset"
+    pair = {"prompt": prompt, "chosen": good, "rejected": bad}
+    write(dataset / "dpo" / "train.jsonl", [pair] * 4)
+    sft = [
+        {"prompt": prompt, "completion": good, "prompt_kind": "code", "run_id": f"r{i}"}
+        for i in range(4)
+    ]
+    write(dataset / "sft" / "train.jsonl", sft)
+    write(dataset / "sft" / "eval.jsonl", sft[:2])
+    kto = [{"prompt": prompt, "completion": c, "label": c is good} for c in (good, bad) * 2]
+    write(dataset / "kto" / "train.jsonl", kto)
+    write(dataset / "kto" / "eval.jsonl", kto[:2])
+    (dataset / "pairs.parquet").write_bytes(b"bulk the job never reads")
+    chat = [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello."}]
+    scenario = root / "small.json"
+    scenario.write_bytes(scenario_to_json(build_profile("debian-like")))
+    return {
+        "dataset": dataset,
+        "rehearsal": write(root / "chat.jsonl", [{"messages": chat}] * 4),
+        "scenario": scenario,
+    }
+
+
+# Per objective: the settings that keep one job short, the files it must have been given
+# (shipped name -> source), and the settings that name them in the config the worker ran.
+OBJECTIVE_JOBS = {
+    "sft": (
+        ["sft.gradient_accumulation=1", "sft.batch_size=2", "sft.max_length=256",
+         "sft.rehearsal_share=0.5", "sft.rehearsal_file={rehearsal}"],
+        {"train.jsonl": "sft/train.jsonl", "eval.jsonl": "sft/eval.jsonl",
+         "rehearsal.jsonl": "rehearsal"},
+    ),
+    "kto": (
+        ["kto.gradient_accumulation=1", "kto.batch_size=2", "kto.max_length=256"],
+        {"train.jsonl": "kto/train.jsonl", "eval.jsonl": "kto/eval.jsonl"},
+    ),
+    "grpo": (
+        # Two samples of 16 tokens per prompt, one prompt a step, each run in the sandbox.
+        ["grpo.num_generations=2", "grpo.max_completion_length=16", "grpo.max_prompt_length=64",
+         "grpo.batch_size=1", "grpo.gradient_accumulation=1", "grpo.workers=1",
+         "grpo.scenarios=[\"{scenario}\"]", "grpo.environment.backend=bwrap",
+         "grpo.environment.limits.wall_s=5"],
+        {"train.jsonl": "sft/train.jsonl", "scenarios/0-small.json": "scenario"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["sft", "kto", "grpo"])
+def test_every_objective_trains_through_the_prefect_backend_on_its_own_files(
+    server, tiny_model, tmp_path, objective
+):
+    from agir_retrain.tasks.training.model import load_adapter
+
+    if objective == "grpo" and not Path("/usr/bin/bwrap").exists():
+        pytest.skip("GRPO's reward runs programs in bubblewrap, which is not installed")
+    env, home = server
+    files = _objective_dataset(tmp_path)
+    settings, shipped = OBJECTIVE_JOBS[objective]
+    steps = 2
+    command = [
+        sys.executable, "-m", "agir_retrain.flows.cli", "train", str(files["dataset"]),
+        "--objective", objective, "--base-model", tiny_model, "--out", str(tmp_path / "adapter"),
+        "--backend", "prefect", "--max-steps", str(steps),
+        "--set", "submit.deployment=train/train-cpu", "--set", "submit.work_pool_type=process",
+        "--set", f"submit.shared_storage=file://{tmp_path / 'shared'}",
+    ]  # fmt: skip
+    for setting in settings:
+        command += ["--set", setting.format(**{k: str(v) for k, v in files.items()})]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=700)
+    logs = (home / "worker.log").read_text()[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + logs
+    out = tmp_path / "adapter"
+    assert (out / "adapter_model.safetensors").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["objective"], metrics["train"]["global_step"]) == (objective, steps)
+
+    # The worker read the copies shipped to shared storage: exactly this objective's files.
+    trained_on = yaml.safe_load((out / "train_config.yaml").read_text())
+    copies = Path(trained_on["dataset"]).parent
+    assert copies.is_relative_to(tmp_path / "shared"), trained_on["dataset"]
+    found = sorted(p.relative_to(copies).as_posix() for p in copies.rglob("*") if p.is_file())
+    assert found == sorted(shipped)
+    for name, source in shipped.items():
+        original = files[source] if source in files else files["dataset"] / source
+        assert (copies / name).read_bytes() == original.read_bytes(), name
+    named = {
+        "sft": [trained_on["dataset"], trained_on["eval_dataset"], trained_on["sft"]["rehearsal_file"]],
+        "kto": [trained_on["dataset"], trained_on["eval_dataset"]],
+        "grpo": [trained_on["dataset"], *trained_on["grpo"]["scenarios"]],
+    }[objective]  # fmt: skip
+    assert named == [str(copies / name) for name in shipped]
+    assert metrics["data"]["train_file"] == str(copies / "train.jsonl")
+    if objective == "sft":  # 4 task rows, and the rehearsal rows at 0.5 a row mixed in
+        assert metrics["data"]["train"]["rows_in"] == 4 + 2
+    if objective == "grpo":  # every sampled program ran in the shipped scenario
+        episodes = [row["episodes/run"] for row in metrics["log_history"] if "episodes/run" in row]
+        assert episodes == [2.0, 4.0]  # 1 prompt x 2 generations, each step
+
+    model = load_adapter(tiny_model, out, quantize=trained_on["quantize"])
+    assert any("lora_" in name for name, _ in model.named_parameters())
+    # The fetched outputs archive as the retrain flow archives them, with this split's hash.
+    archive = create_archive(out, str(tmp_path / "archives"), dataset=files["dataset"])
+    assert verify_archive(archive).ok
+    assert json.loads(read_archive(archive)["MANIFEST.json"])["dataset_sha256"] == dataset_hash(
+        files["dataset"], objective
+    )
 
 
 def test_a_failed_deployment_reaches_the_caller_with_its_own_error(server, tiny_model, tmp_path):
