@@ -25,63 +25,8 @@ class LoraSettings(Section):
     )
 
 
-class DpoSettings(Section):
-    """DPO training (TRL's DPOConfig, the settings this program exposes)."""
-
-    beta: float = Field(
-        0.1, gt=0, description="DPO beta: how far the policy may move from the reference."
-    )
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (LoRA parameters).")
-    epochs: float = Field(
-        1.0, gt=0, description="Passes over the training rows (ignored when max_steps is set)."
-    )
-    max_steps: PositiveInt | None = Field(
-        None, description="Optimizer steps; None trains for `epochs`."
-    )
-    batch_size: PositiveInt = Field(1, description="Rows per device per step.")
-    gradient_accumulation: PositiveInt = Field(
-        8, description="Steps accumulated per optimizer update."
-    )
-    max_length: PositiveInt = Field(
-        2048,
-        description="Tokens per row (prompt + completion). Over-long prompts are shortened by "
-        "cutting the middle of their longest messages; rows that still do not fit are dropped "
-        "and counted.",
-    )
-    truncation_mode: Literal["keep_start", "keep_end"] = Field(
-        "keep_start",
-        description="TRL's truncation of a completion that alone overflows max_length "
-        "(keep_end is deprecated in TRL 1.16).",
-    )
-    loss_types: list[str] = Field(
-        default_factory=lambda: ["sigmoid"],
-        description="TRL loss types, combined with loss_weights, e.g. [sigmoid, sft] for DPO "
-        "with an SFT term on the chosen side.",
-    )
-    loss_weights: list[float] | None = Field(
-        None, description="One weight per loss type; None weighs each 1.0."
-    )
-    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
-    seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
-    logging_steps: PositiveInt = Field(1, description="Log metrics every this many steps.")
-    eval_steps: PositiveInt | None = Field(
-        None, description="Evaluate every this many steps; None evaluates at the end only."
-    )
-    save_steps: PositiveInt = Field(50, description="Write a checkpoint every this many steps.")
-    save_total_limit: PositiveInt = Field(2, description="Checkpoints kept (the oldest go first).")
-
-    @model_validator(mode="after")
-    def _check(self) -> DpoSettings:
-        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types):
-            raise ValueError(
-                f"loss_weights has {len(self.loss_weights)} weights for {len(self.loss_types)} "
-                f"loss types {self.loss_types}: give one weight per loss type, or none"
-            )
-        return self
-
-
 class ScheduleSettings(Section):
-    """The optimisation schedule every objective other than DPO shares (TRL's TrainingArguments)."""
+    """The optimisation schedule every objective shares (TRL's TrainingArguments)."""
 
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (LoRA parameters).")
     epochs: float = Field(
@@ -107,6 +52,42 @@ class ScheduleSettings(Section):
     )
     save_steps: PositiveInt = Field(50, description="Write a checkpoint every this many steps.")
     save_total_limit: PositiveInt = Field(2, description="Checkpoints kept (the oldest go first).")
+
+
+class DpoSettings(ScheduleSettings):
+    """DPO training (TRL's DPOConfig, the settings this program exposes)."""
+
+    beta: float = Field(
+        0.1, gt=0, description="DPO beta: how far the policy may move from the reference."
+    )
+    max_length: PositiveInt = Field(
+        2048,
+        description="Tokens per row (prompt + completion). Over-long prompts are shortened by "
+        "cutting the middle of their longest messages; rows that still do not fit are dropped "
+        "and counted.",
+    )
+    truncation_mode: Literal["keep_start", "keep_end"] = Field(
+        "keep_start",
+        description="TRL's truncation of a completion that alone overflows max_length "
+        "(keep_end is deprecated in TRL 1.16).",
+    )
+    loss_types: list[str] = Field(
+        default_factory=lambda: ["sigmoid"],
+        description="TRL loss types, combined with loss_weights, e.g. [sigmoid, sft] for DPO "
+        "with an SFT term on the chosen side.",
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="One weight per loss type; None weighs each 1.0."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DpoSettings:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} weights for {len(self.loss_types)} "
+                f"loss types {self.loss_types}: give one weight per loss type, or none"
+            )
+        return self
 
 
 class SftSettings(ScheduleSettings):
