@@ -73,10 +73,14 @@ def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) ->
     """Run the training job where ``submit.backend`` says, and wait for it; raise if it fails.
 
     A window of generations (``generations.datasets``) is combined here first, so every
-    backend trains from one dataset folder and the config carries the lineage.
+    backend trains from one dataset folder and the config carries the lineage; a tracker
+    that cannot report from this machine stops a local job before it starts.
     """
     from agir_retrain.tasks.training.generations import prepare_window
+    from agir_retrain.tasks.training.tracking import check_trackers
 
+    if config.submit.backend == "local":  # elsewhere the trackers need only exist in the job
+        check_trackers(config.tracking)  # one clear line here, not a line in the job's log
     return BACKENDS[config.submit.backend](prepare_window(config), on_line)
 
 

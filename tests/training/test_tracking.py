@@ -315,3 +315,20 @@ def test_sft_reports_its_own_metrics_to_tensorboard(dataset, tiny_model, tmp_pat
     assert (
         f"TensorBoard: `{tmp_path / 'tb' / 'runs' / 'sft-run'}`" in (out / "README.md").read_text()
     )
+
+
+def test_the_cli_names_a_missing_tracker_in_one_line_before_a_local_job_starts(dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from agir_retrain.flows.cli import app
+
+    out = tmp_path / "adapter"
+    outcome = CliRunner().invoke(
+        app,
+        ["train", str(dataset), "--out", str(out), "--set", "tracking.report_to=[trackio]"],
+    )
+    assert outcome.exit_code == 2
+    lines = [line for line in outcome.output.splitlines() if line.strip()]
+    assert len(lines) == 1, outcome.output
+    assert "trackio not installed" in lines[0]
+    assert not (out / "train_config.yaml").exists()  # no job was launched
