@@ -191,3 +191,18 @@ class TestRelocated:
         )
         assert local_settings(sft_config) == ["sft.rehearsal_file"]
         assert local_settings(TrainConfig(dataset="d", objective="kto")) == ["dataset"]
+
+
+def test_a_scenario_shipped_to_object_storage_loads_from_its_url(scenario_file):
+    """The prefect backend may ship a scenario file to s3://...; the worker reads it there."""
+    import uuid
+
+    import fsspec
+
+    from agir_retrain.tasks.environment.scenario import load_scenario
+
+    url = f"memory://agir-scenarios-{uuid.uuid4().hex[:8]}/0-small.json"
+    with fsspec.open(url, "wb") as handle:
+        handle.write(scenario_file.read_bytes())
+    assert grpo._load_scenario(url) == load_scenario(str(scenario_file))
+    assert grpo._load_scenario("debian-like").name == "debian-like"
