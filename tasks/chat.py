@@ -18,11 +18,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from agir_retrain.tasks.errors import ChatTemplateError
 
 log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    """Who wrote a chat message (``records.py`` re-exports it beside ``Message``)."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
 
 # Merged turns and a folded system message are joined by a blank line, as a person would.
 TURN_SEPARATOR = "\n\n"

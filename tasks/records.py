@@ -13,13 +13,7 @@ from enum import StrEnum
 
 import polars as pl
 
-
-class Role(StrEnum):
-    """Who wrote a chat message."""
-
-    SYSTEM = "system"
-    USER = "user"
-    ASSISTANT = "assistant"
+from agir_retrain.tasks.chat import Role
 
 
 class Outcome(StrEnum):

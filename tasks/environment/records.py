@@ -3,14 +3,20 @@
 ``Episode`` is one row of ``episodes.parquet`` (the contract in
 ``shared/spec/environment.md``): one program, run in a fresh copy of one scenario.
 ``EvalTask`` and ``Completion`` are one line of ``tasks.jsonl`` and ``completions.jsonl``.
+
+``EPISODE_SCHEMA`` is built on first use (``from ... import EPISODE_SCHEMA`` works as
+usual): GRPO runs episodes on GPU machines that have no polars, and only evaluation's
+report writer needs the schema.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class FileKind(StrEnum):
@@ -72,27 +78,38 @@ class Episode:
     backend: str = ""  # "bwrap", "docker" or "plain" (provenance)
 
 
-EPISODE_SCHEMA = pl.Schema(
-    {
-        "task_id": pl.String,
-        "model": pl.String,
-        "sample": pl.Int64,
-        "code_found": pl.Boolean,
-        "exit_code": pl.Int64,
-        "stopped_by": pl.Enum([s.value for s in StoppedBy]),
-        "junk_bytes_total": pl.Int64,
-        "junk_bytes_freed": pl.Int64,
-        "new_bytes": pl.Int64,
-        "protected_damaged": pl.List(pl.String),
-        "freed_share": pl.Float64,
-        "success": pl.Boolean,
-        "seconds": pl.Float64,
-        "stdout_tail": pl.String,
-        "stderr_tail": pl.String,
-        "scenario": pl.String,
-        "backend": pl.String,
-    }
-)
+def _episode_schema() -> pl.Schema:
+    import polars as pl
+
+    return pl.Schema(
+        {
+            "task_id": pl.String,
+            "model": pl.String,
+            "sample": pl.Int64,
+            "code_found": pl.Boolean,
+            "exit_code": pl.Int64,
+            "stopped_by": pl.Enum([s.value for s in StoppedBy]),
+            "junk_bytes_total": pl.Int64,
+            "junk_bytes_freed": pl.Int64,
+            "new_bytes": pl.Int64,
+            "protected_damaged": pl.List(pl.String),
+            "freed_share": pl.Float64,
+            "success": pl.Boolean,
+            "seconds": pl.Float64,
+            "stdout_tail": pl.String,
+            "stderr_tail": pl.String,
+            "scenario": pl.String,
+            "backend": pl.String,
+        }
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``EPISODE_SCHEMA`` on first use (polars is imported only then)."""
+    if name == "EPISODE_SCHEMA":
+        schema = globals()["EPISODE_SCHEMA"] = _episode_schema()
+        return schema
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

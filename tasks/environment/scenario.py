@@ -9,6 +9,7 @@ file's change shows in its hash.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import posixpath
@@ -16,8 +17,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
 from agir_retrain.tasks.errors import AgirError
@@ -49,8 +48,8 @@ def load_scenario(name_or_path: str) -> Scenario:
             "nor a scenario file"
         )
     try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        data = _json_loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # orjson's JSONDecodeError is a ValueError
         raise ScenarioError(f"{path}: not readable as JSON: {exc}") from exc
     return parse_scenario(data, str(path))
 
@@ -94,6 +93,8 @@ def scenario_to_json(scenario: Scenario) -> bytes:
     data: dict[str, Any] = {"name": scenario.name, "seed": scenario.seed, "files": files}
     if scenario.description:
         data["description"] = scenario.description
+    import orjson  # here: loading must work without it (see _json_loads)
+
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
@@ -320,3 +321,16 @@ def materialise(
             os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)
+
+
+def _json_loads(raw: bytes) -> Any:
+    """orjson's ``loads``, or the standard library's on GPU machines without orjson (GRPO)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    return orjson.loads(raw)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # as orjson refuses NaN and Infinity

@@ -20,10 +20,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import polars as pl
-
+from agir_retrain.tasks.chat import Role
 from agir_retrain.tasks.environment.records import EvalTask
 from agir_retrain.tasks.evaluation.jsonl import (
     EvalInputError,
@@ -34,7 +33,9 @@ from agir_retrain.tasks.evaluation.jsonl import (
 )
 from agir_retrain.tasks.filenames import DPO_EVAL, RUNS_FILE
 from agir_retrain.tasks.io import exists, join
-from agir_retrain.tasks.records import PromptKind, Role
+
+if TYPE_CHECKING:  # records import polars, which GRPO's tasks files are read without
+    from agir_retrain.tasks.records import PromptKind
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,11 @@ def tasks_from_dataset(
 
     ``max_tasks`` keeps the first tasks by id (a stable subset for quick checks).
     """
+    # Here: GRPO reads tasks files with this module on GPU machines that have no polars.
+    import polars as pl
+
+    from agir_retrain.tasks.records import PromptKind
+
     run_ids = held_out_run_ids(dataset)
     if not run_ids:
         raise EvalInputError(
