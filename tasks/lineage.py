@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agir_retrain.tasks.errors import ConfigError, DatasetError
 from agir_retrain.tasks.filenames import (
@@ -34,6 +35,7 @@ from agir_retrain.tasks.settings.generations import Lineage, Producer, RecordedE
 TRAINING_FILES = (DPO_TRAIN, DPO_EVAL, SFT_TRAIN, SFT_EVAL, KTO_TRAIN)
 FLAT_FILES = {"train.jsonl": DPO_TRAIN, "eval.jsonl": DPO_EVAL}
 MAX_LINEAGE_BYTES = 16 << 20  # lineage lists generations; megabytes of it is not lineage
+RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
 def training_files(dataset: Path) -> dict[str, Path]:
@@ -70,30 +72,28 @@ def _first_error(path: Path, error: ValidationError) -> str:
     return f"{path}: {where}: {first['msg']}"
 
 
-def read_producer(dataset: Path) -> Producer | None:
-    """A dataset's ``generation.json``, or None when it has none.
+def _read_record(path: Path, model: type[RecordT]) -> RecordT | None:
+    """A lineage record from a JSON file, or None when there is no file.
 
     Raises:
         DatasetError: the file is there but malformed (one line naming the field).
     """
-    path = dataset / GENERATION_FILE
     if not path.is_file():
         return None
     try:
-        return Producer.model_validate(_read_json(path))
+        return model.model_validate(_read_json(path))
     except ValidationError as error:
         raise DatasetError(_first_error(path, error)) from None
+
+
+def read_producer(dataset: Path) -> Producer | None:
+    """A dataset's ``generation.json``, or None when it has none (``DatasetError`` if malformed)."""
+    return _read_record(dataset / GENERATION_FILE, Producer)
 
 
 def read_lineage(adapter: Path) -> Lineage | None:
     """An adapter folder's ``lineage.json``, or None when it was trained on one dataset."""
-    path = adapter / LINEAGE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return Lineage.model_validate(_read_json(path))
-    except ValidationError as error:
-        raise DatasetError(_first_error(path, error)) from None
+    return _read_record(adapter / LINEAGE_FILE, Lineage)
 
 
 def lineage_bytes(lineage: Lineage) -> bytes:
