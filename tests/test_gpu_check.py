@@ -114,6 +114,25 @@ def test_every_shipped_wheel_is_pinned() -> None:
     assert missing == []
 
 
+def test_grpo_is_skipped_with_the_probes_reason_without_bwrap(
+    check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.gpu_check import grpo
+    from benchmarks.gpu_check.common import Results
+
+    args = check.make_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path / "w")])  # fmt: skip
+    monkeypatch.setattr(grpo.shutil, "which", lambda name: None)  # a machine without bwrap
+    results = Results(tmp_path / "grpo.jsonl")
+    grpo.run_grpo(check.make_plan(args), results)
+    sandbox, row = results.read()
+    assert sandbox["runs"] is False
+    assert row["kind"] == "grpo"
+    assert row["status"] == "skipped"
+    assert row["reason"] == "bubblewrap cannot run episodes here: bwrap is not installed on this machine"  # fmt: skip
+    assert check.part_status([sandbox, row])["status"] == "skipped"
+    assert not (tmp_path / "w").exists()  # nothing was built or fitted
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(1500)  # ~3 min on an idle 2-core machine; far more when it is shared
@@ -169,7 +188,21 @@ def test_cpu_smoke_reports_every_part(tmp_path: Path) -> None:
 
     kinds = {r["kind"]: r for r in parts["grpo"]["rows"]}
     assert isinstance(kinds["sandbox"].get("runs"), bool) or kinds["sandbox"]["reason"]
-    assert kinds["grpo"]["status"] in ("ok", "not_available", "not_wired"), kinds["grpo"]
+    grpo = kinds["grpo"]
+    if not kinds["sandbox"].get("runs"):  # no bubblewrap here: said so, not failed
+        assert grpo["status"] == "skipped", grpo
+        assert "bubblewrap" in grpo["reason"], grpo
+    else:
+        assert parts["grpo"]["status"] == "ok", parts["grpo"]
+        assert kinds["grpo_fit"]["fit_loss_last"] < kinds["grpo_fit"]["fit_loss_first"]
+        assert grpo["steps"] == 2
+        # Every completion ran in the sandbox: prompts x generations x steps episodes.
+        assert grpo["episodes"] == grpo["episodes_expected"] == 2 * 4 * 2
+        assert len(grpo["reward_mean"]) == len(grpo["reward_spread"]) == len(grpo["step_s"]) == 2
+        assert 0 <= grpo["ran_share"] <= 1
+        assert grpo["seconds_per_step"] > 0
+        assert grpo["adapter_saved"]
+        assert grpo["peak_gpu_memory_gb"] is None  # no GPU here
     assert set(report["summary"]["parts"]) == set(parts)
 
 
