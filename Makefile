@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml container/constraints.txt constraints-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
-	$(BIN)/python -m pip install --quiet $(LOCKS) --editable '.[dev]'
+	@# s3 too: the docker backend's base image is made from this venv and must hold every pin
+	$(BIN)/python -m pip install --quiet $(LOCKS) --editable '.[dev,s3]'
 	@# The evaluation sandbox's default backend (tests that need it skip where it cannot run).
 	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \

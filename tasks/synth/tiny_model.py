@@ -159,6 +159,11 @@ def make_tiny_model(
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # safetensors writes weights owner-only (0600); a docker job runs as another user and
+    # must read them, as it reads the folder's other files.
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(path.stat().st_mode | 0o044)
     return folder
 
 
