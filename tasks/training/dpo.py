@@ -98,16 +98,14 @@ def build_trainer(
     gradient_checkpointing: bool,
 ) -> Any:
     """TRL's DPOTrainer over the policy, its reference and the fitted rows."""
-    import torch
     from trl import DPOConfig, DPOTrainer
 
-    from agir_retrain.tasks.training.model import compute_dtype
+    from agir_retrain.tasks.training.model import precision_flags
 
     args = DPOConfig(
         **dpo_config(
             config,
-            on_gpu=torch.cuda.is_available(),
-            bf16=compute_dtype() == torch.bfloat16,
+            **precision_flags(),
             has_eval=bool(eval_rows),
             gradient_checkpointing=gradient_checkpointing,
         )

@@ -271,16 +271,14 @@ def build_trainer(
     gradient_checkpointing: bool,
 ) -> Any:
     """TRL's GRPOTrainer over the policy, the prompts and the execution reward."""
-    import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from agir_retrain.tasks.training.model import compute_dtype
+    from agir_retrain.tasks.training.model import precision_flags
 
     args = GRPOConfig(
         **grpo_config(
             config,
-            on_gpu=torch.cuda.is_available(),
-            bf16=compute_dtype() == torch.bfloat16,
+            **precision_flags(),
             gradient_checkpointing=gradient_checkpointing,
         )
     )

@@ -125,10 +125,9 @@ def build_trainer(
     gradient_checkpointing: bool,
 ) -> Any:
     """TRL's KTOTrainer over the policy (its reference: the adapter disabled) and the rows."""
-    import torch
     from trl import KTOConfig, KTOTrainer
 
-    from agir_retrain.tasks.training.model import compute_dtype
+    from agir_retrain.tasks.training.model import precision_flags
 
     desirable = sum(1 for row in train_rows if row["label"])
     args = KTOConfig(
@@ -136,8 +135,7 @@ def build_trainer(
             config,
             desirable=desirable,
             undesirable=len(train_rows) - desirable,
-            on_gpu=torch.cuda.is_available(),
-            bf16=compute_dtype() == torch.bfloat16,
+            **precision_flags(),
             has_eval=bool(eval_rows),
             gradient_checkpointing=gradient_checkpointing,
         )

@@ -48,6 +48,11 @@ def compute_dtype() -> torch.dtype:
     return torch.float32
 
 
+def precision_flags() -> dict[str, bool]:
+    """The Trainer's device keywords every objective's config takes: ``on_gpu`` and ``bf16``."""
+    return {"on_gpu": torch.cuda.is_available(), "bf16": compute_dtype() == torch.bfloat16}
+
+
 def device_map() -> dict[str, Any] | None:
     """Each process loads onto its own device; FSDP places the shards itself."""
     if use_fsdp():

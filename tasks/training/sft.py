@@ -116,16 +116,14 @@ def build_trainer(
     gradient_checkpointing: bool,
 ) -> Any:
     """TRL's SFTTrainer over the policy and the fitted rows."""
-    import torch
     from trl import SFTConfig, SFTTrainer
 
-    from agir_retrain.tasks.training.model import compute_dtype
+    from agir_retrain.tasks.training.model import precision_flags
 
     args = SFTConfig(
         **sft_config(
             config,
-            on_gpu=torch.cuda.is_available(),
-            bf16=compute_dtype() == torch.bfloat16,
+            **precision_flags(),
             has_eval=bool(eval_rows),
             gradient_checkpointing=gradient_checkpointing,
         )
