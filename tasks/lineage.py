@@ -125,7 +125,7 @@ def read_evaluation(location: str) -> RecordedEvaluation:
         raise ConfigError(f"{path}: no model {model!r} in it (it has {sorted(models)})")
     try:
         return RecordedEvaluation(
-            source=str(path),
+            source=str(path.resolve()),
             model=model,
             pass_at_1=entry["pass_at_1"]["value"],
             mean_freed_share=entry["mean_freed_share"]["value"],
@@ -150,6 +150,7 @@ def producer_of(adapter: str | None, evaluation: str | None = None) -> Producer:
         if not (folder / ADAPTER_FILE).is_file():
             raise ConfigError(f"produced_by={adapter!r}: no {ADAPTER_FILE} there")
         digest = sha256_file(str(folder / ADAPTER_FILE))
+        adapter = str(folder.resolve())  # recorded absolute: read later from anywhere
         lineage = read_lineage(folder)
         if evaluation is None and (folder / "eval" / EVAL_JSON).is_file():
             evaluation = f"{folder / 'eval' / EVAL_JSON}#adapter"

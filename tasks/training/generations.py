@@ -91,7 +91,7 @@ def read_generations(datasets: Sequence[str]) -> list[Generation]:
         generations.append(
             Generation(
                 number=number,
-                dataset=dataset,
+                dataset=str(folder.resolve()),  # recorded absolute: read later from anywhere
                 files=files,
                 sha256=files_sha256(files),
                 producer=read_producer(folder),

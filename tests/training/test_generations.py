@@ -249,6 +249,13 @@ class TestBadInput:
         with pytest.raises(DatasetError, match=r"g2/dpo/train\.jsonl:7: not JSON"):
             prepare_window(_config(three_generations))
 
+    def test_relative_paths_are_recorded_absolute(self, tmp_path, monkeypatch):
+        _adapter(tmp_path / "a", 0.5)
+        monkeypatch.chdir(tmp_path)
+        producer = producer_of("a")
+        assert producer.adapter == str(tmp_path / "a")
+        assert producer.evaluation.source == str(tmp_path / "a" / "eval" / "eval.json")
+
     def test_a_producer_without_an_adapter_or_eval(self, tmp_path):
         (tmp_path / "not-an-adapter").mkdir()
         with pytest.raises(ConfigError, match=r"no adapter_model\.safetensors"):
