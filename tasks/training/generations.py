@@ -10,9 +10,10 @@ under the cache (``$AGIR_CACHE_DIR/windows/<digest>``). The config it returns na
 folder and carries the ``Lineage``, so every backend trains a fresh adapter on the base
 from one ordinary dataset folder and writes the lineage beside the adapter.
 
-Combining keeps rows in generation order and each row's bytes as they were. A row seen
-in an earlier generation (same content apart from ``source``, the file it was read
-from) is kept once; an eval row whose run is among the training rows is dropped, so no
+Combining keeps rows in generation order and each row's bytes as they were, so a window
+of one dataset trains on exactly its rows. A row already taken from an earlier
+generation (same content apart from ``source``, the file it was read from) is not taken
+again; an eval row whose run is among the training rows is dropped, so no
 run is both learnt and judged. Both are counted.
 """
 
@@ -43,7 +44,7 @@ from agir_retrain.tasks.settings.models import TrainConfig
 
 # Each eval file and the training file whose runs it must not share.
 EVAL_OF = {DPO_EVAL: DPO_TRAIN, SFT_EVAL: SFT_TRAIN}
-WINDOW_VERSION = "1"  # bump when combining changes: an older window folder is rebuilt
+WINDOW_VERSION = "2"  # bump when combining changes: an older window folder is rebuilt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,28 +153,29 @@ def combine(selected: Sequence[Generation], target: Path) -> CombineCounts:
         sources = [(g, g.files[name]) for g in selected if name in g.files]
         if not sources:
             continue
-        seen: set[bytes] = set()
+        earlier: set[bytes] = set()  # rows of earlier generations' copies of this file
         runs: set[bytes] = runs_in.setdefault(name, set())
         train_runs = runs_in.get(EVAL_OF.get(name, ""), set())
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         with (target / name).open("wb") as sink:
             for generation, path in sources:
-                taken = 0
+                taken, this_generation = 0, set()
                 with path.open("rb") as rows:
                     for number, line in enumerate(rows, start=1):
                         if not line.strip():
                             continue
                         content, run = _row_identity(line, f"{path}:{number}")
-                        if content in seen:
+                        if content in earlier:  # repeats within one dataset are its own choice
                             counts.duplicates += 1
                             continue
                         if run in train_runs:
                             counts.eval_in_train += 1
                             continue
-                        seen.add(content)
+                        this_generation.add(content)
                         runs.add(run)
                         sink.write(line if line.endswith(b"\n") else line + b"\n")
                         taken += 1
+                earlier |= this_generation
                 counts.rows[generation.number][name] = taken
     return counts
 

@@ -157,15 +157,20 @@ def lineage_section(lineage: Lineage | None) -> str:
         )
     table = markdown_table(
         rows,
-        headers=("generation", "dataset", "in window", "collected by", lineage.rank_by, "rows"),
+        headers=(
+            "generation",
+            "dataset",
+            "in window",
+            "collected by",
+            lineage.rank_by,
+            "rows taken",
+        ),
     )
-    return f"""
-## Lineage
-
-A fresh adapter on the base, trained on the window `{lineage.window}` of {len(rows)}
-generation(s) (combined in `{lineage.dataset}`; {lineage.duplicate_rows_dropped} duplicate
-rows and {lineage.eval_rows_in_train_dropped} eval rows of training runs dropped). Each
-dataset's runs were collected by the model named; `{LINEAGE_FILE}` holds the whole chain.
-
-{table}
-"""
+    return (
+        f"\n## Lineage\n\nA fresh adapter on the base, trained on the window `{lineage.window}` "
+        f"of {len(rows)} generation(s), combined in `{lineage.dataset}` "
+        f"({lineage.duplicate_rows_dropped} rows already taken from an earlier generation and "
+        f"{lineage.eval_rows_in_train_dropped} eval rows of runs trained on were dropped). Each "
+        f"dataset's runs were collected by the model named; `{LINEAGE_FILE}` holds the whole "
+        f"chain.\n\n{table}\n"
+    )

@@ -197,6 +197,15 @@ class TestCombine:
         other = prepare_window(_config(three_generations, "last:2"))
         assert other.dataset != first.dataset
 
+    def test_a_dataset_keeps_its_own_repeated_rows(self, three_generations):
+        source = Path(three_generations[2]) / "dpo" / "train.jsonl"
+        first_line = source.read_text().splitlines()[0]
+        with source.open("a") as rows_file:
+            rows_file.write(first_line + "\n")
+        config = prepare_window(_config(three_generations, "last:1"))
+        assert (Path(config.dataset) / "dpo" / "train.jsonl").read_bytes() == source.read_bytes()
+        assert config.lineage.duplicate_rows_dropped == 0
+
     def test_a_changed_dataset_gives_another_window(self, three_generations, rows):
         before = prepare_window(_config(three_generations))
         extra = rows(9, 1, "g3x")
