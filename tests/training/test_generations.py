@@ -227,6 +227,18 @@ class TestCombine:
         assert len(second.producer.adapter_sha256) == 64
         assert first.rows == {}  # outside the window: nothing taken
 
+    def test_an_adapter_trained_on_a_window_passes_its_lineage_on(
+        self, three_generations, tmp_path
+    ):
+        from agir_retrain.tasks.lineage import lineage_bytes
+
+        lineage = prepare_window(_config(three_generations, "last:2")).lineage
+        adapter = _adapter(tmp_path / "a3", 0.7)
+        (adapter / LINEAGE_FILE).write_bytes(lineage_bytes(lineage))  # as training writes it
+        producer = producer_of(str(adapter))
+        assert producer.lineage == lineage  # the chain back to the base travels on
+        assert producer.lineage.generations[1].producer.adapter == str(tmp_path / "a1")
+
     def test_without_generations_the_config_is_untouched(self, dataset):
         config = TrainConfig(dataset=str(dataset))
         assert prepare_window(config) is config
