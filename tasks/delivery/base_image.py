@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO
 
 from agir_retrain.tasks.errors import ConfigError, SubmitError
+from agir_retrain.tasks.rootfs import add_folders_above, elf_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -124,21 +125,6 @@ def _is_elf(path: str) -> bool:
         return False
 
 
-def _elf_dependencies(paths: list[str], timeout_s: float) -> set[str]:
-    """The shared libraries (and the loader) these ELF files load, as ldd resolves them."""
-    found: set[str] = set()
-    for start in range(0, len(paths), 64):
-        done = subprocess.run(
-            ["ldd", *paths[start : start + 64]], capture_output=True, text=True, timeout=timeout_s
-        )
-        for line in done.stdout.splitlines():
-            target = line.split("=>", 1)[1] if "=>" in line else line
-            target = target.strip().split(" (", 1)[0].strip()
-            if target.startswith("/") and not target.endswith(":"):  # not a "file:" header
-                found.add(target)
-    return found
-
-
 def _walk(root: Path, skip: tuple[str, ...] = ()) -> list[str]:
     """Every folder, file and link under ``root`` (links not followed), folders first."""
     entries = [str(root)]
@@ -188,7 +174,7 @@ def _plan(timeout_s: float) -> list[tuple[str, str, bool]]:
     # a library inside a copied tree (torch's own, via $ORIGIN) is there already
     trees = tuple(os.path.realpath(p) + os.sep for p in (*_own_site_packages(), stdlib))
     libraries = sorted(
-        p for p in _elf_dependencies(elves, timeout_s) if not os.path.realpath(p).startswith(trees)
+        p for p in elf_dependencies(elves, timeout_s) if not os.path.realpath(p).startswith(trees)
     )
     return entries + [(p, p, True) for p in libraries]
 
@@ -209,13 +195,13 @@ def _stream_rootfs(stream: IO[bytes], entries: list[tuple[str, str, bool]]) -> i
                 tar.addfile(info)
                 added.add(f"/{link}")
         for folder, mode in (("tmp", 0o1777), ("home", 0o755), ("var/mail", 0o755)):
-            _add_folders_above(tar, folder, added)
+            add_folders_above(tar, folder, added)
             info = tarfile.TarInfo(folder)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
             added.add(f"/{folder}")
         for path, text in _ETC.items():
-            _add_folders_above(tar, path, added)
+            add_folders_above(tar, path, added)
             data = text.encode()
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), 0o600 if "shadow" in path else 0o644
@@ -229,22 +215,11 @@ def _stream_rootfs(stream: IO[bytes], entries: list[tuple[str, str, bool]]) -> i
             name = _image_path(target) if follow else target
             if name in added:
                 continue
-            _add_folders_above(tar, name, added)
+            add_folders_above(tar, name, added)
             tar.add(os.path.realpath(host) if follow else host, arcname=name.lstrip("/"),
                     recursive=False)  # fmt: skip
             added.add(name)
     return len(added)
-
-
-def _add_folders_above(tar: tarfile.TarFile, name: str, added: set[str]) -> None:
-    parts = name.strip("/").split("/")[:-1]
-    for depth in range(1, len(parts) + 1):
-        folder = "/" + "/".join(parts[:depth])
-        if folder not in added:
-            info = tarfile.TarInfo(folder.lstrip("/"))
-            info.type, info.mode = tarfile.DIRTYPE, 0o755  # /root too: the interpreter may be there
-            tar.addfile(info)
-            added.add(folder)
 
 
 def _docker() -> str:

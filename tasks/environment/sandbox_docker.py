@@ -39,6 +39,7 @@ from agir_retrain.tasks.environment.sandbox import (
     wait_or_kill,
 )
 from agir_retrain.tasks.environment.scenario import SCENARIO_ROOTS
+from agir_retrain.tasks.rootfs import add_folders_above, elf_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +65,6 @@ def _docker() -> str:
     return binary
 
 
-def _elf_dependencies(paths: list[str]) -> set[str]:
-    """The shared libraries (and the loader) the given ELF files load, from ldd."""
-    found: set[str] = set()
-    for start in range(0, len(paths), 64):
-        done = subprocess.run(
-            ["ldd", *paths[start : start + 64]], capture_output=True, text=True, timeout=60
-        )
-        for line in done.stdout.splitlines():
-            line = line.strip()
-            target = line.split("=>", 1)[1].strip() if "=>" in line else line
-            target = target.split(" (", 1)[0].strip()
-            if target.startswith("/") and not target.endswith(":"):  # not a "file:" header
-                found.add(target)
-    return found
-
-
 def _image_files(interpreter: str) -> list[str]:
     """Every host path the image holds: the interpreter, its stdlib, tools, their libraries."""
     stdlib = subprocess.run(
@@ -92,7 +77,7 @@ def _image_files(interpreter: str) -> list[str]:
         files += [os.path.join(folder, n) for n in names]
     files += [p for tool in IMAGE_TOOLS if (p := f"/usr/bin/{tool}") and os.path.exists(p)]
     elves = [f for f in files if f.endswith(".so") or f.startswith("/usr/bin/")]
-    files += sorted(_elf_dependencies(elves))
+    files += sorted(elf_dependencies(elves))
     return files
 
 
@@ -136,24 +121,13 @@ def _stream_rootfs(stream: IO[bytes], files: list[str], interpreter: str) -> int
             name = path if path.startswith("/usr/") else "/usr" + path
             if name in added:
                 continue
-            _add_parents(tar, name, added)
+            add_folders_above(tar, name, added)
             # links are followed (/usr/bin/awk -> /etc/alternatives/...), except the
             # interpreter's own, which is relative and whose target is in the image too
             source = path if path == interpreter else os.path.realpath(path)
             tar.add(source, arcname=name.lstrip("/"), recursive=False)
             added.add(name)
     return len(added)
-
-
-def _add_parents(tar: tarfile.TarFile, name: str, added: set[str]) -> None:
-    parts = name.strip("/").split("/")[:-1]
-    for depth in range(1, len(parts) + 1):
-        folder = "/" + "/".join(parts[:depth])
-        if folder not in added:
-            info = tarfile.TarInfo(folder.lstrip("/"))
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-            added.add(folder)
 
 
 @cache
