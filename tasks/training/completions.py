@@ -10,13 +10,12 @@ sides, so a prompt is shortened the same way whatever the objective.
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 from agir_retrain.tasks.errors import DatasetError
-from agir_retrain.tasks.io import exists, join, read_bytes
-from agir_retrain.tasks.training.data import DataFiles
+from agir_retrain.tasks.io import exists, join
+from agir_retrain.tasks.training.data import DataFiles, read_jsonl
 
 _NO_COMPLETION = "_no_completion"
 
@@ -38,27 +37,6 @@ def locate_split(dataset: str, folder: str, eval_dataset: str | None = None) -> 
         return DataFiles(train=train, eval=eval_dataset)
     sibling = train[: -len("train.jsonl")] + "eval.jsonl" if train.endswith("train.jsonl") else None
     return DataFiles(train=train, eval=sibling if sibling and exists(sibling) else None)
-
-
-def read_jsonl(path: str) -> list[tuple[int, Any]]:
-    """(line number, value) of every non-blank line; a line that is not JSON names itself."""
-    try:
-        data = read_bytes(path)
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read: {error}") from error
-    rows = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line, parse_constant=_refuse_constant)))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise DatasetError(f"{path}, line {number}: not JSON ({error})") from error
-    return rows
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _is_messages(value: Any) -> bool:

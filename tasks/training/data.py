@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,27 +103,34 @@ def load_rows(path: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
         DatasetError: unreadable, empty (unless ``allow_empty``), not JSON lines, or a row
             lacking ``chosen``/``rejected`` or holding the wrong types; the message names the row.
     """
-    try:
-        data = read_bytes(path)
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read: {error}") from error
-    rows = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            # The standard library, not orjson: the GPU machines have no orjson. NaN and
-            # Infinity are refused, as orjson would.
-            row = json.loads(line, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise DatasetError(f"{path}, line {number}: not JSON ({error})") from error
-        rows.append(_checked(path, number, row))
+    rows = [_checked(path, number, row) for number, row in read_jsonl(path)]
     if not rows and not allow_empty:
         raise DatasetError(f"{path}: no rows; a preference file needs at least one")
     formats = {row_format(row) for row in rows}
     if len(formats) > 1:
         raise DatasetError(f"{path}: rows mix formats {sorted(formats)}; use one format per file")
     return rows
+
+
+def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line, in order; a line that is not JSON names itself.
+
+    Lazily, so a caller checking each row reports the first bad line, whatever its kind.
+    """
+    try:
+        data = read_bytes(path)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read: {error}") from error
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            # The standard library, not orjson: the GPU machines have no orjson. NaN and
+            # Infinity are refused, as orjson would.
+            value = json.loads(line, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise DatasetError(f"{path}, line {number}: not JSON ({error})") from error
+        yield number, value
 
 
 def _refuse_constant(name: str) -> Any:

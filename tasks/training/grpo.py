@@ -113,7 +113,7 @@ def data_files(config: TrainConfig) -> DataFiles:
 
 
 def _is_tasks_file(path: str) -> bool:
-    from agir_retrain.tasks.training.completions import read_jsonl
+    from agir_retrain.tasks.training.data import read_jsonl
 
     first = next(iter(read_jsonl(path)), None)
     return first is not None and isinstance(first[1], dict) and "scenario" in first[1]
