@@ -18,7 +18,14 @@ import importlib
 from agir_retrain.flows.cli_app import app
 
 # Each module adds its commands to ``app`` when imported; --help lists them in this order.
-COMMAND_MODULES = ("cli_data", "cli_train", "cli_evaluate", "cli_compare", "cli_config")
+COMMAND_MODULES = (
+    "cli_data",
+    "cli_collect",
+    "cli_train",
+    "cli_evaluate",
+    "cli_compare",
+    "cli_config",
+)
 for _name in COMMAND_MODULES:
     importlib.import_module(f"agir_retrain.flows.{_name}")
 

@@ -304,3 +304,50 @@ def run_episode_groups_on_ray(
             if on_done:
                 on_done(len(group.completions))
     return sort_episodes(episodes)
+
+
+class SamplerPool:
+    """Sampling actors kept for many rounds (``collect``'s waves): each holds the model once.
+
+    ``sample`` can be called again and again; the actors load the model only when the pool
+    starts. Batches go to whichever actor is free; every completion is seeded on its own.
+    """
+
+    def __init__(self, spec: SamplerSpec, actors: int) -> None:
+        actor_class = ray.remote(CompletionSampler).options(
+            num_cpus=spec.cpus, num_gpus=spec.gpus, max_restarts=2, max_task_retries=2
+        )
+        self.actors = start_actors(
+            lambda: actor_class.remote(spec),
+            wanted=actors,
+            cpus=spec.cpus,
+            gpus=spec.gpus,
+            knobs="sampling.actors, sampling.cpus_per_actor or sampling.gpus_per_actor",
+        )
+        self._pool = ActorPool(self.actors)
+
+    def sample(
+        self,
+        batches: Sequence[list[SampleRequest]],
+        on_batch_done: Callable[[int], None] | None = None,
+    ) -> list[Completion]:
+        """Sample the batches across the actors; completions in no particular order."""
+        completions: list[Completion] = []
+        for batch_completions in self._pool.map_unordered(
+            lambda actor, batch: actor.sample.remote(batch), batches
+        ):
+            completions.extend(batch_completions)
+            if on_batch_done:
+                on_batch_done(len(batch_completions))
+        return completions
+
+    def close(self) -> None:
+        """Stop the actors."""
+        for actor in self.actors:
+            ray.kill(actor)
+
+    def __enter__(self) -> SamplerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -37,15 +37,18 @@ class ScenarioError(AgirError):
 
 def load_scenario(name_or_path: str) -> Scenario:
     """Load a built-in profile by name, or a scenario JSON file by path."""
+    from agir_retrain.tasks.environment.generator import is_generated_name, scenario_by_name
     from agir_retrain.tasks.environment.profiles import PROFILES, build_profile
 
     if name_or_path in PROFILES:
         return build_profile(name_or_path)
+    if is_generated_name(name_or_path):
+        return scenario_by_name(name_or_path)
     path = Path(name_or_path)
     if not path.is_file():
         raise ScenarioError(
-            f"{name_or_path!r}: neither a built-in profile ({', '.join(sorted(PROFILES))}) "
-            "nor a scenario file"
+            f"{name_or_path!r}: neither a built-in profile ({', '.join(sorted(PROFILES))}), "
+            "a generated one (gen-<seed>) nor a scenario file"
         )
     try:
         data = _json_loads(path.read_bytes())

@@ -1,0 +1,58 @@
+"""What a scenario family writes into: a seeded set of files with unique paths."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from agir_retrain.tasks.environment.records import FileKind, ScenarioFile
+
+KiB = 1024
+MiB = 1024 * KiB
+JUNK, PROTECTED = FileKind.JUNK, FileKind.PROTECTED
+
+USERS = ("agent", "dev", "maria", "kenji", "ops", "lee", "sam", "ana")
+APPS = ("nginx", "billing", "worker", "api", "cron", "mailer", "ingest", "search", "auth")
+
+
+class FileSet:
+    """The files a generated scenario collects; a path taken twice keeps its first file."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, ScenarioFile] = {}
+
+    def add(self, path: str, size: int, kind: FileKind, age_days: float = 0.0) -> None:
+        """Add one file (ignored when its path, or a folder of it, is already taken)."""
+        if path in self.files or self._clashes(path):
+            return
+        self.files[path] = ScenarioFile(
+            path=path, bytes=int(size), kind=kind, age_days=round(max(0.0, age_days), 2)
+        )
+
+    def _clashes(self, path: str) -> bool:
+        """Whether ``path`` would be a file inside another file, or a folder of one."""
+        prefix = path + "/"
+        parent = path.rsplit("/", 1)[0]
+        while parent:
+            if parent in self.files:
+                return True
+            parent = parent.rsplit("/", 1)[0]
+        return any(other.startswith(prefix) for other in self.files)
+
+    def junk(self, kinds: FileKind = JUNK) -> int:
+        """Bytes of junk added so far."""
+        return sum(f.bytes for f in self.files.values() if f.kind is kinds)
+
+
+Family = Callable[[FileSet, random.Random], list[str]]
+"""Writes one family's files into the set and returns its strategies (in the agent's words)."""
+
+
+def hexname(rng: random.Random, length: int) -> str:
+    """A hash-like name, as caches use."""
+    return f"{rng.getrandbits(4 * length):0{length}x}"
+
+
+def size(rng: random.Random, low_kib: int, high_kib: int) -> int:
+    """A file size in bytes, from a range in KiB."""
+    return rng.randint(low_kib, high_kib) * KiB
