@@ -25,6 +25,8 @@ ALLOWED_STAGES: dict[str, set[str]] = {
     # evaluation's metrics.
     "training": {"environment", "evaluation", "synth"},
     "delivery": {"training", "synth"},
+    # The agent's loop plays in the environment and samples as evaluation does.
+    "agent": {"environment", "evaluation"},
 }
 EDGES = {"prefect_tasks", "ray_pool"}
 # The training program runs outside any flow (under accelerate), so GRPO reaches Ray for its
