@@ -202,10 +202,17 @@ class RunPlay:
             self.finished = True
             return
         strategy = self.strategies[index]
+        self.copies.append(CopyAgent(strategy=strategy, history=self.code_request(strategy)))
+
+    def code_request(self, strategy: str) -> list[Tagged]:
+        """A copy agent's history as it starts on ``strategy``: the environment, the strategy
+        block, and the request for code."""
         request = self.prompts.code_request.format(strat=strategy)
-        history = [*self.prefix, *self.strategy_block]
-        history.append((_message(Role.USER, request), "get_strat_code_req_plist"))
-        self.copies.append(CopyAgent(strategy=strategy, history=history))
+        return [
+            *self.prefix,
+            *self.strategy_block,
+            (_message(Role.USER, request), "get_strat_code_req_plist"),
+        ]
 
     def _record(
         self,

@@ -227,3 +227,21 @@ def test_the_tiny_model_plays_through_the_real_sampler(tmp_path, tiny_model, bwr
         result = read_run_file(str(path))
         assert not result.quarantined
         assert len(result.runs) == len(generate_scenario(3).strategies)
+
+
+def test_held_out_tasks_ask_what_collect_asks(tmp_path):
+    """A held-out task's prompt is a copy agent's first prompt in a collection, to the byte."""
+    from agir_retrain.tasks.agent.heldout import heldout_tasks
+
+    config = _config(tmp_path, scenarios=["gen-3"], strategies="given", runs_per_task=1)
+    with LocalEpisodes(config.environment, 1) as episodes:
+        collect(config, sample=lambda rs: {r.task_id: "no code" for r in rs}, run_episodes=episodes)
+    first = {
+        f"gen-3/s{line['strategy']}": tuple(line["prompt"])
+        for line in _attempt_lines(config.out)
+        if line["attempt"] == 1
+    }
+    tasks = heldout_tasks([3], "agir")
+    assert {t.task_id: t.prompt for t in tasks} == first
+    assert {t.scenario for t in tasks} == {"gen-3"}
+    assert len(tasks) == len(generate_scenario(3).strategies)
