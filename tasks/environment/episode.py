@@ -16,8 +16,8 @@ import time
 from functools import cache
 from pathlib import Path
 
+from agir_retrain.tasks.environment.contract import Episode, Scenario
 from agir_retrain.tasks.environment.measure import is_success, measure
-from agir_retrain.tasks.environment.records import Episode, Scenario
 from agir_retrain.tasks.environment.sandbox import Sandbox, SandboxLimits
 from agir_retrain.tasks.environment.scenario import junk_bytes_total, materialise
 from agir_retrain.tasks.settings.environment import EnvironmentSettings

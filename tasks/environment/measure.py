@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario
+from agir_retrain.tasks.environment.contract import FileKind, Scenario
 from agir_retrain.tasks.environment.scenario import expected_digests, junk_bytes_total
 
 

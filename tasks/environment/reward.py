@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agir_retrain.tasks.environment.records import Episode
+from agir_retrain.tasks.environment.contract import Episode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

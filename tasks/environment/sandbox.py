@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agir_retrain.tasks.environment.records import StoppedBy
+from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.errors import AgirError
 
 # The program's whole environment on every backend (bwrap adds PWD=/ itself; docker is given it)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
 from agir_retrain.tasks.errors import AgirError
 
 # The folders a scenario may fill; each is bound writable into the sandbox, nothing else is.

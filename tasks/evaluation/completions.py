@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 
-from agir_retrain.tasks.environment.records import Completion
+from agir_retrain.tasks.environment.contract import Completion
 from agir_retrain.tasks.evaluation.jsonl import (
     EvalInputError,
     iter_jsonl,

@@ -9,8 +9,8 @@ import logging
 import os
 from collections.abc import Sequence
 
+from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask
 from agir_retrain.tasks.environment.episode import make_sandbox
-from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
 from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.evaluation.completions import read_completions, write_completions

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.environment.records import Completion, Episode, Scenario
+from agir_retrain.tasks.environment.contract import Completion, Episode, Scenario
 from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
 from agir_retrain.tasks.errors import ConfigError, DatasetError
 from agir_retrain.tasks.io import is_url, local_path, read_bytes

@@ -105,7 +105,7 @@ def grpo_inputs(tiny_model, tmp_path_factory) -> tuple[Path, Path, Path]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+    from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
     from agir_retrain.tasks.environment.scenario import scenario_to_json
 
     root = tmp_path_factory.mktemp("docker-grpo")

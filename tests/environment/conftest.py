@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
 JUNK, PROTECTED = FileKind.JUNK, FileKind.PROTECTED

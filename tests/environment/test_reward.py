@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from agir_retrain.tasks.environment.records import Episode
+from agir_retrain.tasks.environment.contract import Episode
 from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
 
 BASE = Episode(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agir_retrain.tasks.environment.records import StoppedBy
+from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.environment.sandbox import (
     PlainSandbox,
     SandboxError,

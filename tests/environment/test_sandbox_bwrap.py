@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.environment.episode import run_episode
-from agir_retrain.tasks.environment.records import StoppedBy
 from agir_retrain.tasks.environment.sandbox_bwrap import pids_cgroup_parent
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agir_retrain.tasks.environment.contract import FileKind
 from agir_retrain.tasks.environment.profiles import PROFILES, build_profile
-from agir_retrain.tasks.environment.records import FileKind
 from agir_retrain.tasks.environment.scenario import (
     SCENARIO_ROOTS,
     ScenarioError,

@@ -8,7 +8,7 @@ from fractions import Fraction
 import polars as pl
 import pytest
 
-from agir_retrain.tasks.environment.records import Episode, StoppedBy
+from agir_retrain.tasks.environment.contract import Episode, StoppedBy
 from agir_retrain.tasks.evaluation.metrics import (
     MetricsError,
     compute_report,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from agir_retrain.tasks.dataset.export import export_dataset
-from agir_retrain.tasks.environment.records import Completion, EvalTask
+from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
 from agir_retrain.tasks.evaluation.completions import read_completions, write_completions
 from agir_retrain.tasks.evaluation.jsonl import EvalInputError

@@ -1,4 +1,4 @@
-"""The environment's records, with their polars schemas beside them.
+"""The environment's contract types (shared/spec/environment.md), with their polars schema.
 
 ``Episode`` is one row of ``episodes.parquet`` (the contract in
 ``shared/spec/environment.md``): one program, run in a fresh copy of one scenario.
