@@ -18,7 +18,7 @@ import pytest
 
 from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.environment.episode import run_episode
-from agir_retrain.tasks.environment.sandbox_bwrap import pids_cgroup_parent
+from agir_retrain.tasks.environment.cgroups import controller
 
 
 def _run(program: str, scenario, settings, **changes):
@@ -60,9 +60,11 @@ def host_unchanged():
             break
         time.sleep(0.1)
     assert left == []
-    parent = pids_cgroup_parent()
-    if parent is not None:
-        assert [p.name for p in parent.iterdir() if p.name.startswith("ep-")] == []
+    for name in ("pids", "memory"):
+        found = controller(name)
+        if found is not None:
+            mine = f"ep-{os.getpid()}-"
+            assert [p.name for p in found.parent.iterdir() if p.name.startswith(mine)] == []
 
 
 def test_no_network_not_even_the_hosts_loopback(small_scenario, bwrap_settings, host_unchanged):
@@ -190,7 +192,7 @@ def test_a_fork_bomb_is_stopped_by_the_process_limit(
                 pass
     """
     episode = _run(program, small_scenario, bwrap_settings)
-    expected = StoppedBy.PROCESSES if pids_cgroup_parent() is not None else StoppedBy.TIMEOUT
+    expected = StoppedBy.PROCESSES if controller("pids") is not None else StoppedBy.TIMEOUT
     assert episode.stopped_by is expected
     assert episode.exit_code == 137
     assert episode.success is False
@@ -291,7 +293,7 @@ import json, site, sys
 site.addsitedir(sys.argv[1])
 from agir_retrain.tasks.environment.episode import run_episode
 from agir_retrain.tasks.environment.scenario import load_scenario
-from agir_retrain.tasks.environment.sandbox_bwrap import pids_cgroup_parent
+from agir_retrain.tasks.environment.cgroups import controller
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 settings = EnvironmentSettings(limits={"wall_s": 5, "processes": 16})
 bomb = "```python\\nimport os\\nwhile True:\\n    os.fork()\\n```"

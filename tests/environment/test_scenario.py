@@ -184,8 +184,13 @@ def test_materialise_writes_the_same_real_bytes_with_mtimes_from_the_ages(tmp_pa
     assert info.st_mtime == CLOCK - 40 * 86400
     assert (tmp_path / "a/etc/app/settings.conf").stat().st_mtime == CLOCK
     assert info.st_blocks * 512 >= info.st_size
-    # every root exists, filled or not, so the sandbox can bind them all
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {r.lstrip("/") for r in SCENARIO_ROOTS}
+    # every root exists, filled or not, so the sandbox can bind them all, and /dev/shm
+    # (the episode's shared memory lives in the same bounded, measured filesystem)
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {
+        *(r.lstrip("/") for r in SCENARIO_ROOTS),
+        "dev",
+    }
+    assert [p.name for p in (tmp_path / "a/dev").iterdir()] == ["shm"]
     assert stat.S_ISDIR((tmp_path / "a/srv").stat().st_mode)
 
 

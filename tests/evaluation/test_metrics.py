@@ -174,11 +174,12 @@ class TestRendering:
         assert list(doc["models"]) == ["b", "a"]
         a = doc["models"]["a"]
         assert set(a) == {
-            "tasks", "samples", "code_found_rate", "ran_rate", "pass_at_1", "pass_at_k",
-            "mean_freed_share", "damage_rate", "timeout_rate",
+            "tasks", "samples", "harness_excluded", "code_found_rate", "ran_rate", "pass_at_1",
+            "pass_at_k", "mean_freed_share", "damage_rate", "timeout_rate",
         }  # fmt: skip
         assert a["tasks"] == 4
         assert a["samples"] == 8
+        assert a["harness_excluded"] == 0
         assert set(a["pass_at_1"]) == {"value", "ci_low", "ci_high"}
         assert doc["differences"][0]["model"] == "a"
         assert doc["differences"][0]["baseline"] == "b"
