@@ -140,10 +140,13 @@ def classify(
     counter; then a refused fork is recognised from its error text). ``memory_hit``: the
     episode's memory group killed a process. ``disk_full``: the episode's filesystem has no
     byte or inode left. A limit only counts as the stop when the program did not finish
-    cleanly, except a refused fork that ends in a timeout (a fork bomb) and a full disk.
+    cleanly, except a refused fork that ends in a timeout (a fork bomb), a process the memory
+    group killed, and a full disk: those are the episode's, whatever its program then did.
     """
     if processes_hit and (timed_out or exit_code != 0):
         return StoppedBy.PROCESSES
+    if memory_hit:  # the episode's memory group killed one of its processes
+        return StoppedBy.MEMORY
     if disk_full:
         return StoppedBy.DISK
     if timed_out:
@@ -154,8 +157,7 @@ def classify(
     if exit_code == 128 + signal.SIGXFSZ or "[Errno 27] File too large" in stderr_tail:
         return StoppedBy.FILE_SIZE
     if (
-        memory_hit
-        or last.startswith("MemoryError")
+        last.startswith("MemoryError")
         or "Cannot allocate memory" in last
         or "std::bad_alloc" in stderr_tail
     ):

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agir_retrain.tasks.environment.cgroups import controller
 from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.environment.episode import run_episode
-from agir_retrain.tasks.environment.cgroups import controller
 
 
 def _run(program: str, scenario, settings, **changes):
