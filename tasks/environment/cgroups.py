@@ -127,7 +127,8 @@ class EpisodeGroups:
         for found in (pids, memory):
             if found is not None:
                 path = found.parent / name
-                path.mkdir()
+                if not any(made == path for _, made in self.paths):  # v2: one group for both
+                    path.mkdir()
                 self.paths.append((found, path))
 
     def limit(self, *, processes: int, memory_bytes: int) -> None:
@@ -158,7 +159,7 @@ class EpisodeGroups:
 
     def add(self, pid: int) -> None:
         """Move a process into every group; its later children are born in them."""
-        for _found, path in self.paths:
+        for path in dict.fromkeys(path for _, path in self.paths):
             fd = os.open(path / "cgroup.procs", os.O_WRONLY)
             try:
                 os.write(fd, str(pid).encode())
@@ -182,7 +183,7 @@ class EpisodeGroups:
 
     def kill_and_remove(self) -> None:
         """Kill whatever is left in the groups, then remove them (bounded: a few seconds)."""
-        for _found, path in self.paths:
+        for path in dict.fromkeys(path for _, path in self.paths):
             _empty(path)
             for _ in range(100):
                 try:

@@ -57,6 +57,12 @@ def test_the_spec_example_parses():
     ("data", "message"),
     [
         ([1, 2], "a scenario is a JSON object, got list"),
+        (_with_file(path="/var/log/\ud800.log"), "is not valid UTF-8 (a lone surrogate)"),
+        (  # ~4 KB: room is left for the host folder a copy may lie under
+            _with_file(path="/var/" + "/".join(["d" * 200] * 19) + "/x"),
+            "bytes; at most 3072",
+        ),
+        ({**GOOD, "seed": 1 << 64}, "'seed' must be a 64-bit integer"),
         ({**GOOD, "owner": "x"}, "unknown key(s) ['owner']"),
         ({**GOOD, "seed": "7"}, "'seed' must be an integer, got '7'"),
         ({**GOOD, "seed": True}, "'seed' must be an integer, got True"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -94,6 +95,20 @@ def two_models() -> pl.DataFrame:
 
 
 class TestReport:
+    def test_harness_failures_are_left_out_and_counted(self) -> None:
+        """An episode the sandbox failed says nothing of the model: not scored, but reported."""
+        failed = [
+            episode("t0", "a", 2, exit_code=None, stopped=StoppedBy.HARNESS),
+            episode("t3", "a", 2, exit_code=None, stopped=StoppedBy.HARNESS),
+        ]
+        frame = pl.concat([two_models(), episodes_frame(failed)])
+        with_failures = compute_report(frame, models=["b", "a"], k=2, seed=1)
+        without = compute_report(two_models(), models=["b", "a"], k=2, seed=1)
+        assert with_failures.models[1].harness_excluded == 2
+        assert with_failures.models[0].harness_excluded == 0
+        assert dataclasses.replace(with_failures.models[1], harness_excluded=0) == without.models[1]
+        assert report_json(with_failures)["models"]["a"]["harness_excluded"] == 2
+
     def test_rates_are_means_over_tasks(self) -> None:
         report = compute_report(two_models(), models=["b", "a"], k=2, seed=1)
         a = report.models[1]
