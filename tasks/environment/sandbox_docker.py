@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -65,6 +66,9 @@ IMAGE_TOOLS = (
 DOCKER_RUN_FAILED = 125  # docker run's own failure (not the program's status)
 IMAGE_VERSION = "2"  # bump when the image's contents change; an older image is rebuilt
 _counter = itertools.count()
+# Files the engine creates in the container's /etc (our volume) to mount its own on: empty,
+# not the program's, removed before the copy is measured
+ENGINE_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 STARTUP_GRACE_S = 2.0  # added to the wall time: the engine takes this long to start a container
 
 
@@ -287,6 +291,13 @@ class _Container:
             os.close(err)
         if code == DOCKER_RUN_FAILED and stderr.startswith(("docker: ", "invalid argument")):
             raise HarnessError(f"docker could not run the episode: {stderr.strip()[:300]}")
+        for name in ENGINE_MOUNT_POINTS:
+            try:
+                info = os.lstat(name, dir_fd=self.root)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_blocks == 0:
+                os.unlink(name, dir_fd=self.root)
         return SandboxResult(
             exit_code=code,
             stopped_by=classify(
