@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/episode_throughput.py                  # 200 episodes, 2 workers
     .venv/bin/python benchmarks/episode_throughput.py --episodes 400 --workers 1 2
 
-Each episode is the whole thing the evaluation pays for: a fresh copy of the `debian-like`
-profile materialised, one cleanup program run, the copy measured and removed. The same
+Each episode is the whole thing the evaluation pays for: the episode's own bounded
+filesystem made, a fresh copy of the `debian-like` profile written into it, one cleanup
+program run, the copy measured (fail-closed) and freed. The same
 programs run on each backend in the same run:
 - plain (the floor): the host's python in the episode folder, NO isolation; the programs
   find their files under `$SCENARIO_ROOT`, which the sandboxes leave unset (so `/`);
@@ -73,9 +74,9 @@ def _sandbox(backend: str) -> Sandbox:
     settings = EnvironmentSettings()
     if backend == "plain":
         return PlainSandbox(settings.interpreter, i_know_this_is_unsafe=True)
-    from agir_retrain.tasks.environment.episode import make_sandbox
+    from agir_retrain.tasks.environment.episode import sandbox_for
 
-    return make_sandbox(backend, settings.interpreter, settings.docker_image)
+    return sandbox_for(settings.model_copy(update={"backend": backend}))
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1: CPU time of a whole process tree

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -241,16 +240,22 @@ def _poll_until_gone(pid: int | None, timeout_s: float) -> bool:
     return True
 
 
-@cache
+_subreaper: dict[int, bool] = {}  # pid -> set: a forked child does not inherit the setting
+
+
 def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (once; False if refused).
+    """Make this process the reaper of its orphaned descendants (once a process; False if refused).
 
     bubblewrap's outer process may exit before the jail's init has been reaped; that init
     is then reparented to the nearest subreaper (this process, which reaps it: ``reap``),
     not to the machine's pid 1, which in a container may never reap (``accelerate launch``).
+    Called at every session: a worker forked from a process that already was one is not.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    pid = os.getpid()
+    if pid not in _subreaper:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _subreaper[pid] = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return _subreaper[pid]
 
 
 def reap(pid: int) -> None:

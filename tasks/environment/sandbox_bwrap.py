@@ -119,6 +119,7 @@ class BwrapSandbox:
         mount_point = Path(
             tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
         )
+        become_subreaper()  # in this process: a forked worker does not inherit it
         jail = _Jail(self, program, limits, mount_point)
         try:
             try:

@@ -392,15 +392,20 @@ print(json.dumps(seen))
 """
 ZOMBIE_HARNESS = r"""
 import json, sys, time
-from agir_retrain.tasks.environment.episode import run_episode
+from agir_retrain.tasks.environment.contract import Completion
+from agir_retrain.tasks.environment.episode import sandbox_for
 from agir_retrain.tasks.environment.scenario import load_scenario
+from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_groups_locally
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 settings = EnvironmentSettings(limits={"wall_s": 1, "disk_mb": 8, "processes": 16})
+sandbox_for(settings)  # made here, then inherited by the forked workers, as evaluation does
 programs = ["print('done')", "import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(60)",
             "while True:\n    pass"]
-rows = [run_episode(task_id="t", model="m", sample=i, completion=f"```python\n{programs[i % 3]}\n```",
-                    scenario=load_scenario("few-large"), settings=settings).stopped_by for i in range(9)]
-print(json.dumps([None if r is None else r.value for r in rows]), flush=True)
+groups = [EpisodeGroup(task_id=f"t{i}", scenario=load_scenario("few-large"), completions=(
+    Completion(task_id=f"t{i}", model="m", sample=0, completion=f"```python\n{programs[i % 3]}\n```"),))
+    for i in range(9)]
+rows = run_groups_locally(groups, settings, workers=2)
+print(json.dumps([None if r.stopped_by is None else r.stopped_by.value for r in rows]), flush=True)
 time.sleep(30)
 """
 
