@@ -14,7 +14,7 @@ reached (an air-gapped host, or this one), ``ensure_base_image()`` makes a base 
 - ``/usr/bin/python3`` and its standard library: GRPO's bwrap sandbox runs episodes with
   it, from ``/usr``, as on the host;
 - the shell and tools the Dockerfile, the entry point and the sandbox use (``useradd``,
-  ``bwrap``, ``prlimit``, coreutils, ...), the ELF libraries all of the above load, and a
+  ``bwrap``, ``unshare``, ``mount``, ``prlimit``, coreutils, ...), the ELF libraries all of the above load, and a
   minimal ``/etc`` (root only: ``useradd`` adds the image's user).
 
 The tag is ``<repository>:<digest>`` of what goes in (interpreter, distributions and their
@@ -53,6 +53,7 @@ TOOLS = (
     "rmdir", "chmod", "chown", "touch", "truncate", "head", "tail", "sort", "wc", "grep", "sed",
     "awk", "mawk", "find", "xargs", "du", "df", "stat", "date", "sleep", "true", "false",
     "uname", "readlink", "dirname", "basename", "tar", "gzip", "prlimit", "bwrap", "useradd",
+    "unshare", "mount", "umount",  # the bwrap sandbox mounts each episode's bounded tmpfs
 )  # fmt: skip
 # not in the image: tests, GUIs (_tkinter loads X11), the interpreter's own site-packages
 _SKIPPED_STDLIB = (
