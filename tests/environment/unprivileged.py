@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -137,23 +136,26 @@ def stage() -> Path:
     source = Path(agir_retrain.tasks.__path__[0])
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(source, site / "agir_retrain" / "tasks", ignore=ignore)
-    purelib = Path(sysconfig.get_paths()["purelib"])
     listed = subprocess.run(
         [sys.executable, "-c", f"import sys, {IMPORTS}; print('\\n'.join(m.__file__ or '' "
          "for m in list(sys.modules.values()) if getattr(m, '__file__', None)))"],
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout.split()  # fmt: skip
-    tops = {
-        Path(f).relative_to(purelib).parts[0] for f in listed if Path(f).is_relative_to(purelib)
-    }
-    for top in sorted(
-        tops - {"agir_retrain", "__editable__"} - {t for t in tops if t.startswith("__editable__")}
-    ):
-        path = purelib / top
+    tops: set[Path] = set()  # each third-party module's top folder (or file) in its site-packages
+    for name in listed:
+        parts = Path(name).parts
+        if "site-packages" not in parts:
+            continue  # the standard library (the system Python has its own) or the project
+        at = len(parts) - 1 - parts[::-1].index("site-packages")
+        top = parts[at + 1]
+        if top.startswith("__editable__") or top == "agir_retrain":
+            continue
+        tops.add(Path(*parts[: at + 2]))
+    for path in sorted(tops):
         if path.is_dir():
-            shutil.copytree(path, site / top, ignore=ignore)
-        elif path.is_file():
-            shutil.copy2(path, site / top)
+            shutil.copytree(path, site / path.name, ignore=ignore, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, site / path.name)
     (folder / "server.py").write_text(SERVER)
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
