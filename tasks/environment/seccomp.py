@@ -10,9 +10,12 @@ on a kernel without it, so runtimes fall back), and system calls of another arch
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 from functools import cache
+from types import ModuleType
 
 from agir_retrain.tasks.environment.sandbox import SandboxError
 
@@ -41,12 +44,37 @@ DENIED: dict[str, tuple[str, ...]] = {
 _NOT_THERE = frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register"})
 
 
+SONAME = "libseccomp.so.2"
+
+
+def _pyseccomp() -> ModuleType:
+    """``pyseccomp``, also where ``ctypes.util.find_library`` finds nothing (a slim image).
+
+    ``find_library`` asks ``ldconfig`` or a compiler, which slim images lack, though the
+    dynamic loader finds the library by its name; then that name is given to pyseccomp.
+    """
+    try:
+        import pyseccomp
+
+        return pyseccomp
+    except RuntimeError:
+        ctypes.CDLL(SONAME)  # OSError if the library is not there at all
+    original = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: SONAME if name == "seccomp" else original(name)
+    try:
+        import pyseccomp
+
+        return pyseccomp
+    finally:
+        ctypes.util.find_library = original
+
+
 @cache
 def filter_program() -> bytes:
     """The filter as classic BPF, as bwrap's ``--seccomp`` reads it."""
     try:
-        import pyseccomp as seccomp
-    except (ImportError, RuntimeError) as exc:  # RuntimeError: libseccomp.so is missing
+        seccomp = _pyseccomp()
+    except (ImportError, RuntimeError, OSError) as exc:  # the module or the library is missing
         raise SandboxError(
             f"cannot build the sandbox's seccomp filter ({exc}): pip install pyseccomp, "
             "and the libseccomp2 system package"
