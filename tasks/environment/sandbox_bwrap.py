@@ -116,9 +116,12 @@ class BwrapSandbox:
     @contextmanager
     def session(self, program: str, limits: SandboxLimits) -> Iterator[_Jail]:
         """Mount the episode's filesystem, start the jail (held before the program), yield it."""
-        mount_point = Path(
-            tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
-        )
+        try:
+            mount_point = Path(
+                tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
+            )
+        except OSError as exc:  # a full work dir: this episode's failure, not the run's
+            raise HarnessError(f"no episode folder in {self.work_dir}: {exc}") from exc
         become_subreaper()  # in this process: a forked worker does not inherit it
         jail = _Jail(self, program, limits, mount_point)
         try:

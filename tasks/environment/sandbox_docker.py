@@ -218,9 +218,12 @@ class DockerSandbox:
     @contextmanager
     def session(self, program: str, limits: SandboxLimits) -> Iterator[_Container]:
         """Mount the episode's tmpfs (bytes and inodes bounded), yield it; unmount at the end."""
-        episode = Path(
-            tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
-        )
+        try:
+            episode = Path(
+                tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
+            )
+        except OSError as exc:  # a full work dir: this episode's failure, not the run's
+            raise HarnessError(f"no episode folder in {self.work_dir}: {exc}") from exc
         mounted, root = False, -1
         try:
             (episode / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")

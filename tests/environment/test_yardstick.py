@@ -467,3 +467,38 @@ def test_a_jail_that_cannot_start_is_the_harness_failure_not_the_program(tmp_pat
     assert seen["exit_code"] is None
     assert seen["reward"] is None  # unscorable for GRPO: never the program's
     assert seen["note"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tiny tmpfs as the work dir")
+def test_a_full_work_dir_fails_the_harness_not_the_run_and_is_never_scored(
+    small_scenario, bwrap_settings, tmp_path
+):
+    """No room for an episode's folder: GRPO's reward is None (unscorable), the run goes on."""
+    from agir_retrain.tasks.environment.episode import sandbox_for
+    from agir_retrain.tasks.training.grpo import EpisodeReward
+
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=8", "w", str(work)], check=True
+    )
+    try:
+        settings = bwrap_settings.model_copy(update={"work_dir": str(work), "harness_retries": 1})
+        sandbox_for(settings)  # made (and checked) while there is room
+        filler = []
+        try:
+            while True:
+                filler.append(work / f"fill{len(filler)}")
+                filler[-1].write_bytes(b"")
+        except OSError:
+            filler.pop()
+        reward = EpisodeReward({"small": small_scenario}, settings)
+        completion = [f"```python\n{HONEST}\n```"]
+        args = {"prompts": [""], "task_id": ["t"], "scenario": ["small"]}
+        assert reward(completions=completion, **args) == [None]
+        assert reward.harness_failures == 1
+        for path in filler:
+            path.unlink()
+        assert reward(completions=completion, **args) == [pytest.approx(4000 / 6000)]
+    finally:
+        subprocess.run(["umount", "--lazy", str(work)], check=True)
