@@ -502,3 +502,45 @@ def test_a_full_work_dir_fails_the_harness_not_the_run_and_is_never_scored(
         assert reward(completions=completion, **args) == [pytest.approx(4000 / 6000)]
     finally:
         subprocess.run(["umount", "--lazy", str(work)], check=True)
+
+
+def test_no_process_of_the_program_outlives_its_episode(harness):
+    """A double-forked, `setsid` daemon is gone when the episode ends (its pid namespace)."""
+    daemon = """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(60)
+            os._exit(0)
+        time.sleep(0.2)  # the daemon is up when the program ends
+    """
+    row = harness(daemon)
+    assert (row["exit_code"], row["stopped_by"]) == (0, None)
+    assert row["seconds"] < 5
+    survivors = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and _cmdline(pid).endswith("/agir/program.py")
+    ]
+    assert survivors == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_without_a_per_episode_process_limit_the_sandbox_refuses_unless_asked(monkeypatch):
+    """Where neither a pids cgroup nor a per-namespace RLIMIT_NPROC can bound an episode."""
+    from agir_retrain.tasks.environment import sandbox_bwrap
+    from agir_retrain.tasks.environment.sandbox import SandboxError
+
+    monkeypatch.setattr(sandbox_bwrap, "controller", lambda name: None)  # no cgroup here
+    monkeypatch.setattr(sandbox_bwrap, "_nproc_binds_per_episode", lambda: False)  # e.g. root
+    with pytest.raises(SandboxError, match="allow_unlimited_processes"):
+        sandbox_bwrap.BwrapSandbox()
+    allowed = sandbox_bwrap.BwrapSandbox(allow_unlimited_processes=True)
+    assert (allowed.pids, allowed.nproc) == (None, False)
