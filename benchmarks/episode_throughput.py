@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/episode_throughput.py                  # 200 episodes, 2 workers
     .venv/bin/python benchmarks/episode_throughput.py --episodes 400 --workers 1 2
 
-Each episode is the whole thing the evaluation pays for: a fresh copy of the `debian-like`
-profile materialised, one cleanup program run, the copy measured and removed. The same
+Each episode is the whole thing the evaluation pays for: the episode's own bounded
+filesystem made, a fresh copy of the `debian-like` profile written into it, one cleanup
+program run, the copy measured (fail-closed) and freed. The same
 programs run on each backend in the same run:
-- plain (the floor): the host's python in the episode folder, NO isolation; the programs
-  find their files under `$SCENARIO_ROOT`, which the sandboxes leave unset (so `/`);
+- plain (the floor): the host's python in an episode folder on /dev/shm (a tmpfs, as the
+  sandboxes' own filesystems are), NO isolation and no bounds; the programs find their
+  files under `$SCENARIO_ROOT`, which the sandboxes leave unset (so `/`);
 - bwrap: the default backend;
 - docker: when an engine answers and the sandbox image can be built (`--docker`).
 Targets (issue 13): bwrap within 2x of plain, and at least 20 episodes/s on 2 cores.
@@ -71,11 +73,12 @@ PROGRAMS = {  # cleanup programs of the kinds agents write, each working under R
 @cache
 def _sandbox(backend: str) -> Sandbox:
     settings = EnvironmentSettings()
-    if backend == "plain":
-        return PlainSandbox(settings.interpreter, i_know_this_is_unsafe=True)
-    from agir_retrain.tasks.environment.episode import make_sandbox
+    if backend == "plain":  # its copies on a tmpfs, as the sandboxes' own filesystems are
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        return PlainSandbox(settings.interpreter, work_dir=shm, i_know_this_is_unsafe=True)
+    from agir_retrain.tasks.environment.episode import sandbox_for
 
-    return make_sandbox(backend, settings.interpreter, settings.docker_image)
+    return sandbox_for(settings.model_copy(update={"backend": backend}))
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1: CPU time of a whole process tree

@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from agir_retrain.flows.progress import StageProgress
-from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
+from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask
 from agir_retrain.tasks.evaluation.completions import write_completions
 from agir_retrain.tasks.evaluation.episodes import run_groups_locally
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown

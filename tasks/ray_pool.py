@@ -25,7 +25,7 @@ from agir_retrain.tasks.dataset.build import (
     save_garbled,
 )
 from agir_retrain.tasks.dataset.garble import Garbler, issue_order, plan_batches
-from agir_retrain.tasks.environment.records import Completion, Episode
+from agir_retrain.tasks.environment.contract import Completion, Episode
 from agir_retrain.tasks.errors import AgirError, ConfigError
 from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_group, sort_episodes
 from agir_retrain.tasks.evaluation.sampling import CompletionSampler, SampleRequest, SamplerSpec

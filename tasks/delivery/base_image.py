@@ -14,7 +14,7 @@ reached (an air-gapped host, or this one), ``ensure_base_image()`` makes a base 
 - ``/usr/bin/python3`` and its standard library: GRPO's bwrap sandbox runs episodes with
   it, from ``/usr``, as on the host;
 - the shell and tools the Dockerfile, the entry point and the sandbox use (``useradd``,
-  ``bwrap``, ``prlimit``, coreutils, ...), the ELF libraries all of the above load, and a
+  ``bwrap``, ``unshare``, ``mount``, ``prlimit``, coreutils, ...), the ELF libraries all of the above load, and a
   minimal ``/etc`` (root only: ``useradd`` adds the image's user).
 
 The tag is ``<repository>:<digest>`` of what goes in (interpreter, distributions and their
@@ -53,7 +53,16 @@ TOOLS = (
     "rmdir", "chmod", "chown", "touch", "truncate", "head", "tail", "sort", "wc", "grep", "sed",
     "awk", "mawk", "find", "xargs", "du", "df", "stat", "date", "sleep", "true", "false",
     "uname", "readlink", "dirname", "basename", "tar", "gzip", "prlimit", "bwrap", "useradd",
+    "unshare", "mount", "umount",  # the bwrap sandbox mounts each episode's bounded tmpfs
 )  # fmt: skip
+# Libraries Python loads by name (ctypes), which no tool links: the sandbox's seccomp filter
+LIBRARIES = ("libseccomp.so.2",)
+_LIBRARY_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+)
 # not in the image: tests, GUIs (_tkinter loads X11), the interpreter's own site-packages
 _SKIPPED_STDLIB = (
     "test",
@@ -114,6 +123,7 @@ def content_digest() -> str:
         if not name.startswith("agir-retrain=="):
             digest.update(f"{name}\n".encode())
     digest.update(" ".join(t for t in TOOLS if shutil.which(t)).encode())
+    digest.update(" ".join(LIBRARIES).encode())
     return digest.hexdigest()[:16]
 
 
@@ -162,6 +172,11 @@ def _plan(timeout_s: float) -> list[tuple[str, str, bool]]:
     for tool in TOOLS:
         if found := shutil.which(tool, path="/usr/bin:/usr/sbin:/bin:/sbin"):
             entries.append((found, found, True))
+    for library in LIBRARIES:
+        for folder in _LIBRARY_DIRS:
+            if os.path.exists(found := os.path.join(folder, library)):
+                entries.append((found, found, True))
+                break
     elves = [
         host
         for host, _, _ in entries

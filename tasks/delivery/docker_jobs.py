@@ -3,9 +3,10 @@
 The image is built from a context and tagged by the hash of what the build would see
 (the files ``.dockerignore`` admits, the Dockerfile, the build arguments), so an
 unchanged context reuses the image. The container gets every GPU when the host has
-some, its mounts, and its environment; its log is streamed as it runs. It is confined:
-never root (the caller's uid, or ``DEFAULT_USER`` when the caller is root), no network
-unless the job asks, no capabilities, no privilege gain, and memory and process limits.
+some, its mounts, and its environment; its log is streamed as it runs. Its pid 1 is an
+init (``--init``) that reaps orphans. It is confined: never root (the caller's uid, or
+``DEFAULT_USER`` when the caller is root), no network unless the job asks, no
+capabilities, no privilege gain, and memory and process limits.
 A job that runs bubblewrap jails itself (GRPO's episodes) asks for ``nested_sandbox`` and
 gets exactly what bwrap needs on top, nothing more (``NESTED_SANDBOX_OPTIONS``). Before
 anything starts, every read-only mount must be readable by the job's user. Whether the job
@@ -78,6 +79,9 @@ class DockerJob:
     # The job runs bubblewrap jails (GRPO episodes with the bwrap sandbox): it may make
     # unprivileged user namespaces and mount a fresh /proc (see NESTED_SANDBOX_OPTIONS)
     nested_sandbox: bool = False
+    # docker run --init: a minimal init is pid 1 and reaps orphans, so none piles up as a
+    # zombie under an entry point that never reaps (`accelerate launch`)
+    init: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +243,7 @@ def _create_container(client: Any, image: str, job: DockerJob, user: str) -> Any
         memswap_limit=job.memory_limit,  # the same: no swap beyond the memory limit
         pids_limit=job.pids_limit,
         shm_size=job.shm_size,
+        init=job.init,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges", *security_options(job, client.info())],
     )

@@ -1,7 +1,10 @@
 """One episode: extract a completion's program, run it in a fresh scenario copy, measure.
 
 The program is only ever parsed here (``ast.parse``, to tell a bare program from prose);
-it runs only inside the sandbox the settings name.
+it runs only inside the sandbox the settings name. An episode whose sandbox could not start
+or finish is run again (``harness_retries``), then recorded as ``stopped_by="harness"``:
+never as the program's failure. One the measurement could not fully see is
+``stopped_by="unmeasurable"``: never a success, nothing counted as freed.
 """
 
 from __future__ import annotations
@@ -9,25 +12,31 @@ from __future__ import annotations
 import ast
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import time
 from functools import cache
 from pathlib import Path
 
-from agir_retrain.tasks.environment.measure import is_success, measure
-from agir_retrain.tasks.environment.records import Episode, Scenario
-from agir_retrain.tasks.environment.sandbox import Sandbox, SandboxLimits
-from agir_retrain.tasks.environment.scenario import junk_bytes_total, materialise
+from agir_retrain.tasks.environment.contract import Episode, Scenario, StoppedBy
+from agir_retrain.tasks.environment.copies import copy_bytes, copy_inodes, materialise_at
+from agir_retrain.tasks.environment.measure import Measurement, is_success, measure_at
+from agir_retrain.tasks.environment.sandbox import (
+    EPISODE_PREFIX,
+    HarnessError,
+    Sandbox,
+    SandboxLimits,
+    SandboxResult,
+    remove_tree,
+)
+from agir_retrain.tasks.environment.scenario import junk_bytes_total
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
 log = logging.getLogger(__name__)
 
 FENCE = "```"
 _PYTHON_TAGS = {"python", "python3", "py"}
-MAX_BARE_CHARS = 100_000
-EPISODE_PREFIX = "agir-episode-"  # then the pid of the process that made it  # longer text is not parsed as a bare program
+MAX_BARE_CHARS = 100_000  # longer text is not parsed as a bare program
 
 
 def extract_program(completion: str) -> str | None:
@@ -86,36 +95,60 @@ def _is_python(text: str) -> bool:
     )
 
 
-def limits_from(settings: EnvironmentSettings) -> SandboxLimits:
-    """The sandbox limits a settings section names."""
+def limits_from(settings: EnvironmentSettings, scenario: Scenario | None = None) -> SandboxLimits:
+    """The sandbox limits a settings section names; the filesystem sized for ``scenario``.
+
+    The episode's filesystem holds the scenario's copy (its files in whole pages, its
+    folders) plus ``disk_mb`` and ``inodes`` more for the program.
+    """
     limits = settings.limits
     return SandboxLimits(
         wall_s=limits.wall_s,
         memory_mb=limits.memory_mb,
         processes=limits.processes,
         file_size_mb=limits.file_size_mb,
+        disk_bytes=(copy_bytes(scenario) if scenario else 0) + (limits.disk_mb << 20),
+        inodes=(copy_inodes(scenario) if scenario else 64) + limits.inodes,
     )
 
 
 @cache
-def make_sandbox(backend: str, interpreter: str, docker_image: str) -> Sandbox:
+def make_sandbox(
+    backend: str,
+    interpreter: str,
+    docker_image: str,
+    work_dir: str | None = None,
+    allow_unlimited_processes: bool = False,
+) -> Sandbox:
     """The backend the settings name, checked once per process."""
     if backend == "bwrap":
         from agir_retrain.tasks.environment.sandbox_bwrap import BwrapSandbox
 
-        return BwrapSandbox(interpreter)
+        return BwrapSandbox(
+            interpreter,
+            work_dir=work_dir,
+            allow_unlimited_processes=allow_unlimited_processes,
+        )
     if backend == "docker":
         from agir_retrain.tasks.environment.sandbox_docker import DockerSandbox
 
-        return DockerSandbox(docker_image)
+        return DockerSandbox(docker_image, work_dir=work_dir)
     raise ValueError(f"unknown sandbox backend {backend!r}")
 
 
+def sandbox_for(settings: EnvironmentSettings) -> Sandbox:
+    """The sandbox a settings section names (made and checked once per process)."""
+    return make_sandbox(
+        settings.backend,
+        settings.interpreter,
+        settings.docker_image,
+        settings.work_dir,
+        settings.allow_unlimited_processes,
+    )
+
+
 def default_work_dir() -> str:
-    """A tmpfs when there is one (copies and removals are several times faster), else /tmp."""
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
-        return shm
+    """The system's temporary folder: episodes keep only an empty folder (or a mount) there."""
     return tempfile.gettempdir()
 
 
@@ -132,76 +165,125 @@ def run_episode(
     """Run one completion's program against a fresh copy of ``scenario`` and measure it.
 
     ``sandbox`` overrides the backend the settings name (the benchmark's floor uses it).
+    A sandbox that cannot run here at all raises ``SandboxError``; one that fails a single
+    episode is retried, then the episode is recorded as the harness's (``stopped_by``
+    ``harness``, ``note`` saying why).
     """
     program = extract_program(completion)
     total = junk_bytes_total(scenario)
     if sandbox is None and program is not None:
-        sandbox = make_sandbox(settings.backend, settings.interpreter, settings.docker_image)
-    backend = sandbox.name if sandbox is not None else settings.backend
-    if program is None:
-        return Episode(
-            task_id=task_id,
-            model=model,
-            sample=sample,
-            code_found=False,
-            exit_code=None,
-            stopped_by=None,
-            junk_bytes_total=total,
-            junk_bytes_freed=0,
-            new_bytes=0,
-            protected_damaged=(),
-            freed_share=0.0,
-            success=False,
-            seconds=0.0,
-            stdout_tail="",
-            stderr_tail="",
-            scenario=scenario.name,
-            backend=backend,
-        )
-    work_dir = settings.work_dir or default_work_dir()
-    _sweep_once(work_dir)
-    folder = Path(tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=work_dir))
-    try:
+        sandbox = sandbox_for(settings)
+    row = {
+        "task_id": task_id,
+        "model": model,
+        "sample": sample,
+        "junk_bytes_total": total,
+        "scenario": scenario.name,
+        "backend": sandbox.name if sandbox is not None else settings.backend,
+    }
+    if program is None or sandbox is None:
+        return _not_run(row, code_found=False, stopped_by=None, note="")
+    _sweep_once(settings.work_dir or default_work_dir())
+    limits = limits_from(settings, scenario)
+    failure = ""
+    for attempt in range(settings.harness_retries + 1):
         clock = settings.clock if settings.clock is not None else time.time()
-        materialise(scenario, folder / "root", clock, owner=sandbox.owner)
-        (folder / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
-        result = sandbox.run(folder, limits_from(settings))
-        found = measure(scenario, folder / "root")
-    finally:
-        _remove(folder)
-    share = found.freed_share
+        try:
+            result, found = play(sandbox, program, scenario, limits, clock)
+        except HarnessError as exc:
+            failure = str(exc)
+            log.warning("episode %s/%s/%d: %s (try %d)", task_id, model, sample, exc, attempt + 1)
+            time.sleep(0.1 * (attempt + 1))
+            continue
+        return _episode(row, result, found)
+    return _not_run(row, code_found=True, stopped_by=StoppedBy.HARNESS, note=failure)
+
+
+def play(
+    sandbox: Sandbox, program: str, scenario: Scenario, limits: SandboxLimits, clock: float
+) -> tuple[SandboxResult, Measurement]:
+    """Run ``program`` once against a fresh copy of ``scenario`` in ``sandbox``, and measure.
+
+    The copy is written into the session's own filesystem, and measured there after every
+    process of the episode is gone. Raises ``HarnessError`` when the sandbox fails.
+    """
+    with sandbox.session(program, limits) as session:
+        mine = (os.geteuid(), os.getegid())
+        try:
+            materialise_at(
+                scenario,
+                session.root,
+                clock,
+                owner=None if session.owner == mine else session.owner,
+            )
+        except OSError as exc:
+            raise HarnessError(f"the scenario could not be copied: {exc}") from exc
+        result = session.run()
+        found = measure_at(
+            scenario, session.root, owner=session.owner, whole_filesystem=session.whole_filesystem
+        )
+    return result, found
+
+
+def _episode(row: dict, result: SandboxResult, found: Measurement) -> Episode:
+    stopped_by, note = result.stopped_by, ""
+    freed, share, success = found.junk_bytes_freed, found.freed_share, False
+    if found.unmeasurable:  # fail closed: nothing counts as freed, never a success
+        note = "unmeasurable: " + "; ".join(found.unmeasurable)
+        if stopped_by is not None:
+            note += f" (the program was stopped by {stopped_by.value})"
+        stopped_by, freed, share = StoppedBy.UNMEASURABLE, 0, 0.0
+    else:
+        success = is_success(result.exit_code, share, found.protected_damaged)
     return Episode(
-        task_id=task_id,
-        model=model,
-        sample=sample,
+        **row,
         code_found=True,
         exit_code=result.exit_code,
-        stopped_by=result.stopped_by,
-        junk_bytes_total=found.junk_bytes_total,
-        junk_bytes_freed=found.junk_bytes_freed,
+        stopped_by=stopped_by,
+        junk_bytes_freed=freed,
         new_bytes=found.new_bytes,
         protected_damaged=found.protected_damaged,
         freed_share=share,
-        success=is_success(result.exit_code, share, found.protected_damaged),
+        success=success,
         seconds=round(result.seconds, 3),
         stdout_tail=result.stdout_tail,
         stderr_tail=result.stderr_tail,
-        scenario=scenario.name,
-        backend=backend,
+        note=note[:2000],
+    )
+
+
+def _not_run(row: dict, *, code_found: bool, stopped_by: StoppedBy | None, note: str) -> Episode:
+    return Episode(
+        **row,
+        code_found=code_found,
+        exit_code=None,
+        stopped_by=stopped_by,
+        junk_bytes_freed=0,
+        new_bytes=0,
+        protected_damaged=(),
+        freed_share=0.0,
+        success=False,
+        seconds=0.0,
+        stdout_tail="",
+        stderr_tail="",
+        note=note[:2000],
     )
 
 
 def sweep_stale_episodes(work_dir: str) -> int:
     """Remove episode folders whose process is gone (killed mid-episode); return how many.
 
-    On a tmpfs such leftovers hold RAM until the machine restarts.
+    A bwrap episode leaves an empty folder; a docker one may leave its filesystem mounted.
     """
     removed = 0
     for entry in Path(work_dir).glob(f"{EPISODE_PREFIX}*"):
         pid = entry.name[len(EPISODE_PREFIX) :].split("-", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
-        _remove(entry)
+        for mounted in (entry / "fs", entry):
+            if os.path.ismount(mounted):
+                subprocess.run(["umount", "--lazy", str(mounted)], check=False, timeout=60)
+        remove_tree(entry)
         removed += 1
     if removed:
         log.info("removed %d episode folders left by dead processes in %s", removed, work_dir)
@@ -221,12 +303,3 @@ def _alive(pid: int) -> bool:
 @cache
 def _sweep_once(work_dir: str) -> None:
     sweep_stale_episodes(work_dir)
-
-
-def _remove(folder: Path) -> None:
-    """Remove an episode folder, however the program left it (deep, unreadable, odd names)."""
-    try:
-        shutil.rmtree(folder)
-    except (OSError, RecursionError) as exc:
-        log.warning("rmtree %s failed (%s); removing with rm -rf", folder, exc)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(folder)], check=False, timeout=300)

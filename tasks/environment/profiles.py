@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from functools import cache
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
 
 KiB = 1024
 JUNK, PROTECTED = FileKind.JUNK, FileKind.PROTECTED

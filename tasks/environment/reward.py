@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agir_retrain.tasks.environment.records import Episode
+from agir_retrain.tasks.environment.contract import Episode, StoppedBy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -15,8 +15,22 @@ class RewardWeights:
     not_ran_penalty: float = 0.5
 
 
-def episode_reward(episode: Episode, weights: RewardWeights) -> float:
-    """``freed_share - damage_penalty * damaged - not_ran_penalty * (no code or exit != 0)``."""
+def lowest_reward(weights: RewardWeights) -> float:
+    """The least any episode can earn: nothing freed, damage, and a program that did not run."""
+    return -weights.damage_penalty - weights.not_ran_penalty
+
+
+def episode_reward(episode: Episode, weights: RewardWeights) -> float | None:
+    """``freed_share - damage_penalty * damaged - not_ran_penalty * (no code or exit != 0)``.
+
+    An unmeasurable episode earns the lowest reward; a harness failure (the sandbox could
+    not start or finish) earns none: None, which TRL's GRPO treats as unscorable (no
+    advantage, left out of the group's baseline), so it is never scored as the program's.
+    """
+    if episode.stopped_by is StoppedBy.HARNESS:
+        return None
+    if episode.stopped_by is StoppedBy.UNMEASURABLE:
+        return lowest_reward(weights)
     reward = episode.freed_share
     if episode.protected_damaged:
         reward -= weights.damage_penalty

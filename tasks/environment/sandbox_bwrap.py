@@ -1,18 +1,33 @@
-"""The bubblewrap backend: a light local jail per episode.
+"""The bubblewrap backend: a light local jail per episode, on a filesystem of its own.
 
-The program gets its own user, pid, mount, network, ipc, uts and cgroup namespaces; it
-sees the host's ``/usr`` read-only (the ``/lib``, ``/bin`` links point into it), a fresh
-``/proc`` and ``/dev``, the scenario's roots writable, and nothing else of the host. It runs
-as uid 1000, which the namespace maps onto the host user who owns the scenario copy, with
-no capabilities and an environment of PATH, HOME and LANG only. Memory and file size are
-rlimits; processes are a pids cgroup when one can be made (root with cgroup v1 pids, as
-here), else RLIMIT_NPROC (which binds only a non-root host user); wall time kills the
-whole session, and the pid namespace takes every process with it.
+Each episode starts as ``unshare --user --map-root-user --mount sh``: in that private user
+and mount namespace a tmpfs bounded in bytes and inodes (``limits.disk_bytes``,
+``limits.inodes``) is mounted on an empty folder of the work dir, the scenario's roots and
+``dev/shm`` made in it, and ``bwrap`` started there (through ``prlimit``). The harness opens
+that filesystem through ``/proc/<pid>/root`` while bwrap waits on ``--block-fd``, writes the
+scenario copy into it, and lets the program go; after every process is gone it measures the
+filesystem through the same descriptor, and closing that descriptor frees it all. Nothing of
+the copy ever lies in the work dir, and a harness killed mid-episode leaves only an empty
+folder.
+
+The program gets its own user, pid, mount, network, ipc, uts and cgroup namespaces; it sees
+the host's ``/usr`` read-only (``/lib``, ``/bin`` link into it), a fresh ``/proc``, a
+read-only ``/dev`` whose ``/dev/shm`` is the episode filesystem's, the scenario's roots
+writable, its program at ``/agir/program.py``, and a read-only root: nothing else is
+writable and nothing else of the host is there. It runs as uid 1000 (the harness's own uid
+outside), with no capabilities, a seccomp filter (``seccomp.py``) and an environment of
+PATH, HOME, LANG and HOSTNAME only. bwrap's arguments come through a descriptor
+(``--args``), so the jail's ``/proc/1/cmdline`` names nothing of the host.
+
+Limits: wall time (the jail's init is killed, and the pid namespace with it); RLIMIT_AS and
+RLIMIT_FSIZE per process; the episode's processes and memory as a whole by cgroups
+(``cgroups.py``: v1 or v2) where they can be made; else processes by RLIMIT_NPROC, which
+the kernel (5.14+) counts per user namespace, so it binds this episode alone; where neither
+can bound processes, the sandbox refuses to start unless told otherwise.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -22,151 +37,58 @@ import signal
 import subprocess
 import tempfile
 import time
-from functools import cache
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from agir_retrain.tasks.environment.cgroups import EpisodeGroups, controller
+from agir_retrain.tasks.environment.contract import SCENARIO_ROOTS
 from agir_retrain.tasks.environment.sandbox import (
+    EPISODE_PREFIX,
     PROGRAM_PATH,
     SANDBOX_ENV,
     SANDBOX_UID,
+    HarnessError,
     SandboxError,
     SandboxLimits,
     SandboxResult,
+    become_subreaper,
     classify,
     exit_status,
+    filesystem_full,
+    output_file,
     read_tail,
-    set_rlimits,
+    reap,
     wait_or_kill,
+    wait_pid,
 )
-from agir_retrain.tasks.environment.scenario import SCENARIO_ROOTS
+from agir_retrain.tasks.environment.seccomp import filter_program
 
 log = logging.getLogger(__name__)
 
-_PIDS_V1 = Path("/sys/fs/cgroup/pids")
-DEV_SHM_BYTES = 64 << 20  # as docker's default --shm-size
-_counter = itertools.count()
-
-
-@cache
-def pids_cgroup_parent() -> Path | None:
-    """A cgroup v1 pids folder this process may create children in, or None."""
-    parent = _PIDS_V1 / "agir-sandbox"
-    try:
-        parent.mkdir(exist_ok=True)
-        probe = parent / f"probe-{os.getpid()}"
-        probe.mkdir()
-        (probe / "pids.max").write_text("8")
-        probe.rmdir()
-    except OSError as exc:
-        log.info("no pids cgroup (%s); processes are limited by RLIMIT_NPROC", exc)
-        return None
-    for stale in parent.glob("ep-*"):  # left by a process killed mid-episode
-        pid = stale.name.split("-")[1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            try:
-                stale.rmdir()  # fails, harmlessly, while a process is still inside
-            except OSError:
-                pass
-    return parent
-
-
-class _PidsCgroup:
-    """One episode's pids cgroup: a process cap, a count of refused forks, a kill switch."""
-
-    def __init__(self, parent: Path, limit: int) -> None:
-        self.path = parent / f"ep-{os.getpid()}-{next(_counter)}"
-        self.path.mkdir()
-        (self.path / "pids.max").write_text(str(limit))
-        self.procs = str(self.path / "cgroup.procs")
-
-    def add(self, pid: int) -> None:
-        """Move a process in; its later children are born in it."""
-        fd = os.open(self.procs, os.O_WRONLY)
-        try:
-            os.write(fd, str(pid).encode())
-        finally:
-            os.close(fd)
-
-    def refused_forks(self) -> int:
-        for line in (self.path / "pids.events").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "max":
-                return int(value)
-        return 0
-
-    def kill_and_remove(self) -> None:
-        """Kill whatever is left in the cgroup, then remove it (bounded: a few seconds)."""
-        deadline = time.monotonic() + 10
-        while True:
-            pids = [int(p) for p in Path(self.procs).read_text().split()]
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if time.monotonic() > deadline:
-                log.warning("processes %s outlived their episode's cgroup %s", pids, self.path)
-                return
-            time.sleep(0.01)
-        for _ in range(100):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:  # the last process is still being reaped
-                time.sleep(0.01)
-        log.warning("could not remove cgroup %s", self.path)
-
-
-def bwrap_command(episode: Path, interpreter: str, extra: list[str] | None = None) -> list[str]:
-    """The bwrap command line that runs ``episode/program.py`` against ``episode/root``."""
-    binary = shutil.which("bwrap")
-    if binary is None:
-        raise SandboxError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
-    args = [
-        binary,
-        "--unshare-all",  # user, pid, net, ipc, uts, cgroup (net: not even the host's loopback)
-        "--unshare-user",  # --unshare-all only tries; we require it
-        "--disable-userns",  # no nested user namespace to regain capabilities in
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--uid",
-        str(SANDBOX_UID),
-        "--gid",
-        str(SANDBOX_UID),
-        "--hostname",
-        "sandbox",
-        *(extra or []),
-        "--ro-bind",
-        "/usr",
-        "/usr",
-    ]
-    for link in ("lib", "lib64", "bin", "sbin"):
-        if Path(f"/{link}").is_symlink():
-            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    # /dev is a tmpfs in RAM, outside RLIMIT_AS and outside the measured copy: make it
-    # read-only, with a /dev/shm (POSIX semaphores, multiprocessing) of docker's default size
-    args += ["--size", str(DEV_SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-    for folder in SCENARIO_ROOTS:
-        args += ["--bind", str(episode / "root" / folder.lstrip("/")), folder]
-    args += ["--ro-bind", str(episode / "program.py"), PROGRAM_PATH, "--clearenv"]
-    for key, value in SANDBOX_ENV.items():
-        args += ["--setenv", key, value]
-    args += ["--chdir", "/", "--", interpreter, PROGRAM_PATH]
-    return args
+FOLDERS = " ".join(r.lstrip("/") for r in SCENARIO_ROOTS) + " dev/shm"
+# Runs in the episode's private user and mount namespace, then becomes prlimit, then bwrap.
+MOUNT_SCRIPT = (
+    'set -e; mount -t tmpfs -o "$2" agir-episode "$1"; cd "$1"; '
+    f'mkdir -p {FOLDERS}; shift 2; exec "$@"'
+)
+TOOLS = ("bwrap", "unshare", "mount", "prlimit", "sh")
+NPROC_PER_USERNS_KERNEL = (5, 14)  # RLIMIT_NPROC counted per user namespace from here on
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class BwrapSandbox:
     """Run programs in bubblewrap (see the module docstring for what is isolated)."""
 
     name = "bwrap"
-    owner = None  # the host user that runs bwrap owns the copy; inside it is uid 1000
 
-    def __init__(self, interpreter: str = "/usr/bin/python3") -> None:
+    def __init__(
+        self,
+        interpreter: str = "/usr/bin/python3",
+        *,
+        work_dir: str | None = None,
+        allow_unlimited_processes: bool = False,
+    ) -> None:
         if not interpreter.startswith("/usr/"):
             raise SandboxError(
                 f"interpreter {interpreter!r} is not under /usr, the only host folder the "
@@ -175,82 +97,182 @@ class BwrapSandbox:
         if not os.access(interpreter, os.X_OK):
             raise SandboxError(f"interpreter {interpreter!r} is not an executable file here")
         self.interpreter = interpreter
-        self.cgroups = pids_cgroup_parent()
-        self.prlimit = shutil.which("prlimit")
-        _check_bwrap(interpreter)
+        self.work_dir = work_dir or tempfile.gettempdir()
+        self.tools = _tools()
+        self.seccomp = filter_program()
+        self.pids, self.memory = controller("pids"), controller("memory")
+        self.nproc = self.pids is None and _nproc_binds_per_episode()
+        if self.pids is None and not self.nproc:
+            if not allow_unlimited_processes:
+                raise SandboxError(
+                    "no per-episode process limit can be set here (no pids cgroup this process "
+                    "may make, v1 or v2, and RLIMIT_NPROC binds neither root nor a kernel "
+                    "before 5.14); set environment.allow_unlimited_processes to run anyway"
+                )
+            log.warning("sandboxed programs have no process limit but the wall time")
+        become_subreaper()
+        _check_runs(self)
 
-    def run(self, episode: Path, limits: SandboxLimits) -> SandboxResult:
-        """Run ``episode/program.py`` in a fresh jail; outputs go to ``episode/stdout|stderr``.
+    @contextmanager
+    def session(self, program: str, limits: SandboxLimits) -> Iterator[_Jail]:
+        """Mount the episode's filesystem, start the jail (held before the program), yield it."""
+        try:
+            mount_point = Path(
+                tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
+            )
+        except OSError as exc:  # a full work dir: this episode's failure, not the run's
+            raise HarnessError(f"no episode folder in {self.work_dir}: {exc}") from exc
+        become_subreaper()  # in this process: a forked worker does not inherit it
+        jail = _Jail(self, program, limits, mount_point)
+        try:
+            try:
+                jail.start()
+            except OSError as exc:
+                raise HarnessError(f"the jail could not start: {exc}") from exc
+            yield jail
+        finally:
+            jail.close()
+            try:
+                mount_point.rmdir()
+            except OSError as exc:
+                log.warning("could not remove the episode folder %s: %s", mount_point, exc)
 
-        bwrap starts blocked (``--block-fd``) and says its child's pid (``--info-fd``); the
-        child joins the episode's pids cgroup before anything of the program runs. Limits
-        come from ``prlimit`` in front of bwrap, so no Python runs between fork and exec
-        (a ``preexec_fn`` forces a full fork of this process: ~25 ms an episode).
-        """
-        cgroup = _PidsCgroup(self.cgroups, limits.processes) if self.cgroups else None
-        nproc = None if cgroup is not None else nproc_limit(limits.processes)
-        info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe()
-        command = bwrap_command(
-            episode, self.interpreter, extra=["--info-fd", str(info_w), "--block-fd", str(block_r)]
+
+class _Jail:
+    """One episode's namespaces, filesystem and processes (a ``SandboxSession``)."""
+
+    whole_filesystem = True
+
+    def __init__(
+        self, sandbox: BwrapSandbox, program: str, limits: SandboxLimits, mount_point: Path
+    ) -> None:
+        self.sandbox, self.program, self.limits = sandbox, program, limits
+        self.mount_point = mount_point
+        self.owner = (os.geteuid(), os.getegid())
+        self.root = -1
+        self.process: subprocess.Popen[bytes] | None = None
+        self.child: int | None = None  # the jail's init (host pid)
+        self.child_fd = -1
+        self.fds: list[int] = []
+        self.groups: EpisodeGroups | None = None
+        self.status = b""
+        self.started_program: bool | None = None  # known at a timeout
+
+    def _memfd(self, name: str, data: bytes) -> int:
+        fd = os.memfd_create(f"agir-{name}", os.MFD_CLOEXEC)
+        self.fds.append(fd)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def _pipe(self) -> tuple[int, int]:
+        read, write = os.pipe2(os.O_CLOEXEC)
+        self.fds += [read, write]
+        return read, write
+
+    def start(self) -> None:
+        limits, tools = self.limits, self.sandbox.tools
+        if self.sandbox.pids is not None or self.sandbox.memory is not None:
+            self.groups = EpisodeGroups(self.sandbox.pids, self.sandbox.memory)
+            self.groups.limit(
+                processes=limits.processes,
+                memory_bytes=(limits.memory_mb << 20) + limits.disk_bytes,
+            )
+        self.status_r, status_w = self._pipe()
+        block_r, self.block_w = self._pipe()
+        self.out, self.err = output_file("stdout"), output_file("stderr")
+        self.fds += [self.out, self.err]
+        program_fd = self._memfd("program", self.program.encode("utf-8", "surrogatepass"))
+        seccomp_fd = self._memfd("seccomp", self.sandbox.seccomp)
+        args = bwrap_arguments(
+            self.mount_point,
+            status_fd=status_w,
+            block_fd=block_r,
+            seccomp_fd=seccomp_fd,
+            program_fd=program_fd,
         )
-        preexec = None
-        if self.prlimit is not None:
-            command = [*prlimit_prefix(self.prlimit, limits, nproc=nproc), *command]
-        else:
+        args_fd = self._memfd("args", b"".join(a.encode() + b"\0" for a in args))
+        options = f"nosuid,nodev,mode=0755,size={limits.disk_bytes},nr_inodes={limits.inodes}"
+        rlimits = [f"--as={limits.memory_mb << 20}", f"--fsize={limits.file_size_mb << 20}"]
+        if self.sandbox.nproc:  # counted in this episode's user namespace: the init, bwrap's own
+            rlimits.append(f"--nproc={limits.processes + 1}")
+        command = [
+            tools["unshare"], "--user", "--map-root-user", "--mount",
+            tools["sh"], "-c", MOUNT_SCRIPT, "sh", str(self.mount_point), options,
+            tools["prlimit"], *rlimits, "--core=0", "--",
+            tools["bwrap"], "--args", str(args_fd), "--", self.sandbox.interpreter, PROGRAM_PATH,
+        ]  # fmt: skip
+        passed = (status_w, block_r, args_fd, seccomp_fd, program_fd)
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self.out,
+            stderr=self.err,
+            env={},
+            cwd="/",
+            start_new_session=True,
+            pass_fds=passed,
+        )
+        for fd in passed:  # the jail holds them now
+            self.fds.remove(fd)
+            os.close(fd)
+        self.child = self._child_pid()
+        self.child_fd = os.pidfd_open(self.child)
+        if self.groups is not None:
+            self.groups.add(self.child)  # before any of the program runs (bwrap is blocked)
+        self.root = os.open(f"/proc/{self.process.pid}/root{self.mount_point}", _DIR)
+        fs = os.fstatvfs(self.root)
+        if fs.f_files != limits.inodes or fs.f_blocks * fs.f_frsize < limits.disk_bytes:
+            raise HarnessError(f"the episode filesystem at {self.mount_point} is not mounted")
 
-            def preexec() -> None:
-                set_rlimits(limits, nproc=nproc)
+    def _child_pid(self, timeout_s: float = 30.0) -> int:
+        """The jail's init (host pid), from bwrap's first status line."""
+        deadline = time.monotonic() + timeout_s
+        poller = select.poll()
+        poller.register(self.status_r, select.POLLIN)
+        while b"}" not in self.status:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                break
+            chunk = os.read(self.status_r, 4096)
+            if not chunk:
+                break
+            self.status += chunk
+        try:
+            first, _, self.status = self.status.partition(b"}")
+            return int(json.loads(first + b"}")["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise HarnessError(
+                f"bubblewrap did not start: {read_tail(self.err).strip()[-300:]}"
+            ) from None
 
+    def run(self) -> SandboxResult:
+        """Let the program go, wait for it (killing the jail at the wall time), judge the stop."""
+        assert self.process is not None
+        assert self.child is not None
         start = time.monotonic()
         try:
-            with (
-                open(episode / "stdout", "wb") as out,
-                open(episode / "stderr", "wb") as err,
-            ):
-                try:
-                    process = subprocess.Popen(
-                        command,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        env={},
-                        cwd="/",
-                        start_new_session=True,
-                        pass_fds=(info_w, block_r),
-                        preexec_fn=preexec,  # only where prlimit is missing
-                    )
-                finally:
-                    os.close(info_w)
-                    os.close(block_r)
-                child = _read_child_pid(info_r)
-                try:
-                    if child is None:
-                        raise OSError("bwrap gave no child pid")
-                    if cgroup is not None:
-                        cgroup.add(child)
-                except OSError as exc:  # never release a jail that is not fully set up
-                    wait_or_kill(process, 0)
-                    raise SandboxError(
-                        f"bubblewrap did not start ({exc}): {read_tail(episode / 'stderr')[-300:]}"
-                    ) from exc
-                try:
-                    os.write(block_w, b"go")
-                except BrokenPipeError:  # bwrap failed before blocking; its stderr says why
-                    pass
-                os.close(block_w)
-                block_w = -1
-                timed_out = wait_or_kill(process, limits.wall_s)
-            seconds = time.monotonic() - start
-            refused = cgroup.refused_forks() if cgroup is not None else None
-        finally:
-            os.close(info_r)
-            if block_w != -1:
-                os.close(block_w)
-            if cgroup is not None:
-                cgroup.kill_and_remove()
-        code = exit_status(process.returncode)
-        stderr = read_tail(episode / "stderr")
+            os.write(self.block_w, b"g")
+        except BrokenPipeError:  # bwrap failed before blocking; its stderr says why
+            pass
+        timed_out = wait_or_kill(self.process, self.limits.wall_s, kill=self._kill)
+        if not wait_pid(self.child, 0.5, self.child_fd):  # still tearing its namespace down
+            signal.pidfd_send_signal(self.child_fd, signal.SIGKILL)
+            if not wait_pid(self.child, 10, self.child_fd):
+                raise HarnessError("the jail's processes outlived it")
+        reap(self.child)
+        seconds = time.monotonic() - start
+        self.status += self._rest_of_status()
+        started = b'"exit-code"' in self.status if not timed_out else self.started_program
+        if not started:
+            raise HarnessError(
+                "the jail stopped before its program started: "
+                f"{read_tail(self.err).strip()[-300:] or 'no message'}"
+            )
+        code = exit_status(self.process.returncode)
+        stderr = read_tail(self.err)
+        refused = self.groups.refused_forks() if self.groups is not None else None
+        killed = self.groups.oom_kills() if self.groups is not None else None
         return SandboxResult(
             exit_code=code,
             stopped_by=classify(
@@ -258,94 +280,138 @@ class BwrapSandbox:
                 stderr,
                 timed_out=timed_out,
                 processes_hit=None if refused is None else refused > 0,
+                memory_hit=bool(killed),
+                disk_full=filesystem_full(self.root),
             ),
             seconds=seconds,
-            stdout_tail=read_tail(episode / "stdout"),
+            stdout_tail=read_tail(self.out),
             stderr_tail=stderr,
         )
 
-
-def prlimit_prefix(prlimit: str, limits: SandboxLimits, *, nproc: int | None) -> list[str]:
-    """``prlimit`` arguments setting the limits ``set_rlimits`` sets, then exec'ing the rest."""
-    memory, size = limits.memory_mb << 20, limits.file_size_mb << 20
-    args = [prlimit, f"--as={memory}", f"--fsize={size}", "--core=0"]
-    if nproc is not None:
-        args.append(f"--nproc={nproc}")
-    return [*args, "--"]
-
-
-def nproc_limit(processes: int) -> int | None:
-    """RLIMIT_NPROC giving a sandbox ``processes`` tasks, or None where it cannot bind.
-
-    The limit counts every task (thread) of the host user, the caller's own included, so
-    it is that count now plus the sandbox's share (and bwrap's two). It never binds uid 0:
-    then there is no process limit but the wall time (logged once).
-    """
-    uid = os.getuid()
-    if uid == 0:
-        _warn_no_process_limit()
-        return None
-    tasks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    def _kill(self) -> None:
+        """At the wall time: note whether the program had started, then kill the jail."""
+        assert self.child is not None
+        assert self.process is not None
         try:
-            if entry.stat().st_uid != uid:
-                continue
-            tasks += len(os.listdir(f"/proc/{entry.name}/task"))
-        except OSError:  # it ended while we looked
-            continue
-    return tasks + processes + 2
+            children = Path(f"/proc/{self.child}/task/{self.child}/children").read_text()
+            self.started_program = bool(children.split())
+        except OSError:
+            self.started_program = True  # the init is gone: its program ran and ended
+        try:
+            signal.pidfd_send_signal(self.child_fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _rest_of_status(self) -> bytes:
+        os.set_blocking(self.status_r, False)
+        data = b""
+        try:
+            while chunk := os.read(self.status_r, 4096):
+                data += chunk
+        except BlockingIOError:
+            pass
+        return data
+
+    def close(self) -> None:
+        """Stop whatever still runs, free the filesystem and every descriptor."""
+        if self.process is not None and self.process.poll() is None:
+            if self.child_fd != -1:
+                signal.pidfd_send_signal(self.child_fd, signal.SIGKILL)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=30)
+        if self.child_fd != -1:
+            wait_pid(self.child, 10, self.child_fd)
+            assert self.child is not None
+            reap(self.child)
+            os.close(self.child_fd)
+        if self.groups is not None:
+            self.groups.kill_and_remove()
+        for fd in [self.root, *self.fds]:
+            if fd != -1:
+                os.close(fd)
+        self.root, self.fds = -1, []
 
 
-@cache
-def _warn_no_process_limit() -> None:
-    log.warning(
-        "no pids cgroup and running as root, where RLIMIT_NPROC does not bind: sandboxed "
-        "programs have no process limit but the wall time"
-    )
+def bwrap_arguments(
+    mount_point: Path,
+    *,
+    status_fd: int,
+    block_fd: int,
+    seccomp_fd: int,
+    program_fd: int,
+) -> list[str]:
+    """bwrap's options (passed by descriptor; the command itself follows on its command line)."""
+    args = [
+        "--unshare-all",  # user, pid, net, ipc, uts, cgroup (net: not even the host's loopback)
+        "--unshare-user",  # --unshare-all only tries; we require it
+        "--disable-userns",  # no nested user namespace to regain capabilities in
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
+        "--hostname", "sandbox",
+        "--json-status-fd", str(status_fd),  # says the init's pid, and whether exec happened
+        "--block-fd", str(block_fd),
+        "--seccomp", str(seccomp_fd),
+        "--ro-bind", "/usr", "/usr",
+    ]  # fmt: skip
+    for link in ("lib", "lib64", "bin", "sbin"):
+        if Path(f"/{link}").is_symlink():
+            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    # /dev is a tmpfs outside the measured copy: read-only, but for /dev/shm, which is the
+    # episode filesystem's (bounded, and measured like the scenario's roots)
+    args += ["--bind", f"{mount_point}/dev/shm", "/dev/shm", "--remount-ro", "/dev"]
+    for folder in SCENARIO_ROOTS:
+        args += ["--bind", f"{mount_point}{folder}", folder]
+    args += ["--perms", "0444", "--ro-bind-data", str(program_fd), PROGRAM_PATH]
+    args += ["--remount-ro", "/", "--clearenv"]  # the jail's own root is no place to write
+    for key, value in SANDBOX_ENV.items():
+        args += ["--setenv", key, value]
+    return [*args, "--chdir", "/"]
 
 
-def _read_child_pid(info_r: int, timeout_s: float = 30.0) -> int | None:
-    """The host pid of bwrap's sandbox child, from its ``--info-fd`` JSON (None if it failed)."""
-    data = b""
-    deadline = time.monotonic() + timeout_s
-    poller = select.poll()
-    poller.register(info_r, select.POLLIN)
-    while b"}" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            return None
-        chunk = os.read(info_r, 4096)
-        if not chunk:
-            return None
-        data += chunk
+def _tools() -> dict[str, str]:
+    found = {tool: shutil.which(tool, path="/usr/bin:/bin:/usr/sbin:/sbin") for tool in TOOLS}
+    missing = sorted(tool for tool, path in found.items() if path is None)
+    if missing:
+        raise SandboxError(
+            f"the bwrap sandbox needs {', '.join(missing)}: apt-get install bubblewrap util-linux"
+        )
+    return {tool: path for tool, path in found.items() if path is not None}
+
+
+def _nproc_binds_per_episode() -> bool:
+    """RLIMIT_NPROC bounds one episode: not root (exempt), and counted per user namespace."""
+    release = tuple(int(p) for p in os.uname().release.split("-")[0].split(".")[:2])
+    return os.geteuid() != 0 and release >= NPROC_PER_USERNS_KERNEL
+
+
+_checked: set[tuple[str, str]] = set()
+
+
+def _check_runs(sandbox: BwrapSandbox) -> None:
+    """Run one trivial program in a jail, once per process, so a broken setup fails loudly."""
+    key = (sandbox.interpreter, sandbox.work_dir)
+    if key in _checked:
+        return
     try:
-        return int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-@cache
-def _check_bwrap(interpreter: str) -> None:
-    """Run one trivial program in the jail, once per process, so a broken setup fails loudly."""
-    with tempfile.TemporaryDirectory(prefix="agir-bwrap-check-") as folder:
-        episode = Path(folder)
-        for root in SCENARIO_ROOTS:
-            (episode / "root" / root.lstrip("/")).mkdir(parents=True)
-        (episode / "program.py").write_text("print('ok')\n")
-        try:
-            done = subprocess.run(
-                bwrap_command(episode, interpreter),
-                capture_output=True,
-                env={},
-                timeout=60,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SandboxError(f"bubblewrap could not run: {exc}") from exc
-        if done.returncode != 0 or done.stdout.strip() != b"ok":
-            raise SandboxError(
-                f"bubblewrap cannot run a program here (exit {done.returncode}): "
-                f"{done.stderr.decode(errors='replace').strip()[-300:]}"
-            )
+        limits = SandboxLimits(wall_s=60, disk_bytes=1 << 20, inodes=64)
+        with sandbox.session("print('ok')\n", limits) as jail:
+            result = jail.run()
+    except (HarnessError, OSError) as exc:
+        raise SandboxError(f"bubblewrap cannot run a program here: {exc}") from exc
+    if result.exit_code != 0 or result.stdout_tail.strip() != "ok":
+        raise SandboxError(
+            f"bubblewrap cannot run a program here (exit {result.exit_code}): "
+            f"{result.stderr_tail.strip()[-300:]}"
+        )
+    _checked.add(key)

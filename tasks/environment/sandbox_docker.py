@@ -2,11 +2,13 @@
 
 The container shows what the bwrap jail shows: ``/usr`` read-only (here the image's: the
 host's Python, its standard library and common shell tools, with the libraries they load),
-the scenario's roots bind-mounted writable, ``/agir/program.py`` read-only, no network
-(``--network none``), no capabilities, uid 1000, the same environment variables. Limits:
-RLIMIT_AS and RLIMIT_FSIZE as ulimits (so a memory hog gets the same MemoryError as under
-bwrap), ``--pids-limit`` for processes, ``--memory`` as a backstop. ``--init`` runs the
-program as pid 2 under an init, as bwrap does.
+the scenario's roots and ``/dev/shm`` bind-mounted writable from the episode's own tmpfs
+(mounted on the host by the harness, bounded in bytes and inodes, so this backend needs
+root), ``/agir/program.py`` read-only, no network (``--network none``), no capabilities,
+uid 1000, the same environment variables. Limits: RLIMIT_AS and RLIMIT_FSIZE as ulimits (so
+a memory hog gets the same MemoryError as under bwrap), ``--pids-limit`` for processes,
+``--memory`` for the container as a whole. ``--init`` runs the program as pid 2 under an
+init, as bwrap does. The engine's default seccomp profile applies (not the bwrap filter).
 
 The image is built locally from the host's own files (``docker import``: no registry is
 needed) the first time it is missing.
@@ -18,27 +20,36 @@ import itertools
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import IO
 
+from agir_retrain.tasks.environment.contract import SCENARIO_ROOTS
 from agir_retrain.tasks.environment.sandbox import (
+    EPISODE_PREFIX,
     PROGRAM_PATH,
     SANDBOX_ENV,
     SANDBOX_UID,
+    HarnessError,
     SandboxError,
     SandboxLimits,
     SandboxResult,
     classify,
     exit_status,
+    filesystem_full,
+    output_file,
     read_tail,
+    remove_tree,
     wait_or_kill,
 )
-from agir_retrain.tasks.environment.scenario import SCENARIO_ROOTS
 from agir_retrain.tasks.rootfs import add_folders_above, elf_dependencies
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,9 @@ IMAGE_TOOLS = (
 DOCKER_RUN_FAILED = 125  # docker run's own failure (not the program's status)
 IMAGE_VERSION = "2"  # bump when the image's contents change; an older image is rebuilt
 _counter = itertools.count()
+# Files the engine creates in the container's /etc (our volume) to mount its own on: empty,
+# not the program's, removed before the copy is measured
+ENGINE_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 STARTUP_GRACE_S = 2.0  # added to the wall time: the engine takes this long to start a container
 
 
@@ -166,67 +180,138 @@ class DockerSandbox:
     """Run programs in one Docker container each (see the module docstring)."""
 
     name = "docker"
-    owner = (SANDBOX_UID, SANDBOX_UID)  # bind-mounted files must belong to the container's user
 
-    def __init__(self, image: str = "agir-sandbox:local") -> None:
+    def __init__(self, image: str = "agir-sandbox:local", *, work_dir: str | None = None) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "the docker backend mounts each episode's bounded filesystem (a tmpfs), which "
+                "needs root; run as root, or use the bwrap backend"
+            )
         self.image = image
         self.docker = _docker()
+        self.work_dir = work_dir or tempfile.gettempdir()
         self.init = _ensure_engine_and_image(image)
 
     def command(self, episode: Path, limits: SandboxLimits, name: str) -> list[str]:
-        """The ``docker run`` command line of one episode."""
+        """The ``docker run`` command line of one episode (its filesystem at ``episode/fs``)."""
         memory, size = limits.memory_mb << 20, limits.file_size_mb << 20
+        whole = 2 * limits.memory_mb + 64 + (limits.disk_bytes >> 20)  # tmpfs pages count too
         args = [
             self.docker, "run", "--rm", "--name", name, "--label", f"{LABEL}=episode",
             "--network", "none", "--read-only", "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges", "--user", f"{SANDBOX_UID}:{SANDBOX_UID}",
             "--hostname", "sandbox", "--workdir", "/", "--log-driver", "none",
             "--pids-limit", str(limits.processes),
-            "--memory", f"{2 * limits.memory_mb + 64}m", "--memory-swap", f"{2 * limits.memory_mb + 64}m",
+            "--memory", f"{whole}m", "--memory-swap", f"{whole}m",
             "--ulimit", f"fsize={size}:{size}", "--ulimit", "core=0",
         ]  # fmt: skip
         if self.init:
             args.append("--init")
         for key, value in {**SANDBOX_ENV, "PWD": "/"}.items():  # bwrap's --chdir sets PWD
             args += ["--env", f"{key}={value}"]
-        for folder in SCENARIO_ROOTS:
-            args += ["--volume", f"{episode / 'root' / folder.lstrip('/')}:{folder}"]
+        for folder in (*SCENARIO_ROOTS, "/dev/shm"):  # /dev/shm too: bounded and measured
+            args += ["--volume", f"{episode / 'fs' / folder.lstrip('/')}:{folder}"]
         args += ["--volume", f"{episode / 'program.py'}:{PROGRAM_PATH}:ro"]
         limit_as = ["/usr/bin/prlimit", f"--as={memory}", "--"]  # as bwrap's RLIMIT_AS
         return [*args, self.image, *limit_as, INTERPRETER, PROGRAM_PATH]
 
-    def run(self, episode: Path, limits: SandboxLimits) -> SandboxResult:
-        """Run ``episode/program.py`` in a fresh container; outputs go to ``episode/stdout|stderr``."""
+    @contextmanager
+    def session(self, program: str, limits: SandboxLimits) -> Iterator[_Container]:
+        """Mount the episode's tmpfs (bytes and inodes bounded), yield it; unmount at the end."""
+        try:
+            episode = Path(
+                tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=self.work_dir)
+            )
+        except OSError as exc:  # a full work dir: this episode's failure, not the run's
+            raise HarnessError(f"no episode folder in {self.work_dir}: {exc}") from exc
+        mounted, root = False, -1
+        try:
+            (episode / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
+            os.chmod(episode, 0o755)  # the container's user reads the program through it
+            (episode / "fs").mkdir()
+            options = f"nosuid,nodev,mode=0755,size={limits.disk_bytes},nr_inodes={limits.inodes}"
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "agir-episode", str(episode / "fs")],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise HarnessError(f"the episode filesystem could not be mounted: {done.stderr}")
+            mounted = True
+            root = os.open(episode / "fs", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.chown(root, SANDBOX_UID, SANDBOX_UID)
+            yield _Container(self, episode, root, limits)
+        except OSError as exc:
+            raise HarnessError(f"the episode could not be set up: {exc}") from exc
+        finally:
+            if root != -1:
+                os.close(root)
+            if mounted:
+                subprocess.run(["umount", "--lazy", str(episode / "fs")], timeout=60, check=False)
+            remove_tree(episode)
+
+
+class _Container:
+    """One episode's container (a ``SandboxSession``)."""
+
+    whole_filesystem = True
+    owner = (SANDBOX_UID, SANDBOX_UID)  # bind-mounted files must belong to the container's user
+
+    def __init__(
+        self, sandbox: DockerSandbox, episode: Path, root: int, limits: SandboxLimits
+    ) -> None:
+        self.sandbox, self.episode, self.root, self.limits = sandbox, episode, root, limits
+
+    def run(self) -> SandboxResult:
+        """Run the program in a fresh container; every process is gone when it returns."""
+        docker = self.sandbox.docker
         name = f"agir-episode-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
         refused: list[bool] = []
 
         def kill() -> None:
-            refused.append(_refused_forks(self.docker, name) > 0)
-            subprocess.run([self.docker, "kill", name], capture_output=True, timeout=60)
+            refused.append(_refused_forks(docker, name) > 0)
+            subprocess.run([docker, "kill", name], capture_output=True, timeout=60)
 
         start = time.monotonic()
-        with open(episode / "stdout", "wb") as out, open(episode / "stderr", "wb") as err:
+        out, err = output_file("stdout"), output_file("stderr")
+        try:
             process = subprocess.Popen(
-                self.command(episode, limits, name),
+                self.sandbox.command(self.episode, self.limits, name),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
             )
             # the engine needs its own start-up time on top of the program's wall time
-            timed_out = wait_or_kill(process, limits.wall_s, kill=kill, grace_s=STARTUP_GRACE_S)
-        seconds = time.monotonic() - start
-        code = exit_status(process.returncode)
-        stderr = read_tail(episode / "stderr")
+            timed_out = wait_or_kill(
+                process, self.limits.wall_s, kill=kill, grace_s=STARTUP_GRACE_S
+            )
+            seconds = time.monotonic() - start
+            code = exit_status(process.returncode)
+            stderr = read_tail(err)
+            stdout = read_tail(out)
+        finally:
+            os.close(out)
+            os.close(err)
         if code == DOCKER_RUN_FAILED and stderr.startswith(("docker: ", "invalid argument")):
-            raise SandboxError(f"docker could not run the episode: {stderr.strip()[:300]}")
+            raise HarnessError(f"docker could not run the episode: {stderr.strip()[:300]}")
+        for name in ENGINE_MOUNT_POINTS:
+            try:
+                info = os.lstat(name, dir_fd=self.root)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_blocks == 0:
+                os.unlink(name, dir_fd=self.root)
         return SandboxResult(
             exit_code=code,
             stopped_by=classify(
-                code, stderr, timed_out=timed_out, processes_hit=refused[0] if refused else None
+                code,
+                stderr,
+                timed_out=timed_out,
+                processes_hit=refused[0] if refused else None,
+                disk_full=filesystem_full(self.root),
             ),
             seconds=seconds,
-            stdout_tail=read_tail(episode / "stdout"),
+            stdout_tail=stdout,
             stderr_tail=stderr,
         )
 

@@ -8,27 +8,35 @@ file's change shows in its hash.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import posixpath
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.environment.contract import (
+    SCENARIO_ROOTS,
+    FileKind,
+    Scenario,
+    ScenarioFile,
+)
+from agir_retrain.tasks.environment.copies import (  # noqa: F401  (the names callers know)
+    digest,
+    expected_digests,
+    file_content,
+    materialise,
+)
 from agir_retrain.tasks.errors import AgirError
 
-# The folders a scenario may fill; each is bound writable into the sandbox, nothing else is.
-SCENARIO_ROOTS = ("/var", "/tmp", "/home", "/root", "/opt", "/srv", "/etc")
 MAX_FILE_BYTES = 256 << 20  # one scenario file; larger ones would make episodes slow
 MAX_TOTAL_BYTES = 1 << 30  # a whole scenario is copied for every episode
 MAX_FILES = 100_000
+# A path's bytes, at most: PATH_MAX (4,096) less room for a host folder it may be copied
+# under (the docker and plain backends), so no valid scenario fails later as too long.
+MAX_PATH_BYTES = 3072
+MAX_SEED = 1 << 63  # seeds are 64-bit signed integers
 _SCENARIO_KEYS = {"name", "seed", "files", "description"}
 _FILE_KEYS = {"path", "bytes", "kind", "age_days"}
-_DAY_S = 86_400.0
 
 
 class ScenarioError(AgirError):
@@ -68,13 +76,19 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         )
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ScenarioError(f"{source}: 'name' must be a non-empty string, got {name!r}")
+        raise ScenarioError(f"{source}: 'name' must be a non-empty string, got {name!r:.80}")
+    if not _is_utf8(name):
+        raise ScenarioError(f"{source}: 'name' {name!r:.80} is not valid UTF-8")
     seed = data.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ScenarioError(f"{source}: 'seed' must be an integer, got {seed!r}")
+        raise ScenarioError(f"{source}: 'seed' must be an integer, got {seed!r:.80}")
+    if not -MAX_SEED <= seed < MAX_SEED:
+        raise ScenarioError(f"{source}: 'seed' must be a 64-bit integer, got {str(seed)[:40]}")
     description = data.get("description", "")
-    if not isinstance(description, str):
-        raise ScenarioError(f"{source}: 'description' must be a string, got {description!r}")
+    if not isinstance(description, str) or not _is_utf8(description):
+        raise ScenarioError(
+            f"{source}: 'description' must be a UTF-8 string, got {description!r:.80}"
+        )
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise ScenarioError(f"{source}: 'files' must be a non-empty list, got {files!r:.80}")
@@ -130,9 +144,20 @@ def _parse_file(entry: Any, where: str) -> ScenarioFile:
     return ScenarioFile(path=path, bytes=size, kind=FileKind(kind), age_days=float(age))
 
 
+def _is_utf8(text: str) -> bool:
+    """False for a string UTF-8 cannot hold (a lone surrogate, as the stdlib's JSON reads)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_path(path: Any, where: str) -> None:
     if not isinstance(path, str) or not path:
-        raise ScenarioError(f"{where}: 'path' must be a non-empty string, got {path!r}")
+        raise ScenarioError(f"{where}: 'path' must be a non-empty string, got {path!r:.80}")
+    if not _is_utf8(path):
+        raise ScenarioError(f"{where}: path {path!r:.80} is not valid UTF-8 (a lone surrogate)")
     if not path.startswith("/"):
         raise ScenarioError(f"{where}: path {path!r} is relative; paths are absolute")
     parts = path.split("/")[1:]
@@ -144,8 +169,12 @@ def _check_path(path: Any, where: str) -> None:
         raise ScenarioError(
             f"{where}: path {path!r} is not a file under one of {', '.join(SCENARIO_ROOTS)}"
         )
-    if any(len(p.encode()) > 255 for p in parts) or len(path.encode()) > 4000:
-        raise ScenarioError(f"{where}: path {path[:80]!r}... is too long")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise ScenarioError(f"{where}: path {path[:80]!r}... has a name over 255 bytes")
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise ScenarioError(
+            f"{where}: path {path[:80]!r}... is {len(path.encode())} bytes; at most {MAX_PATH_BYTES}"
+        )
 
 
 def _check_layout(files: tuple[ScenarioFile, ...], source: str) -> None:
@@ -227,103 +256,6 @@ def _human(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
-
-
-@dataclass(frozen=True, slots=True)
-class _Template:
-    """A scenario's contents held in memory, built once per process."""
-
-    contents: dict[str, bytes]  # path -> bytes
-    digests: dict[str, bytes]  # path -> blake2b-128 of its contents
-    folders: tuple[str, ...]  # every folder to create, parents first
-
-
-_TEMPLATES: OrderedDict[Scenario, _Template] = OrderedDict()
-_TEMPLATE_CACHE_SIZE = 8
-# The same Scenario object is run many times: find it by identity before hashing all its files.
-_BY_ID: dict[int, tuple[Scenario, _Template]] = {}
-
-
-def file_content(seed: int, path: str, size: int) -> bytes:
-    """The bytes of a scenario file: SHAKE-256 of ``(seed, path)``, deterministic everywhere."""
-    return hashlib.shake_256(f"agir-scenario\0{seed}\0{path}".encode()).digest(size)
-
-
-def digest(data: bytes) -> bytes:
-    """The hash that tells whether a file changed."""
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _template(scenario: Scenario) -> _Template:
-    known = _BY_ID.get(id(scenario))
-    if known is not None and known[0] is scenario:
-        return known[1]
-    cached = _TEMPLATES.get(scenario)
-    if cached is not None:
-        _TEMPLATES.move_to_end(scenario)
-        _remember(scenario, cached)
-        return cached
-    contents = {f.path: file_content(scenario.seed, f.path, f.bytes) for f in scenario.files}
-    folders: set[str] = set(SCENARIO_ROOTS)
-    for f in scenario.files:
-        parent = posixpath.dirname(f.path)
-        while parent != "/" and parent not in folders:
-            folders.add(parent)
-            parent = posixpath.dirname(parent)
-    template = _Template(
-        contents=contents,
-        digests={p: digest(b) for p, b in contents.items()},
-        folders=tuple(sorted(folders, key=lambda p: (p.count("/"), p))),
-    )
-    _TEMPLATES[scenario] = template
-    if len(_TEMPLATES) > _TEMPLATE_CACHE_SIZE:
-        _TEMPLATES.popitem(last=False)
-    _remember(scenario, template)
-    return template
-
-
-def _remember(scenario: Scenario, template: _Template) -> None:
-    # holding the object keeps its id from being reused while it is in the map
-    if len(_BY_ID) >= _TEMPLATE_CACHE_SIZE:
-        _BY_ID.clear()
-    _BY_ID[id(scenario)] = (scenario, template)
-
-
-def expected_digests(scenario: Scenario) -> dict[str, bytes]:
-    """Each scenario file's content hash, as materialised."""
-    return _template(scenario).digests
-
-
-def materialise(
-    scenario: Scenario, root: Path, clock: float, *, owner: tuple[int, int] | None = None
-) -> None:
-    """Write a fresh copy of the scenario under ``root`` (``root/var/...``), mtimes from ``clock``.
-
-    Every root folder is created, filled or not, so the sandbox can bind them all. ``owner``
-    (uid, gid) chowns what is written, for a sandbox that runs the program as another user.
-    """
-    template = _template(scenario)
-    base = os.fspath(root)
-    os.makedirs(base, exist_ok=True)
-    for folder in template.folders:
-        target = base + folder
-        os.mkdir(target)
-        if owner is not None:
-            os.chown(target, *owner)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for f in scenario.files:
-        target = base + f.path
-        fd = os.open(target, flags, 0o644)
-        try:
-            view = memoryview(template.contents[f.path])
-            while view:
-                view = view[os.write(fd, view) :]
-            if owner is not None:
-                os.fchown(fd, *owner)
-            mtime = clock - f.age_days * _DAY_S
-            os.utime(fd, (mtime, mtime))
-        finally:
-            os.close(fd)
 
 
 def _json_loads(raw: bytes) -> Any:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 
-from agir_retrain.tasks.environment.records import Completion
+from agir_retrain.tasks.environment.contract import Completion
 from agir_retrain.tasks.evaluation.jsonl import (
     EvalInputError,
     iter_jsonl,
     line_error,
     require,
+    require_int,
     write_jsonl,
 )
 
 COMPLETION_KEYS = ("task_id", "model", "sample", "completion")
+MAX_SAMPLE = (1 << 31) - 1  # sample numbers are stored as 64-bit integers; no model needs more
 
 
 def read_completions(path: str, task_ids: Collection[str] | None = None) -> list[Completion]:
@@ -34,12 +36,10 @@ def read_completions(path: str, task_ids: Collection[str] | None = None) -> list
     for line, row in iter_jsonl(path):
         task_id = require(path, line, row, "task_id", str)
         model = require(path, line, row, "model", str)
-        sample = require(path, line, row, "sample", int)
+        sample = require_int(path, line, row, "sample", 0, MAX_SAMPLE)
         text = require(path, line, row, "completion", str)
         if not task_id or not model:
             raise line_error(path, line, "'task_id' and 'model' must not be empty")
-        if sample < 0:
-            raise line_error(path, line, f"'sample' must be 0 or more, got {sample}")
         if task_ids is not None and task_id not in task_ids:
             raise line_error(path, line, f"task {task_id!r} is not in the tasks file")
         key = (task_id, model, sample)

@@ -18,8 +18,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask, Scenario
 from agir_retrain.tasks.environment.episode import run_episode
-from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask, Scenario
 from agir_retrain.tasks.environment.scenario import load_scenario
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 

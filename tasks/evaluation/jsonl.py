@@ -77,6 +77,21 @@ def require(
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _types(kind)):
         names = "/".join(t.__name__ for t in _types(kind))
         raise line_error(path, line, f"{key!r} must be {names}, got {type(value).__name__}")
+    if isinstance(value, str):
+        try:  # the standard library's JSON reads lone surrogates that nothing can write
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise line_error(path, line, f"{key!r} is not valid UTF-8 (a lone surrogate)") from None
+    return value
+
+
+def require_int(path: str, line: int, row: dict[str, Any], key: str, low: int, high: int) -> int:
+    """A required integer within ``[low, high]``, or a one-line error (JSON integers are unbounded)."""
+    value = require(path, line, row, key, int)
+    if not low <= value <= high:
+        raise line_error(
+            path, line, f"{key!r} must be {low} or more and at most {high}, got {str(value)[:40]}"
+        )
     return value
 
 

@@ -58,7 +58,8 @@ class ModelMetrics:
 
     model: str
     tasks: int
-    samples: int  # episodes, over all tasks
+    samples: int  # episodes, over all tasks (harness failures left out)
+    harness_excluded: int  # episodes the sandbox failed (stopped_by "harness"): not scored
     code_found_rate: Interval
     ran_rate: Interval
     pass_at_1: Interval
@@ -184,6 +185,12 @@ def compute_report(
     """
     if episodes.height == 0:
         raise MetricsError("no episodes to summarise")
+    # An episode the sandbox failed says nothing of the model: left out, and counted
+    failed = pl.col("stopped_by").cast(pl.String) == "harness"
+    excluded = dict(episodes.filter(failed.fill_null(False)).group_by("model").len().iter_rows())
+    episodes = episodes.filter(~failed.fill_null(False))
+    if episodes.height == 0:
+        raise MetricsError(f"every episode failed in the sandbox (harness): {excluded}")
     present = sorted(episodes.get_column("model").unique().to_list())
     order = list(models) if models is not None else present
     missing = sorted(set(present) - set(order))
@@ -208,6 +215,7 @@ def compute_report(
                 model=label,
                 tasks=frame.height,
                 samples=int(frame.get_column("n").sum()),
+                harness_excluded=int(excluded.get(label, 0)),
                 **dict(zip(rates, intervals, strict=True)),
             )
         )
@@ -275,6 +283,13 @@ def metric_rows(report: EvalReport) -> Iterator[MetricRow]:
         )
         yield MetricRow(
             section="models", model=m.model, baseline=None, metric="samples", value=m.samples
+        )
+        yield MetricRow(
+            section="models",
+            model=m.model,
+            baseline=None,
+            metric="harness_excluded",
+            value=m.harness_excluded,
         )
         for name in RATES:
             yield _row("models", m.model, None, name, getattr(m, name))
@@ -354,6 +369,7 @@ def table_cells(report: EvalReport) -> tuple[list[list[str]], list[list[str]]]:
         "model",
         "tasks",
         "samples",
+        "harness excluded",
         # pass@1 twice would read as a mistake: k = 1 is named as such.
         *(label.replace("pass@k", _at_k(report.k)) for label in RATES.values()),
     ]

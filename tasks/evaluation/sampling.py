@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agir_retrain.tasks.dataset.garble import Garbler
-from agir_retrain.tasks.environment.records import Completion, EvalTask
+from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.records import GarbleRequest, Message, PromptKind, Role
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.models import GarbleSettings

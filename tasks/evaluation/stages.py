@@ -9,8 +9,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from agir_retrain.tasks.environment.episode import make_sandbox
-from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
+from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask
+from agir_retrain.tasks.environment.episode import sandbox_for
 from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.evaluation.completions import read_completions, write_completions
@@ -68,7 +68,7 @@ def check_inputs(config: EvaluateConfig) -> None:
     """
     env = config.environment
     if env.backend == "bwrap" and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
-        make_sandbox(env.backend, env.interpreter, env.docker_image)
+        sandbox_for(env)
     tasks = all_tasks(config, describe=False)
     resolve_scenarios(tasks, tasks_dir(config))
     if config.completions is not None:

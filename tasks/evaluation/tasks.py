@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from agir_retrain.tasks.chat import Role
-from agir_retrain.tasks.environment.records import EvalTask
+from agir_retrain.tasks.environment.contract import EvalTask
 from agir_retrain.tasks.evaluation.jsonl import (
     EvalInputError,
     iter_jsonl,

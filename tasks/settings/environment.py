@@ -22,19 +22,35 @@ class LimitsSettings(Section):
     memory_mb: PositiveInt = Field(
         512,
         ge=64,
-        description="Address space of each sandboxed process, in MiB (RLIMIT_AS under bwrap, "
-        "--memory under docker); exceeding it is reported as memory.",
+        description="Memory of the program, in MiB: each process's address space (RLIMIT_AS), and "
+        "the episode's processes together with what they write to its filesystem (a memory "
+        "cgroup of memory_mb + disk_mb under bwrap where one can be made, --memory under "
+        "docker). Exceeding it is reported as memory.",
     )
     processes: PositiveInt = Field(
         64,
         ge=4,
-        description="Processes and threads the program may hold at once (a pids cgroup under "
-        "bwrap, --pids-limit under docker); a fork refused at the limit is reported as processes.",
+        description="Processes and threads the episode may hold at once, all together (a pids "
+        "cgroup, v1 or v2, or RLIMIT_NPROC counted in the episode's own user namespace; "
+        "--pids-limit under docker); a fork refused at the limit is reported as processes.",
     )
     file_size_mb: PositiveInt = Field(
         64,
         description="Largest file the program may write, in MiB (RLIMIT_FSIZE); also bounds its "
         "captured stdout and stderr. Exceeding it is reported as file_size.",
+    )
+    disk_mb: PositiveInt = Field(
+        256,
+        le=1 << 20,
+        description="Free space of the episode's own filesystem beyond the scenario's files, in "
+        "MiB (a tmpfs of that size holds the scenario copy and /dev/shm). Filling it is "
+        "reported as disk.",
+    )
+    inodes: PositiveInt = Field(
+        10_000,
+        le=10_000_000,
+        description="Files, folders and links the program may add to the episode's filesystem "
+        "(its inode bound beyond the scenario's own). Filling it is reported as disk.",
     )
 
 
@@ -81,8 +97,22 @@ class EnvironmentSettings(Section):
     )
     work_dir: str | None = Field(
         None,
-        description="Folder for episodes' scenario copies; None: the system's temporary folder. "
-        "A tmpfs (/dev/shm) is fastest.",
+        description="Folder where each episode's own bounded filesystem is mounted (an empty "
+        "folder per episode; the scenario copy lives in that filesystem, not in this folder); "
+        "None: the system's temporary folder.",
+    )
+    allow_unlimited_processes: bool = Field(
+        False,
+        description="Run episodes even where no per-episode process limit can be set (no pids "
+        "cgroup, and RLIMIT_NPROC cannot be counted per episode: a root harness without "
+        "cgroups, or a kernel older than 5.14). Off: such a sandbox refuses to start.",
+    )
+    harness_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Times an episode whose sandbox could not start or finish (stopped_by "
+        "harness: not the program's doing) is run again before it is recorded as such.",
     )
     reward: RewardSettings = Field(
         default_factory=RewardSettings, description="Reward weights (GRPO)."

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agir_retrain.tasks.environment.records import Completion, Episode, Scenario
+from agir_retrain.tasks.environment.contract import Completion, Episode, Scenario
 from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
 from agir_retrain.tasks.errors import ConfigError, DatasetError
 from agir_retrain.tasks.io import is_url, local_path, read_bytes
@@ -145,6 +145,7 @@ class EpisodeReward:
         self.use_ray = use_ray
         self.episodes = 0
         self.ran = 0
+        self.harness_failures = 0  # episodes the sandbox failed (unscored)
         self.steps: list[dict[str, float]] = []
 
     def __call__(
@@ -155,20 +156,27 @@ class EpisodeReward:
         scenario: Sequence[str],
         log_metric: Callable[[str, float], None] | None = None,
         **_: Any,
-    ) -> list[float]:
-        """One reward per completion, in order."""
+    ) -> list[float | None]:
+        """One reward per completion, in order; None for an episode the harness failed.
+
+        TRL counts a None as unscorable: no advantage, outside the group's baseline. So a
+        sandbox that could not start (after its retries) never costs the program reward.
+        """
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         episodes = self.run(texts, list(task_id), list(scenario))
         rewards = [episode_reward(e, self.weights) for e in episodes]
+        scored = [r for r in rewards if r is not None]
         ran = sum(1 for e in episodes if e.code_found and e.exit_code == 0)
         self.episodes += len(episodes)
         self.ran += ran
+        self.harness_failures += len(rewards) - len(scored)
         figures = {
             "episodes/run": float(self.episodes),
             "episodes/ran_share": ran / len(episodes),
-            "episodes/reward_mean": statistics.fmean(rewards),
-            "episodes/reward_spread": statistics.pstdev(rewards),
+            "episodes/reward_mean": statistics.fmean(scored) if scored else 0.0,
+            "episodes/reward_spread": statistics.pstdev(scored) if scored else 0.0,
             "episodes/freed_share": statistics.fmean(e.freed_share for e in episodes),
+            "episodes/harness_failures": float(self.harness_failures),
         }
         self.steps.append(figures)
         if log_metric is not None:

@@ -105,7 +105,7 @@ def grpo_inputs(tiny_model, tmp_path_factory) -> tuple[Path, Path, Path]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+    from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
     from agir_retrain.tasks.environment.scenario import scenario_to_json
 
     root = tmp_path_factory.mktemp("docker-grpo")
@@ -263,10 +263,9 @@ def test_grpo_runs_its_episodes_in_bwrap_inside_the_docker_job(
 
 
 PROBE = """
-import json, socket, sys, tempfile
+import json, socket, sys
 from pathlib import Path
 from agir_retrain.tasks.environment.sandbox import SandboxError, SandboxLimits
-from agir_retrain.tasks.environment.scenario import SCENARIO_ROOTS
 
 server = socket.socket()
 server.bind(("127.0.0.1", 0))
@@ -281,10 +280,7 @@ try:
 except SandboxError as exc:
     seen["jail"] = f"no jail: {exc}"
 else:
-    episode = Path(tempfile.mkdtemp())
-    for root in SCENARIO_ROOTS:
-        (episode / "root" / root.lstrip("/")).mkdir(parents=True)
-    (episode / "program.py").write_text(
+    program = (
         "import socket\\n"
         "try:\\n"
         f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\\n"
@@ -292,7 +288,8 @@ else:
         "except OSError as exc:\\n"
         "    print(type(exc).__name__)\\n"
     )
-    result = sandbox.run(episode, SandboxLimits(wall_s=10))
+    with sandbox.session(program, SandboxLimits(wall_s=10, disk_bytes=1 << 20)) as jail:
+        result = jail.run()
     seen["jail"] = result.stdout_tail.strip() or result.stderr_tail.strip()
 Path("/out/seen.json").write_text(json.dumps(seen))
 """
@@ -324,3 +321,87 @@ def test_a_jail_in_a_grpo_job_cannot_reach_the_jobs_loopback(nested, train_base_
         assert seen["jail"] == "ConnectionRefusedError"  # its own empty loopback, not the job's
     else:
         assert seen["jail"].startswith("no jail: bubblewrap cannot run a program here")
+
+
+GRPO_EPISODES = r"""
+import json, os
+from pathlib import Path
+from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.settings.environment import EnvironmentSettings
+from agir_retrain.tasks.training.grpo import EpisodeReward
+
+PROGRAMS = [
+    "import os\nos.remove('/var/cache/apt/archives/foo.deb')",  # honest
+    "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)",  # a daemon
+    "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        break",  # a bomb
+    "raise SystemExit(3)",
+    "import subprocess\nsubprocess.run(['sh', '-c', 'sleep 0.1 & sleep 0.1 & wait'])",
+]
+scenario = Scenario(name="small", seed=3, files=(
+    ScenarioFile(path="/var/cache/apt/archives/foo.deb", bytes=3000, kind=FileKind.JUNK),
+    ScenarioFile(path="/etc/app/app.conf", bytes=50, kind=FileKind.PROTECTED),
+))
+settings = EnvironmentSettings(limits={"wall_s": 3, "memory_mb": 256, "processes": 16,
+                                       "file_size_mb": 4, "disk_mb": 8, "inodes": 500})
+reward = EpisodeReward({"small": scenario}, settings, workers=2)
+texts = [f"```python\n{PROGRAMS[i % len(PROGRAMS)]}\n```" for i in range(200)]
+rewards = []
+for start in range(0, 200, 20):  # ten GRPO steps of 20 completions
+    batch = texts[start:start + 20]
+    rewards += reward(prompts=[""] * 20, completions=batch, task_id=["t"] * 20, scenario=["small"] * 20)
+zombies = []
+for pid in os.listdir("/proc"):
+    try:
+        if pid.isdigit() and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+            zombies.append(pid)
+    except OSError:
+        pass
+Path("/out/seen.json").write_text(json.dumps({
+    "rewards": rewards, "episodes": reward.episodes, "harness": reward.harness_failures,
+    "zombies": zombies, "pid1": open("/proc/1/cmdline").read().split("\0")[0],
+}))
+"""
+
+
+@pytest.mark.parametrize("init", [True, False], ids=["docker-init", "no-init"])
+def test_a_grpo_job_plays_200_episodes_with_no_zombie_and_no_harness_error(
+    init, train_base_image, tmp_path
+):
+    """GRPO's reward function in a docker job, under a tight pids limit: 200 episodes, none
+    the harness's, and no zombie left. Each layer alone suffices: the job's init (pid 1
+    reaps), and the harness (a subreaper that reaps its jails' inits) under a pid 1 that
+    never reaps, as `accelerate launch` is."""
+    import logging
+    import time
+
+    from agir_retrain.tasks.delivery.package_data import write_build_context
+
+    context = write_build_context(tmp_path / "ctx")
+    (context / "probe.py").write_text(GRPO_EPISODES)
+    (context / "Dockerfile").write_text(
+        f"FROM {train_base_image}\nCOPY agir_retrain /app/agir_retrain\nCOPY probe.py /probe.py\n"
+        'ENV PYTHONPATH=/app\nENTRYPOINT ["python", "/probe.py"]\n'
+    )
+    job = DockerJob(
+        context=context,
+        repository="agir-retrain-probe",
+        mounts=(Mount(host=tmp_path / "out", container="/out", read_only=False),),
+        memory_limit="4g",
+        pids_limit=256,  # zombies left by every episode would exhaust it within the run
+        timeout_s=600,
+        nested_sandbox=True,
+        init=init,
+    )
+    start = time.monotonic()
+    run_docker_job(job)
+    seconds = time.monotonic() - start
+    seen = json.loads((tmp_path / "out" / "seen.json").read_text())
+    logging.getLogger(__name__).warning(
+        "200 episodes in a docker job (init=%s): %.0f s in all", init, seconds
+    )
+    assert seen["episodes"] == 200
+    assert seen["harness"] == 0
+    assert None not in seen["rewards"]
+    assert max(seen["rewards"]) > 0  # the honest program earned
+    assert seen["zombies"] == []
+    assert seen["pid1"].endswith("docker-init") is init

@@ -1,13 +1,33 @@
-"""Fixtures of the environment's tests: a small scenario with known sizes, a real bwrap."""
+"""Fixtures of the environment's tests: a small scenario with known sizes, a real bwrap,
+and the same harness run by an unprivileged user (the GRPO job's case)."""
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
 JUNK, PROTECTED = FileKind.JUNK, FileKind.PROTECTED
+
+
+def helper(name: str) -> ModuleType:
+    """A helper module beside this file (tests are imported by path, not as a package)."""
+    key = f"agir_environment_tests_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 @pytest.fixture(scope="session")
@@ -36,5 +56,29 @@ def bwrap_settings() -> EnvironmentSettings:
     except SandboxError as exc:
         pytest.skip(f"bubblewrap cannot run here: {exc}")
     return EnvironmentSettings(
-        backend="bwrap", limits={"wall_s": 3, "memory_mb": 256, "processes": 32, "file_size_mb": 4}
+        backend="bwrap",
+        limits={
+            "wall_s": 3,
+            "memory_mb": 256,
+            "processes": 32,
+            "file_size_mb": 4,
+            "disk_mb": 16,  # small: a test that fills the episode's filesystem stays cheap
+            "inodes": 2000,
+        },
     )
+
+
+@pytest.fixture(scope="session")
+def unprivileged(bwrap_settings, tmp_path_factory):
+    """The harness as uid 1000 (a server; see ``unprivileged.py``), with its own work dir."""
+    module = helper("unprivileged")
+    problem = module.unprivileged_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    folder = module.stage()
+    harness = module.UnprivilegedHarness(folder, folder / "work")
+    try:
+        yield harness
+    finally:
+        harness.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -11,8 +11,8 @@ import orjson
 import polars as pl
 import pytest
 
+from agir_retrain.tasks.environment.contract import EPISODE_SCHEMA, Episode, StoppedBy
 from agir_retrain.tasks.environment.episode import extract_program, run_episode
-from agir_retrain.tasks.environment.records import EPISODE_SCHEMA, Episode, StoppedBy
 from agir_retrain.tasks.environment.scenario import load_scenario
 
 FREE_KNOWN_JUNK = """I will remove the old log and the cached package.

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from agir_retrain.tasks.environment.records import Episode
-from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
+from agir_retrain.tasks.environment.contract import Episode, StoppedBy
+from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward, lowest_reward
 
 BASE = Episode(
     task_id="t",
@@ -36,11 +36,17 @@ BASE = Episode(
         ({"exit_code": 1, "success": False}, 0.4 - 0.25),
         ({"code_found": False, "exit_code": None, "freed_share": 0.0}, -0.25),
         ({"exit_code": 137, "protected_damaged": ("/etc/x",), "freed_share": 0.0}, -2.25),
+        # the copy could not be fully measured: the lowest reward there is, whatever it shows
+        ({"stopped_by": StoppedBy.UNMEASURABLE, "success": False}, -2.25),
+        # the sandbox failed, not the program: no reward at all (GRPO: unscorable)
+        ({"stopped_by": StoppedBy.HARNESS, "code_found": True, "exit_code": None}, None),
     ],
 )
 def test_episode_reward(changes, reward):
     weights = RewardWeights(damage_penalty=2.0, not_ran_penalty=0.25)
-    assert episode_reward(dataclasses.replace(BASE, **changes), weights) == pytest.approx(reward)
+    found = episode_reward(dataclasses.replace(BASE, **changes), weights)
+    assert found == (None if reward is None else pytest.approx(reward))
+    assert lowest_reward(weights) == -2.25
 
 
 def test_weights_are_frozen_and_default_to_the_settings():

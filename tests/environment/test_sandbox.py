@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agir_retrain.tasks.environment.records import StoppedBy
+from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.environment.sandbox import (
     PlainSandbox,
     SandboxError,
@@ -76,3 +76,20 @@ def test_wait_or_kill_kills_the_whole_session_at_the_deadline():
 def test_the_plain_backend_must_be_asked_for_by_name():
     with pytest.raises(SandboxError, match="no isolation"):
         PlainSandbox("/usr/bin/python3")
+
+
+def test_the_seccomp_filter_builds_where_find_library_sees_nothing(monkeypatch):
+    """Slim images have no ldconfig or compiler: libseccomp is loaded by its name instead."""
+    import ctypes.util
+    import sys
+
+    from agir_retrain.tasks.environment import seccomp
+
+    original = ctypes.util.find_library
+    monkeypatch.setattr(
+        ctypes.util, "find_library", lambda name: None if name == "seccomp" else original(name)
+    )
+    monkeypatch.delitem(sys.modules, "pyseccomp", raising=False)
+    module = seccomp._pyseccomp()
+    assert module.SyscallFilter(defaction=module.ALLOW) is not None
+    assert ctypes.util.find_library("seccomp") is None  # given back as it was

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
+from agir_retrain.tasks.environment.contract import StoppedBy
 from agir_retrain.tasks.environment.episode import run_episode
-from agir_retrain.tasks.environment.records import StoppedBy
 from agir_retrain.tasks.environment.sandbox_docker import LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agir_retrain.tasks.environment.contract import FileKind
 from agir_retrain.tasks.environment.profiles import PROFILES, build_profile
-from agir_retrain.tasks.environment.records import FileKind
 from agir_retrain.tasks.environment.scenario import (
     SCENARIO_ROOTS,
     ScenarioError,
@@ -57,6 +57,12 @@ def test_the_spec_example_parses():
     ("data", "message"),
     [
         ([1, 2], "a scenario is a JSON object, got list"),
+        (_with_file(path="/var/log/\ud800.log"), "is not valid UTF-8 (a lone surrogate)"),
+        (  # ~4 KB: room is left for the host folder a copy may lie under
+            _with_file(path="/var/" + "/".join(["d" * 200] * 19) + "/x"),
+            "bytes; at most 3072",
+        ),
+        ({**GOOD, "seed": 1 << 64}, "'seed' must be a 64-bit integer"),
         ({**GOOD, "owner": "x"}, "unknown key(s) ['owner']"),
         ({**GOOD, "seed": "7"}, "'seed' must be an integer, got '7'"),
         ({**GOOD, "seed": True}, "'seed' must be an integer, got True"),
@@ -184,8 +190,13 @@ def test_materialise_writes_the_same_real_bytes_with_mtimes_from_the_ages(tmp_pa
     assert info.st_mtime == CLOCK - 40 * 86400
     assert (tmp_path / "a/etc/app/settings.conf").stat().st_mtime == CLOCK
     assert info.st_blocks * 512 >= info.st_size
-    # every root exists, filled or not, so the sandbox can bind them all
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {r.lstrip("/") for r in SCENARIO_ROOTS}
+    # every root exists, filled or not, so the sandbox can bind them all, and /dev/shm
+    # (the episode's shared memory lives in the same bounded, measured filesystem)
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {
+        *(r.lstrip("/") for r in SCENARIO_ROOTS),
+        "dev",
+    }
+    assert [p.name for p in (tmp_path / "a/dev").iterdir()] == ["shm"]
     assert stat.S_ISDIR((tmp_path / "a/srv").stat().st_mode)
 
 

@@ -194,6 +194,22 @@ def test_unknown_task_in_completions_exits_2_on_one_line(given, tmp_path):
     assert not Path(given["out"]).exists()  # nothing ran
 
 
+def test_a_sample_number_past_64_bits_exits_2_on_one_line(given, tmp_path):
+    """JSON integers are unbounded: bounded at the file's edge, before any episode runs."""
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [{"task_id": "t1", "model": "m", "sample": 18446744073709551615, "completion": ""}],
+    )
+    result = runner.invoke(
+        app, ["evaluate", "--tasks", given["tasks"], "--completions", bad, "--out", given["out"]]
+    )
+    assert result.exit_code == 2
+    assert f"{bad}:1: 'sample' must be 0 or more and at most 2147483647" in " ".join(
+        result.output.split()
+    )
+    assert not Path(given["out"]).exists()  # nothing ran
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

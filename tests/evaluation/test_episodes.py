@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agir_retrain.tasks.environment.records import (
+from agir_retrain.tasks.environment.contract import (
     Completion,
     EvalTask,
     FileKind,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
 import polars as pl
 import pytest
 
-from agir_retrain.tasks.environment.records import Episode, StoppedBy
+from agir_retrain.tasks.environment.contract import Episode, StoppedBy
 from agir_retrain.tasks.evaluation.metrics import (
     MetricsError,
     compute_report,
@@ -94,6 +95,20 @@ def two_models() -> pl.DataFrame:
 
 
 class TestReport:
+    def test_harness_failures_are_left_out_and_counted(self) -> None:
+        """An episode the sandbox failed says nothing of the model: not scored, but reported."""
+        failed = [
+            episode("t0", "a", 2, exit_code=None, stopped=StoppedBy.HARNESS),
+            episode("t3", "a", 2, exit_code=None, stopped=StoppedBy.HARNESS),
+        ]
+        frame = pl.concat([two_models(), episodes_frame(failed)])
+        with_failures = compute_report(frame, models=["b", "a"], k=2, seed=1)
+        without = compute_report(two_models(), models=["b", "a"], k=2, seed=1)
+        assert with_failures.models[1].harness_excluded == 2
+        assert with_failures.models[0].harness_excluded == 0
+        assert dataclasses.replace(with_failures.models[1], harness_excluded=0) == without.models[1]
+        assert report_json(with_failures)["models"]["a"]["harness_excluded"] == 2
+
     def test_rates_are_means_over_tasks(self) -> None:
         report = compute_report(two_models(), models=["b", "a"], k=2, seed=1)
         a = report.models[1]
@@ -174,11 +189,12 @@ class TestRendering:
         assert list(doc["models"]) == ["b", "a"]
         a = doc["models"]["a"]
         assert set(a) == {
-            "tasks", "samples", "code_found_rate", "ran_rate", "pass_at_1", "pass_at_k",
-            "mean_freed_share", "damage_rate", "timeout_rate",
+            "tasks", "samples", "harness_excluded", "code_found_rate", "ran_rate", "pass_at_1",
+            "pass_at_k", "mean_freed_share", "damage_rate", "timeout_rate",
         }  # fmt: skip
         assert a["tasks"] == 4
         assert a["samples"] == 8
+        assert a["harness_excluded"] == 0
         assert set(a["pass_at_1"]) == {"value", "ci_low", "ci_high"}
         assert doc["differences"][0]["model"] == "a"
         assert doc["differences"][0]["baseline"] == "b"

@@ -9,7 +9,7 @@ import orjson
 import polars as pl
 import pytest
 
-from agir_retrain.tasks.environment.records import EPISODE_SCHEMA, Episode, StoppedBy
+from agir_retrain.tasks.environment.contract import EPISODE_SCHEMA, Episode, StoppedBy
 from agir_retrain.tasks.evaluation.metrics import compute_report
 from agir_retrain.tasks.evaluation.report import (
     episodes_frame,

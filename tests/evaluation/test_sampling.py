@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agir_retrain.tasks.environment.records import EvalTask
+from agir_retrain.tasks.environment.contract import EvalTask
 from agir_retrain.tasks.evaluation.sampling import (
     CompletionSampler,
     SamplerSpec,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from agir_retrain.tasks.dataset.export import export_dataset
-from agir_retrain.tasks.environment.records import Completion, EvalTask
+from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
 from agir_retrain.tasks.evaluation.completions import read_completions, write_completions
 from agir_retrain.tasks.evaluation.jsonl import EvalInputError
@@ -212,6 +212,10 @@ class TestCompletionsFile:
                 "'sample' must be int",
             ),
             ({"task_id": "t1", "model": "m", "sample": -1, "completion": ""}, "0 or more"),
+            (  # JSON integers are unbounded; the report's columns are not
+                {"task_id": "t1", "model": "m", "sample": 18446744073709551615, "completion": ""},
+                "'sample' must be 0 or more and at most 2147483647, got 18446744073709551615",
+            ),
             ({"task_id": "t1", "model": "", "sample": 0, "completion": ""}, "must not be empty"),
             ({"task_id": "t1", "model": "m", "sample": 0}, "missing key 'completion'"),
             (
@@ -227,3 +231,16 @@ class TestCompletionsFile:
             read_completions(path, {"t1"})
         assert str(caught.value).startswith(f"{path}:2: ")
         assert message in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+    def test_a_lone_surrogate_read_by_the_standard_library_is_a_bad_line(
+        self, tmp_path: Path, monkeypatch
+    ) -> None:
+        """Where orjson is missing (GPU machines) json reads \\ud800; nothing could write it."""
+        import sys
+
+        monkeypatch.setitem(sys.modules, "orjson", None)
+        path = tmp_path / "c.jsonl"
+        path.write_text('{"task_id": "t1", "model": "m\\ud800", "sample": 0, "completion": ""}\n')
+        with pytest.raises(EvalInputError, match="'model' is not valid UTF-8"):
+            read_completions(str(path), {"t1"})

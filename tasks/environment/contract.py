@@ -1,4 +1,4 @@
-"""The environment's records, with their polars schemas beside them.
+"""The environment's contract types (shared/spec/environment.md), with their polars schema.
 
 ``Episode`` is one row of ``episodes.parquet`` (the contract in
 ``shared/spec/environment.md``): one program, run in a fresh copy of one scenario.
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     import polars as pl
 
 
+# The folders a scenario may fill; each is bound writable into the sandbox, nothing else is.
+SCENARIO_ROOTS = ("/var", "/tmp", "/home", "/root", "/opt", "/srv", "/etc")
+
+
 class FileKind(StrEnum):
     """What a scenario file is for: junk to free, or a file that must survive unchanged."""
 
@@ -27,12 +31,21 @@ class FileKind(StrEnum):
 
 
 class StoppedBy(StrEnum):
-    """Which limit stopped a program (an episode that ended by itself has none)."""
+    """Which limit stopped a program (an episode that ended by itself has none).
+
+    The last three are not limits of the program's: ``disk`` (the episode's own filesystem
+    filled, bytes or inodes), ``unmeasurable`` (the program left something the measurement
+    could not see: never a success, the lowest reward) and ``harness`` (the sandbox itself
+    could not start or finish: not the program's doing, retried, then excluded from scores).
+    """
 
     TIMEOUT = "timeout"
     MEMORY = "memory"
     PROCESSES = "processes"
     FILE_SIZE = "file_size"
+    DISK = "disk"
+    UNMEASURABLE = "unmeasurable"
+    HARNESS = "harness"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +89,7 @@ class Episode:
     stderr_tail: str
     scenario: str = ""  # the scenario's name (provenance; not in the contract's table)
     backend: str = ""  # "bwrap", "docker" or "plain" (provenance)
+    note: str = ""  # why the harness failed or could not measure (empty otherwise)
 
 
 def _episode_schema() -> pl.Schema:
@@ -100,6 +114,7 @@ def _episode_schema() -> pl.Schema:
             "stderr_tail": pl.String,
             "scenario": pl.String,
             "backend": pl.String,
+            "note": pl.String,
         }
     )
 
