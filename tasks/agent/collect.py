@@ -19,8 +19,8 @@ from agir_retrain.tasks.agent.prompts import PROMPT_SETS
 from agir_retrain.tasks.agent.report import CollectReport, RunSummary, summarise_run
 from agir_retrain.tasks.agent.runfile import RUNS_FOLDER, run_file_path, write_run
 from agir_retrain.tasks.environment.carry import CarriedEpisode
+from agir_retrain.tasks.environment.contract import Scenario
 from agir_retrain.tasks.environment.generator import generate_scenario, is_generated_name
-from agir_retrain.tasks.environment.records import Scenario
 from agir_retrain.tasks.environment.scenario import load_scenario
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.evaluation.sampling import SampleRequest

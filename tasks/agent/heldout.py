@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from agir_retrain.tasks.agent.play import AgentTask, LoopLimits, RunPlay, StrategySource
 from agir_retrain.tasks.agent.prompts import PROMPT_SETS, PromptStyle
+from agir_retrain.tasks.environment.contract import EvalTask
 from agir_retrain.tasks.environment.generator import generate_scenario, generated_name
-from agir_retrain.tasks.environment.records import EvalTask
 
 
 def heldout_tasks(seeds: Sequence[int], prompts: PromptStyle) -> list[EvalTask]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agir_retrain.tasks import agir_prompts
+from agir_retrain.tasks.environment.contract import Episode
 from agir_retrain.tasks.environment.episode import extract_program
-from agir_retrain.tasks.environment.records import Episode
 
 ERROR_TAIL_CHARS = 1200  # of stderr, quoted back to the model (the end holds the exception)
 MAX_DAMAGE_NAMED = 5

@@ -16,7 +16,7 @@ from agir_retrain.tasks import agir_prompts
 from agir_retrain.tasks.agent.outcomes import AttemptOutcome, check_reply, judge_episode
 from agir_retrain.tasks.agent.prompts import PromptSet, basic_env_message, special_env_message
 from agir_retrain.tasks.chat import Role
-from agir_retrain.tasks.environment.records import Episode, Scenario
+from agir_retrain.tasks.environment.contract import Episode, Scenario
 
 Tagged = tuple[dict[str, str], str]  # (message, tag), one entry of a tagged chat history
 

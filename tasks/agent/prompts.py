@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agir_retrain.tasks import agir_prompts
-from agir_retrain.tasks.environment.records import Scenario
+from agir_retrain.tasks.environment.contract import Scenario
 from agir_retrain.tasks.environment.scenario import describe_scenario
 
 PromptStyle = Literal["agir", "compact"]

@@ -9,31 +9,17 @@ again by ``evaluate --completions``, with the same result.
 
 What the state leaves out, on purpose: files a program created (they are counted once,
 as ``new_bytes`` of the attempt that made them) and protected files it damaged (counted
-once, as that attempt's damage); the next attempt starts without them.
+once, as that attempt's damage); the next attempt starts without them. An episode that
+could not be measured, or whose sandbox failed, leaves the state as it was.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
-import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from agir_retrain.tasks.environment.episode import (
-    EPISODE_PREFIX,
-    _remove,
-    _sweep_once,
-    default_work_dir,
-    extract_program,
-    limits_from,
-    make_sandbox,
-    run_episode,
-)
-from agir_retrain.tasks.environment.measure import _hash_regular_file, is_success, measure
-from agir_retrain.tasks.environment.records import Episode, FileKind, Scenario
-from agir_retrain.tasks.environment.scenario import expected_digests, materialise
+from agir_retrain.tasks.environment.contract import Episode, FileKind, Scenario
+from agir_retrain.tasks.environment.episode import run_measured_episode
+from agir_retrain.tasks.environment.measure import Measurement
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
 
@@ -45,22 +31,19 @@ class CarriedEpisode:
     after: Scenario
 
 
-def scenario_after(scenario: Scenario, root: Path) -> Scenario:
-    """The scenario as the copy under ``root`` now holds it (see the module docstring)."""
-    digests = expected_digests(scenario)
-    base = os.fspath(root)
+def scenario_after(scenario: Scenario, found: Measurement) -> Scenario:
+    """The scenario as the measured copy holds it (see the module docstring)."""
+    if found.unmeasurable:
+        return scenario
+    left = dict(found.junk_left)
+    damaged = set(found.protected_damaged)
     kept = []
     for f in scenario.files:
-        try:
-            info = os.lstat(base + f.path)
-        except OSError:
-            continue
-        if not stat.S_ISREG(info.st_mode):
-            continue
         if f.kind is FileKind.JUNK:
-            # A truncated file keeps its first bytes, which are its contents at the new size.
-            kept.append(replace(f, bytes=min(f.bytes, info.st_size)))
-        elif info.st_size == f.bytes and _hash_regular_file(base + f.path) == digests[f.path]:
+            if f.path in left:
+                # A truncated file keeps its first bytes: its contents at the new size.
+                kept.append(replace(f, bytes=min(f.bytes, left[f.path])))
+        elif f.path not in damaged:
             kept.append(f)
     return replace(scenario, files=tuple(kept))
 
@@ -74,51 +57,15 @@ def run_carried_episode(
     scenario: Scenario,
     settings: EnvironmentSettings,
 ) -> CarriedEpisode:
-    """Run one completion's program on ``scenario`` and return its episode and the state after.
-
-    The episode is exactly ``run_episode``'s for the same completion and scenario.
-    """
-    program = extract_program(completion)
-    if program is None:  # nothing runs: the state is unchanged
-        episode = run_episode(
-            task_id=task_id,
-            model=model,
-            sample=sample,
-            completion=completion,
-            scenario=scenario,
-            settings=settings,
-        )
-        return CarriedEpisode(episode=episode, after=scenario)
-    sandbox = make_sandbox(settings.backend, settings.interpreter, settings.docker_image)
-    work_dir = settings.work_dir or default_work_dir()
-    _sweep_once(work_dir)
-    folder = Path(tempfile.mkdtemp(prefix=f"{EPISODE_PREFIX}{os.getpid()}-", dir=work_dir))
-    try:
-        clock = settings.clock if settings.clock is not None else time.time()
-        materialise(scenario, folder / "root", clock, owner=sandbox.owner)
-        (folder / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
-        result = sandbox.run(folder, limits_from(settings))
-        found = measure(scenario, folder / "root")
-        after = scenario_after(scenario, folder / "root")
-    finally:
-        _remove(folder)
-    episode = Episode(
+    """Run one completion's program on ``scenario``: its episode (``run_episode``'s, exactly)
+    and the state after."""
+    episode, found = run_measured_episode(
         task_id=task_id,
         model=model,
         sample=sample,
-        code_found=True,
-        exit_code=result.exit_code,
-        stopped_by=result.stopped_by,
-        junk_bytes_total=found.junk_bytes_total,
-        junk_bytes_freed=found.junk_bytes_freed,
-        new_bytes=found.new_bytes,
-        protected_damaged=found.protected_damaged,
-        freed_share=found.freed_share,
-        success=is_success(result.exit_code, found.freed_share, found.protected_damaged),
-        seconds=round(result.seconds, 3),
-        stdout_tail=result.stdout_tail,
-        stderr_tail=result.stderr_tail,
-        scenario=scenario.name,
-        backend=sandbox.name,
+        completion=completion,
+        scenario=scenario,
+        settings=settings,
     )
+    after = scenario if found is None else scenario_after(scenario, found)
     return CarriedEpisode(episode=episode, after=after)

@@ -169,6 +169,28 @@ def run_episode(
     episode is retried, then the episode is recorded as the harness's (``stopped_by``
     ``harness``, ``note`` saying why).
     """
+    return run_measured_episode(
+        task_id=task_id,
+        model=model,
+        sample=sample,
+        completion=completion,
+        scenario=scenario,
+        settings=settings,
+        sandbox=sandbox,
+    )[0]
+
+
+def run_measured_episode(
+    *,
+    task_id: str,
+    model: str,
+    sample: int,
+    completion: str,
+    scenario: Scenario,
+    settings: EnvironmentSettings,
+    sandbox: Sandbox | None = None,
+) -> tuple[Episode, Measurement | None]:
+    """``run_episode``, with the measurement of the copy (None where no program ran)."""
     program = extract_program(completion)
     total = junk_bytes_total(scenario)
     if sandbox is None and program is not None:
@@ -182,7 +204,7 @@ def run_episode(
         "backend": sandbox.name if sandbox is not None else settings.backend,
     }
     if program is None or sandbox is None:
-        return _not_run(row, code_found=False, stopped_by=None, note="")
+        return _not_run(row, code_found=False, stopped_by=None, note=""), None
     _sweep_once(settings.work_dir or default_work_dir())
     limits = limits_from(settings, scenario)
     failure = ""
@@ -195,8 +217,8 @@ def run_episode(
             log.warning("episode %s/%s/%d: %s (try %d)", task_id, model, sample, exc, attempt + 1)
             time.sleep(0.1 * (attempt + 1))
             continue
-        return _episode(row, result, found)
-    return _not_run(row, code_found=True, stopped_by=StoppedBy.HARNESS, note=failure)
+        return _episode(row, result, found), found
+    return _not_run(row, code_found=True, stopped_by=StoppedBy.HARNESS, note=failure), None
 
 
 def play(

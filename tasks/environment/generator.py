@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from agir_retrain.tasks.environment.contract import Scenario
 from agir_retrain.tasks.environment.families import FAMILIES, FileSet
-from agir_retrain.tasks.environment.records import Scenario
 
 GENERATED_PREFIX = "gen-"
 _NAME = re.compile(r"gen-(0|[1-9][0-9]{0,17})")

@@ -44,6 +44,7 @@ class Measurement:
     new_bytes: int  # allocation, names and attributes of what the program left behind
     protected_damaged: tuple[str, ...]  # deleted or changed (content, size, type, mode, owner)
     unmeasurable: tuple[str, ...] = ()  # why part of the copy could not be measured
+    junk_left: tuple[tuple[str, int], ...] = ()  # junk still a regular file: (path, size)
 
     @property
     def freed_share(self) -> float:
@@ -109,12 +110,14 @@ def measure_at(
     after = dict(walk.entries)
     freed = 0
     damaged: list[str] = []
+    junk_left: list[tuple[str, int]] = []
     for f in scenario.files:
         info = after.pop(f.path, None)
         regular = info is not None and stat.S_ISREG(info.st_mode)
         if f.kind is FileKind.JUNK:
             if regular:
                 freed += max(0, f.bytes - allocation(info))
+                junk_left.append((f.path, info.st_size))
             else:
                 freed += f.bytes
                 if info is not None:  # something else in its place is left behind
@@ -147,6 +150,7 @@ def measure_at(
         new_bytes=new,
         protected_damaged=tuple(sorted(damaged)),
         unmeasurable=tuple(problems),
+        junk_left=tuple(junk_left),
     )
 
 

@@ -14,8 +14,8 @@ import pytest
 from agir_retrain.tasks.agent.collect import collect
 from agir_retrain.tasks.agent.episodes import LocalEpisodes
 from agir_retrain.tasks.agent.outcomes import judge_episode
+from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.environment.generator import generate_scenario
-from agir_retrain.tasks.environment.records import Completion, EvalTask
 from agir_retrain.tasks.environment.scenario import load_scenario
 from agir_retrain.tasks.evaluation.episodes import episode_groups, run_groups_locally
 from agir_retrain.tasks.runs.reader import read_run_file

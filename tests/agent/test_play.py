@@ -7,8 +7,8 @@ import pytest
 from agir_retrain.tasks.agent.outcomes import AttemptOutcome, check_reply, judge_episode
 from agir_retrain.tasks.agent.play import AgentTask, LoopLimits, RunPlay, StrategySource
 from agir_retrain.tasks.agent.prompts import AGIR, COMPACT
+from agir_retrain.tasks.environment.contract import Episode
 from agir_retrain.tasks.environment.generator import generate_scenario
-from agir_retrain.tasks.environment.records import Episode
 
 GEN = generate_scenario(4)
 TASK = AgentTask(

@@ -7,13 +7,13 @@ import re
 import orjson
 import pytest
 
+from agir_retrain.tasks.environment.contract import FileKind
 from agir_retrain.tasks.environment.families import FAMILIES
 from agir_retrain.tasks.environment.generator import (
     generate_scenario,
     generated_name,
     is_generated_name,
 )
-from agir_retrain.tasks.environment.records import FileKind
 from agir_retrain.tasks.environment.scenario import (
     ScenarioError,
     load_scenario,

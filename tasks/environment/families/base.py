@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from agir_retrain.tasks.environment.records import FileKind, ScenarioFile
+from agir_retrain.tasks.environment.contract import FileKind, ScenarioFile
 
 KiB = 1024
 MiB = 1024 * KiB
