@@ -35,7 +35,11 @@ RATES: dict[str, str] = {
     "damage_rate": "damage",
     "timeout_rate": "timeout",
 }
-DIFFERENCES: dict[str, str] = {"pass_at_1": "Δ pass@1", "mean_freed_share": "Δ freed share"}
+DIFFERENCES: dict[str, str] = {
+    "pass_at_1": "Δ pass@1",
+    "ran_rate": "Δ ran",
+    "mean_freed_share": "Δ freed share",
+}
 _SEED_MASK = (1 << 63) - 1
 
 
@@ -77,6 +81,7 @@ class PairedDifference:
     baseline: str
     tasks: int
     pass_at_1: Interval
+    ran_rate: Interval
     mean_freed_share: Interval
 
 
@@ -260,7 +265,10 @@ def _difference(
     if joined.height == 0:
         nan = Interval(value=math.nan, ci_low=math.nan, ci_high=math.nan)
         return PairedDifference(
-            model=model, baseline=baseline, tasks=0, pass_at_1=nan, mean_freed_share=nan
+            model=model,
+            baseline=baseline,
+            tasks=0,
+            **dict.fromkeys(metrics, nan),
         )
     joined = joined.sort("task_id")
     values = joined.select([(pl.col(m) - pl.col(f"{m}_base")).alias(m) for m in metrics]).to_numpy()

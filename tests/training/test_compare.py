@@ -27,7 +27,7 @@ def _model(name: str, value: float) -> ModelMetrics:
         model=name, tasks=4, samples=8, code_found_rate=interval, ran_rate=interval,
         pass_at_1=interval, pass_at_k=interval, mean_freed_share=interval,
         damage_rate=Interval(value=math.nan, ci_low=math.nan, ci_high=math.nan),
-        timeout_rate=interval,
+        timeout_rate=interval, harness_excluded=0,
     )  # fmt: skip
 
 
