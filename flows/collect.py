@@ -22,6 +22,7 @@ from prefect.artifacts import create_table_artifact
 from agir_retrain.flows.progress import StageProgress
 from agir_retrain.tasks.agent.collect import collect, collect_tasks, plan_runs
 from agir_retrain.tasks.agent.episodes import LocalEpisodes
+from agir_retrain.tasks.agent.reference import reference_policy
 from agir_retrain.tasks.agent.report import CollectReport
 from agir_retrain.tasks.evaluation.sampling import SampleRequest, SamplerSpec, plan_sample_batches
 from agir_retrain.tasks.io import join, write_json_atomic
@@ -68,20 +69,33 @@ def collect_flow(config: CollectConfig) -> CollectResult:
     tasks = collect_tasks(config)
     todo, written = plan_runs(tasks, config)
     logger.info("%d tasks: %d runs to play, %d already written", len(tasks), len(todo), written)
-    with StageProgress("runs", len(todo), "collect-runs", "runs") as bar:
-        with (
-            ray_session(config.ray_address, config.ray_num_cpus),
-            SamplerPool(sampler_spec(config), config.sampling.actors) as pool,
-            LocalEpisodes(config.environment, config.workers) as episodes,
-        ):
-
-            def sample(requests: Sequence[SampleRequest]) -> dict[str, str]:
-                batches = plan_sample_batches(requests, config.sampling.batch_size)
-                return {c.task_id: c.completion for c in pool.sample(batches)}
-
+    with (
+        StageProgress("runs", len(todo), "collect-runs", "runs") as bar,
+        LocalEpisodes(config.environment, config.workers) as episodes,
+    ):
+        if config.policy == "reference":
             report = collect(
-                config, sample=sample, run_episodes=episodes, on_run_done=lambda _: bar.advance(1)
+                config,
+                sample=reference_policy,
+                run_episodes=episodes,
+                on_run_done=lambda _: bar.advance(1),
             )
+        else:
+            with (
+                ray_session(config.ray_address, config.ray_num_cpus),
+                SamplerPool(sampler_spec(config), config.sampling.actors) as pool,
+            ):
+
+                def sample(requests: Sequence[SampleRequest]) -> dict[str, str]:
+                    batches = plan_sample_batches(requests, config.sampling.batch_size)
+                    return {c.task_id: c.completion for c in pool.sample(batches)}
+
+                report = collect(
+                    config,
+                    sample=sample,
+                    run_episodes=episodes,
+                    on_run_done=lambda _: bar.advance(1),
+                )
     write_json_atomic(join(config.out, REPORT_FILE), report.to_dict())
     create_table_artifact(
         key="collect-report",

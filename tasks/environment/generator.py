@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from agir_retrain.tasks.environment.contract import Scenario
-from agir_retrain.tasks.environment.families import FAMILIES, FileSet
+from agir_retrain.tasks.environment.families import FAMILIES, FileSet, Rule, Strategy
 
 GENERATED_PREFIX = "gen-"
 _NAME = re.compile(r"gen-(0|[1-9][0-9]{0,17})")
@@ -34,6 +34,7 @@ class GeneratedScenario:
     scenario: Scenario
     families: tuple[str, ...]
     strategies: tuple[str, ...]
+    rules: tuple[Rule, ...]  # what each strategy means (same order)
 
 
 def is_generated_name(name: str) -> bool:
@@ -54,7 +55,7 @@ def generate_scenario(seed: int) -> GeneratedScenario:
     rng = random.Random(f"agir-generated-scenario:{seed}")
     names = rng.sample(sorted(FAMILIES), rng.randint(*FAMILIES_PER_SCENARIO))
     files = FileSet()
-    strategies: list[str] = []
+    strategies: list[Strategy] = []
     for name in names:
         strategies += FAMILIES[name](files, rng)
     scenario = Scenario(
@@ -63,7 +64,12 @@ def generate_scenario(seed: int) -> GeneratedScenario:
         files=tuple(files.files[p] for p in sorted(files.files)),
         description=rng.choice(_DESCRIPTIONS),
     )
-    return GeneratedScenario(scenario=scenario, families=tuple(names), strategies=tuple(strategies))
+    return GeneratedScenario(
+        scenario=scenario,
+        families=tuple(names),
+        strategies=tuple(s.text for s in strategies),
+        rules=tuple(s.rule for s in strategies),
+    )
 
 
 def scenario_by_name(name: str) -> Scenario:

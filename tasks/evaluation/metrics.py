@@ -362,6 +362,49 @@ def report_json(report: EvalReport) -> dict[str, Any]:
     }
 
 
+def report_from_json(data: dict[str, Any]) -> EvalReport:
+    """The report an ``eval.json`` document holds (``report_json``'s inverse; null is NaN)."""
+
+    def interval(value: dict[str, Any]) -> Interval:
+        return Interval(
+            value=_number(value["value"]),
+            ci_low=_number(value["ci_low"]),
+            ci_high=_number(value["ci_high"]),
+        )
+
+    models = tuple(
+        ModelMetrics(
+            model=name,
+            tasks=int(entry["tasks"]),
+            samples=int(entry["samples"]),
+            harness_excluded=int(entry.get("harness_excluded", 0)),
+            **{rate: interval(entry[rate]) for rate in RATES},
+        )
+        for name, entry in data["models"].items()
+    )
+    differences = tuple(
+        PairedDifference(
+            model=entry["model"],
+            baseline=entry["baseline"],
+            tasks=int(entry["tasks"]),
+            **{name: interval(entry[name]) for name in DIFFERENCES},
+        )
+        for entry in data["differences"]
+    )
+    return EvalReport(
+        k=int(data["k"]),
+        confidence=float(data["confidence"]),
+        resamples=int(data["bootstrap_resamples"]),
+        seed=int(data["seed"]),
+        models=models,
+        differences=differences,
+    )
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def format_interval(value: float | int, low: float | None, high: float | None) -> str:
     """``0.120 [0.050, 0.200]`` (a count is printed as is; an undefined figure as n/a)."""
     if low is None:

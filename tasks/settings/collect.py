@@ -39,6 +39,12 @@ class CollectConfig(Section):
         "unparsable reply); given: a generated scenario's own strategies are written as the "
         "reply (documented as not sampled; needs gen-<seed> scenarios).",
     )
+    policy: Literal["model", "reference"] = Field(
+        "model",
+        description="Who plays the agent: model (the base model, with the adapter if any) or "
+        "reference (a scripted agent writing correct programs for generated scenarios' given "
+        "strategies, a share of its first attempts with a mistake: a corpus to start from).",
+    )
     strategies_per_run: PositiveInt = Field(
         3, le=10, description="Strategies pursued per run (copy agents): the first of the list."
     )
@@ -108,6 +114,10 @@ class CollectConfig(Section):
                 "no tasks: name scenarios (--scenario NAME|FILE) or draw generated ones "
                 "(--generated N)"
             )
+        if self.policy == "reference" and self.strategies != "given":
+            raise ValueError(
+                "policy=reference codes the scenarios' own strategies: set strategies=given"
+            )
         return self
 
     def scenario_refs(self) -> list[str]:
@@ -119,6 +129,8 @@ class CollectConfig(Section):
         """The model's name in the runs and in sampling seeds."""
         if self.model_name:
             return self.model_name
+        if self.policy == "reference":
+            return "reference"
         if self.adapter:
             return os.path.basename(self.adapter.rstrip("/")) or "adapter"
         return "base"

@@ -245,3 +245,60 @@ def test_held_out_tasks_ask_what_collect_asks(tmp_path):
     assert {t.task_id: t.prompt for t in tasks} == first
     assert {t.scenario for t in tasks} == {"gen-3"}
     assert len(tasks) == len(generate_scenario(3).strategies)
+
+
+def test_each_rule_frees_exactly_its_familys_junk(bwrap_works):
+    """The reference program of every strategy succeeds and damages nothing, in every family."""
+    from agir_retrain.tasks.agent.reference import reference_program
+    from agir_retrain.tasks.environment.episode import run_episode
+    from agir_retrain.tasks.environment.families import FAMILIES
+
+    config = _config(Path("unused"))
+    seen: set[str] = set()
+    for seed in range(40):
+        generated = generate_scenario(seed)
+        for family, rule in zip(generated.families, generated.rules, strict=True):
+            if family in seen:
+                continue
+            seen.add(family)
+            program = reference_program(rule, style=seed)
+            episode = run_episode(
+                task_id=family,
+                model="reference",
+                sample=0,
+                completion=program,
+                scenario=generated.scenario,
+                settings=config.environment,
+            )
+            assert episode.success, (family, episode.stderr_tail, episode.protected_damaged)
+            assert episode.protected_damaged == ()
+            junk = [
+                f
+                for f in generated.scenario.files
+                if f.kind.value == "junk" and f.path.startswith(rule.folder + "/")
+            ]
+            assert episode.junk_bytes_freed == sum(f.bytes for f in junk), family
+    assert seen == set(FAMILIES)
+
+
+def test_the_reference_agent_writes_a_corpus_that_reads_whole(tmp_path, bwrap_works):
+    from agir_retrain.tasks.agent.reference import reference_policy
+
+    config = _config(
+        tmp_path,
+        scenarios=[],
+        generated=6,
+        strategies="given",
+        policy="reference",
+        runs_per_task=2,
+    )
+    with LocalEpisodes(config.environment, 1) as episodes:
+        report = collect(config, sample=reference_policy, run_episodes=episodes)
+    assert report.model_name == "reference"
+    assert report.runs_by_class["first_try"] > 0
+    assert report.runs_by_class["mixed"] > 0  # first attempts with a mistake, then fixed
+    assert report.runs_by_class["no_runnable"] == report.runs_by_class["never_freed"] == 0
+    classes = [
+        r.run_class.value for p in _run_files(config.out) for r in read_run_file(str(p)).runs
+    ]
+    assert sorted(classes) == sorted([k for k, n in report.runs_by_class.items() for _ in range(n)])

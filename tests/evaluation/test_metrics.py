@@ -227,3 +227,12 @@ class TestRendering:
             "ci_high": None,
         }
         assert math.isnan(compute_report(frame, seed=0).differences[0].pass_at_1.value)
+
+
+def test_eval_json_reads_back_as_the_report_it_was_written_from():
+    from agir_retrain.tasks.evaluation.metrics import report_from_json, report_json
+
+    report = compute_report(two_models(), models=["b", "a"], k=2, seed=1)
+    data = report_json(report)
+    assert report_json(report_from_json(data)) == data
+    assert report_from_json(data).differences[0].ran_rate == report.differences[0].ran_rate

@@ -1,16 +1,17 @@
 """Scenario families: seeded layouts of one kind of clutter, and the strategies that clear it.
 
-A family is one module with one function, ``add(files, rng) -> strategies``: it writes its
-junk files and the protected files that look like junk (a current log beside rotated
-ones, sources beside their bytecode, the newest backup beside old ones) into ``files``,
-and returns the strategies, in the agent's words, that free exactly its junk. A generated
+A family is one function, ``add(files, rng) -> strategies``: it writes its junk files and
+the protected files that look like junk (a current log beside rotated ones, sources
+beside their bytecode, the newest backup beside old ones) into ``files``, and returns its
+strategies: each in the agent's words, with the ``Rule`` it states (folder, name, age),
+which selects exactly the family's junk. A generated
 scenario (``generator.py``) mixes a few families under one seed. Registering a family is
 a line in ``FAMILIES``.
 """
 
 from __future__ import annotations
 
-from agir_retrain.tasks.environment.families.base import Family, FileSet
+from agir_retrain.tasks.environment.families.base import Family, FileSet, Rule, Strategy
 from agir_retrain.tasks.environment.families.clutter import (
     build_artifacts,
     bytecode,
@@ -34,4 +35,4 @@ FAMILIES: dict[str, Family] = {
     "thumbnails": thumbnails,
 }
 
-__all__ = ["FAMILIES", "Family", "FileSet"]
+__all__ = ["FAMILIES", "Family", "FileSet", "Rule", "Strategy"]

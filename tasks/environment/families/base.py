@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agir_retrain.tasks.environment.contract import FileKind, ScenarioFile
 
@@ -44,8 +45,31 @@ class FileSet:
         return sum(f.bytes for f in self.files.values() if f.kind is kinds)
 
 
-Family = Callable[[FileSet, random.Random], list[str]]
-"""Writes one family's files into the set and returns its strategies (in the agent's words)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """Which files a strategy means: below ``folder``, names with one of ``suffixes`` (any when
+    empty) and ``prefix``, modified more than ``older_than_days`` ago (any age when None).
+
+    A rule selects exactly its family's junk in any scenario the family is part of (tested),
+    so following the strategy to the letter frees that junk and damages nothing.
+    """
+
+    folder: str
+    suffixes: tuple[str, ...] = ()
+    prefix: str = ""
+    older_than_days: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Strategy:
+    """A strategy in the agent's words, and the rule it states."""
+
+    text: str
+    rule: Rule
+
+
+Family = Callable[[FileSet, random.Random], list[Strategy]]
+"""Writes one family's files into the set and returns its strategies."""
 
 
 def hexname(rng: random.Random, length: int) -> str:

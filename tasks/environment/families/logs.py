@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import random
 
-from agir_retrain.tasks.environment.families.base import APPS, JUNK, PROTECTED, FileSet, size
+from agir_retrain.tasks.environment.families.base import (
+    APPS,
+    JUNK,
+    PROTECTED,
+    FileSet,
+    Rule,
+    Strategy,
+    size,
+)
 
 
-def rotated_logs(files: FileSet, rng: random.Random) -> list[str]:
+def rotated_logs(files: FileSet, rng: random.Random) -> list[Strategy]:
     """An application's log folder with weekly rotations; the strategy's cutoff splits them."""
     app = rng.choice(APPS)
     folder = rng.choice((f"/var/log/{app}", f"/var/log/{app}", f"/srv/{app}/logs"))
@@ -22,11 +30,12 @@ def rotated_logs(files: FileSet, rng: random.Random) -> list[str]:
     files.add(f"{folder}/{app}.log", size(rng, 20, 120), PROTECTED, rng.uniform(0, 0.5))
     if rng.random() < 0.5:
         files.add(f"{folder}/error.log", size(rng, 2, 20), PROTECTED, rng.uniform(0, 2))
-    return [
-        rng.choice(
-            (
-                f"Delete the rotated log files (*.gz) in {folder} older than {cutoff} days",
-                f"Remove compressed {app} logs in {folder} that are more than {cutoff} days old",
-            )
+    text = rng.choice(
+        (
+            f"Delete the rotated log files (*.gz) in {folder} older than {cutoff} days",
+            f"Remove compressed {app} logs in {folder} that are more than {cutoff} days old",
         )
+    )
+    return [
+        Strategy(text=text, rule=Rule(folder=folder, suffixes=(".gz",), older_than_days=cutoff))
     ]

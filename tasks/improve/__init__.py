@@ -1,0 +1,1 @@
+"""Generations of retraining: collect -> dataset -> train -> evaluate, repeated (``improve``)."""
