@@ -242,7 +242,8 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
         {
             "run_id": run_ids,
             "split": [split_of(r, settings.split_seed, settings.eval_share) for r in run_ids],
-        }
+        },
+        schema={"run_id": pl.String, "split": pl.String},  # no pairs: an empty, typed frame
     )
     deduped = deduped.join(splits, on="run_id", how="left", maintain_order="left")
     for split, path in (("train", DPO_TRAIN), ("eval", DPO_EVAL)):

@@ -79,6 +79,19 @@ class TestDpo:
         for name in ("dpo/train.jsonl", "dpo/eval.jsonl", "kto/train.jsonl"):
             assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
+    def test_runs_without_a_pair_give_empty_dpo_files(self, synthetic, tmp_path):
+        """Every run failed (a weak model's collection): no pairs, files still written."""
+        dataset = tmp_path / "no-pairs"
+        dataset.mkdir()
+        for name in ("runs.parquet", "scored.parquet"):
+            (dataset / name).write_bytes((synthetic / name).read_bytes())
+        pairs = pl.read_parquet(synthetic / "pairs.parquet")
+        pairs.clear().write_parquet(dataset / "pairs.parquet")
+        report = export_dataset(str(dataset), str(tmp_path / "out"), ExportSettings())
+        assert (report.dpo_train_rows, report.dpo_eval_rows) == (0, 0)
+        assert (tmp_path / "out" / "dpo" / "train.jsonl").read_bytes() == b""
+        assert report.kto_rows > 0
+
 
 class TestKto:
     def test_every_scored_record_of_a_consistent_run(self, synthetic, tmp_path):
