@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cli_train",
     "cli_evaluate",
     "cli_compare",
+    "cli_improve",
     "cli_config",
 )
 for _name in COMMAND_MODULES:

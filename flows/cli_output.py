@@ -70,6 +70,17 @@ def print_rows(rows: Iterable[Row], *, title: str, value_header: str = "value") 
     Console().print(table)
 
 
+def print_cells(cells: list[list[str]], *, title: str) -> None:
+    """Print a table given as cells (header row first)."""
+    header, *rows = cells
+    table = Table(title=escape(title), show_header=True)
+    for index, name in enumerate(header):
+        table.add_column(escape(name), justify="left" if index < 3 else "right")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    Console().print(table)
+
+
 def progress() -> Progress:
     """A byte-progress bar on stderr."""
     return Progress(

@@ -27,6 +27,8 @@ ALLOWED_STAGES: dict[str, set[str]] = {
     "delivery": {"training", "synth"},
     # The agent's loop plays in the environment and samples as evaluation does.
     "agent": {"environment", "evaluation"},
+    # Generations chain the stages and read what each left (reports, metrics, evaluations).
+    "improve": {"agent", "environment", "evaluation", "dataset", "runs", "training"},
 }
 EDGES = {"prefect_tasks", "ray_pool"}
 # The training program runs outside any flow (under accelerate), so GRPO reaches Ray for its

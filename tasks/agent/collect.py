@@ -51,6 +51,10 @@ EpisodeFn = Callable[[Sequence[EpisodeJob]], list[CarriedEpisode]]
 
 def collect_tasks(config: CollectConfig) -> list[AgentTask]:
     """The tasks of a collection: one per scenario named or generated, first ``max_tasks``."""
+    if not config.scenario_refs():
+        raise ConfigError(
+            "no tasks: name scenarios (--scenario NAME|FILE) or draw generated ones (--generated N)"
+        )
     tasks = []
     seen: set[str] = set()
     for ref in config.scenario_refs()[: config.max_tasks]:

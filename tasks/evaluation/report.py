@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import polars as pl
 
 from agir_retrain.tasks.environment.contract import EPISODE_SCHEMA, Episode, StoppedBy
-from agir_retrain.tasks.evaluation.metrics import EvalReport, report_json, report_markdown
+from agir_retrain.tasks.evaluation.eval_json import report_json
+from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown
 from agir_retrain.tasks.filenames import EPISODES_FILE, EVAL_JSON, EVAL_MD, EVAL_PNG
 from agir_retrain.tasks.io import atomic_output, join, write_bytes_atomic, write_json_atomic
 

@@ -109,11 +109,6 @@ class CollectConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> CollectConfig:
-        if not self.scenarios and not self.generated:
-            raise ValueError(
-                "no tasks: name scenarios (--scenario NAME|FILE) or draw generated ones "
-                "(--generated N)"
-            )
         if self.policy == "reference" and self.strategies != "given":
             raise ValueError(
                 "policy=reference codes the scenarios' own strategies: set strategies=given"

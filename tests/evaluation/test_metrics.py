@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 from agir_retrain.tasks.environment.contract import Episode, StoppedBy
+from agir_retrain.tasks.evaluation.eval_json import report_json
 from agir_retrain.tasks.evaluation.metrics import (
     MetricsError,
     compute_report,
     metric_rows,
     pass_at_k,
-    report_json,
     report_markdown,
     table_cells,
 )
@@ -230,7 +230,7 @@ class TestRendering:
 
 
 def test_eval_json_reads_back_as_the_report_it_was_written_from():
-    from agir_retrain.tasks.evaluation.metrics import report_from_json, report_json
+    from agir_retrain.tasks.evaluation.eval_json import report_from_json
 
     report = compute_report(two_models(), models=["b", "a"], k=2, seed=1)
     data = report_json(report)
