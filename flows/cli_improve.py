@@ -53,7 +53,9 @@ def improve(
         from agir_retrain.flows.improve import improve as improve_flow
 
         result = improve_flow(loaded.config)
-    print_cells(table_cells(result.report), title=f"improve -> {result.out}")
+    facts, yardstick = table_cells(result.report)
+    print_cells(facts, title=f"improve -> {result.out}")
+    print_cells(yardstick, title="held-out tasks (intervals below each figure)", split=True)
     if result.report.stopped_early:
         typer.echo(f"stopped early: {result.report.stopped_early}")
 

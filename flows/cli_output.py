@@ -70,14 +70,15 @@ def print_rows(rows: Iterable[Row], *, title: str, value_header: str = "value") 
     Console().print(table)
 
 
-def print_cells(cells: list[list[str]], *, title: str) -> None:
-    """Print a table given as cells (header row first)."""
+def print_cells(cells: list[list[str]], *, title: str, split: bool = False) -> None:
+    """Print a table given as cells (header row first); ``split`` puts an interval
+    (``0.12 [0.05, 0.20]``) below its figure."""
     header, *rows = cells
     table = Table(title=escape(title), show_header=True)
     for index, name in enumerate(header):
-        table.add_column(escape(name), justify="left" if index < 3 else "right")
+        table.add_column(escape(name), justify="left" if index < 2 else "right")
     for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
+        table.add_row(*(escape(cell.replace(" [", "\n[") if split else cell) for cell in row))
     Console().print(table)
 
 

@@ -58,7 +58,10 @@ def build_config(config: ImproveConfig, number: int) -> BuildDatasetConfig:
             "out": here.dataset,
             "base_model": config.base_model,
             "produced_by": None if number == 0 else here.adapter,
-            "producer_evaluation": f"{join(here.eval, 'eval.json')}#{here.label}",
+            # the reference agent is not a model: it has no evaluation to record
+            "producer_evaluation": None
+            if number == 0 and config.start == "reference"
+            else f"{join(here.eval, 'eval.json')}#{here.label}",
         }
     )
 

@@ -84,16 +84,20 @@ def generation_rows(
     return rows
 
 
-HEADERS = (
+FACTS = (
     "gen",
     "model",
     "learned from",
     "runs collected (1st/mix/ran/none)",
-    "rows",
-    "train",
-    "peak mem",
+    "training rows",
+    "train time",
+    "peak memory",
+)
+YARDSTICK = (
+    "gen",
+    "model",
     "pass@1",
-    "ran",
+    "ran (exit 0)",
     "freed share",
     "damage",
     "Δ pass@1 vs base",
@@ -101,24 +105,32 @@ HEADERS = (
 )
 
 
-def table_cells(report: ImproveReport) -> list[list[str]]:
-    """The table as cells, header row first."""
-    cells = [list(HEADERS)]
+def table_cells(report: ImproveReport) -> tuple[list[list[str]], list[list[str]]]:
+    """The two tables as cells (header row first): what each generation learned from, made
+    and cost; and how it scored on the held-out tasks."""
+    facts, yardstick = [list(FACTS)], [list(YARDSTICK)]
     for row in report.rows:
         m, d = row.metrics, row.vs_base
-        cells.append(
+        collected = (
+            "/".join(str(row.collected.get(k, 0)) for k in CLASS_SHORT) if row.collected else "-"
+        )
+        facts.append(
             [
                 str(row.generation),
                 row.model,
                 row.learned_from,
-                "/".join(str(row.collected.get(k, 0)) for k in CLASS_SHORT)
-                if row.collected
-                else "-",
+                collected,
                 "-" if row.training_rows is None else str(row.training_rows),
                 "-" if row.train_seconds is None else f"{row.train_seconds / 60:.1f} min",
                 "-"
                 if row.peak_memory_bytes is None
                 else f"{row.peak_memory_bytes / 2**30:.2f} GiB",
+            ]
+        )
+        yardstick.append(
+            [
+                str(row.generation),
+                row.model,
                 _interval(m.pass_at_1),
                 _interval(m.ran_rate),
                 _interval(m.mean_freed_share),
@@ -127,18 +139,20 @@ def table_cells(report: ImproveReport) -> list[list[str]]:
                 "-" if d is None else _interval(d.ran_rate),
             ]
         )
-    return cells
+    return facts, yardstick
 
 
 def report_markdown(report: ImproveReport) -> str:
     """The table in markdown, with a line on how the intervals were made."""
-    header, *rows = table_cells(report)
+    facts, yardstick = table_cells(report)
     pct = round(100 * report.confidence)
     lines = [
-        f"Objective: {report.objective}. Rates are means over held-out tasks with {pct}% "
+        f"Objective: {report.objective}. Rates are means over the held-out tasks with {pct}% "
         "bootstrap intervals; differences are paired over the same tasks.",
         "",
-        markdown_table(rows, headers=header),
+        markdown_table(facts[1:], headers=facts[0]),
+        "",
+        markdown_table(yardstick[1:], headers=yardstick[0]),
     ]
     if report.stopped_early:
         lines += ["", f"Stopped early: {report.stopped_early}"]
