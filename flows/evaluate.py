@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from agir_retrain.flows.progress import StageProgress
 from agir_retrain.tasks.environment.records import Completion, Episode, EvalTask
 from agir_retrain.tasks.evaluation.completions import write_completions
-from agir_retrain.tasks.evaluation.episodes import run_groups_locally
+from agir_retrain.tasks.evaluation.episodes import run_groups
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown
 from agir_retrain.tasks.evaluation.stages import (
     given_completions,
@@ -112,11 +112,13 @@ def run_episodes(
     """Run every completion's episode, one group per task, on Ray or local processes."""
     groups = prepare_episodes(config, tasks, completions)
     with StageProgress("episodes", len(completions), "evaluate-episodes", "episodes") as bar:
-        if uses_ray(config):
-            from agir_retrain.tasks.ray_pool import run_episode_groups_on_ray
-
-            return run_episode_groups_on_ray(groups, config.environment, bar.advance)
-        return run_groups_locally(groups, config.environment, config.workers, bar.advance)
+        return run_groups(
+            groups,
+            config.environment,
+            use_ray=uses_ray(config),
+            workers=config.workers,
+            on_done=bar.advance,
+        )
 
 
 write_report_task = task(name="write-report", cache_policy=NO_CACHE, timeout_seconds=3600)(

@@ -29,7 +29,7 @@ ALLOWED_STAGES: dict[str, set[str]] = {
 EDGES = {"prefect_tasks", "ray_pool"}
 # The training program runs outside any flow (under accelerate), so GRPO reaches Ray for its
 # episodes through the edge itself; no other stage may.
-STAGES_USING_EDGES = {"training": {"ray_pool"}}
+STAGES_USING_EDGES = {"training": {"ray_pool"}, "evaluation": {"ray_pool"}}
 ORCHESTRATORS = {"prefect", "prefect_ray", "ray"}
 
 

@@ -16,8 +16,8 @@ from agir_retrain.tasks.evaluation.jsonl import (
     iter_jsonl,
     line_error,
     require,
-    write_jsonl,
 )
+from agir_retrain.tasks.jsonl import write_jsonl
 
 COMPLETION_KEYS = ("task_id", "model", "sample", "completion")
 

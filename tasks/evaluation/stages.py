@@ -19,13 +19,13 @@ from agir_retrain.tasks.evaluation.episodes import (
     episode_groups,
     resolve_scenarios,
 )
-from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
-from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
-from agir_retrain.tasks.evaluation.tasks import (
+from agir_retrain.tasks.evaluation.eval_tasks import (
     read_tasks,
     tasks_from_dataset,
     write_tasks,
 )
+from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
+from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
 from agir_retrain.tasks.filenames import COMPLETIONS_FILE, TASKS_FILE
 from agir_retrain.tasks.io import is_url, join
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
@@ -70,7 +70,7 @@ def check_inputs(config: EvaluateConfig) -> None:
     if env.backend == "bwrap" and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
         make_sandbox(env.backend, env.interpreter, env.docker_image)
     tasks = all_tasks(config, describe=False)
-    resolve_scenarios(tasks, tasks_dir(config))
+    resolve_scenarios((t.scenario for t in tasks), tasks_dir(config))
     if config.completions is not None:
         read_completions(config.completions, {t.task_id for t in tasks})
 
@@ -97,7 +97,7 @@ def prepare_episodes(
     config: EvaluateConfig, tasks: Sequence[EvalTask], completions: Sequence[Completion]
 ) -> list[EpisodeGroup]:
     """Load the tasks' scenarios (failing early on a bad one) and group completions by task."""
-    scenarios = resolve_scenarios(tasks, tasks_dir(config))
+    scenarios = resolve_scenarios((t.scenario for t in tasks), tasks_dir(config))
     groups = episode_groups(tasks, completions, scenarios)
     log.info("%d episodes over %d tasks", len(completions), len(groups))
     return groups

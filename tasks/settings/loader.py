@@ -188,13 +188,22 @@ def parse_set_pairs(pairs: Iterable[str]) -> dict[str, Any]:
 
 def _walk(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, bool]]:
     """Every setting's dotted key, and whether it is a nested section, in field order."""
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
+    for name, (annotation, _help) in setting_fields(model).items():
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield f"{prefix}{name}", True
             yield from _walk(annotation, f"{prefix}{name}.")
         else:
             yield f"{prefix}{name}", False
+
+
+def setting_fields(model: type[BaseModel]) -> dict[str, tuple[Any, str]]:
+    """A model's settings: name -> (type, help text); a ``Section`` adds any decided at run time."""
+    fields = getattr(model, "setting_fields", None)
+    if fields is not None:
+        return fields()
+    return {
+        name: (info.annotation, info.description or "") for name, info in model.model_fields.items()
+    }
 
 
 def leaf_keys(model: type[BaseModel]) -> list[str]:
@@ -211,8 +220,16 @@ def field_description(model: type[BaseModel], dotted: str) -> str:
     """The help text of a setting: its ``Field(description=...)``, the only copy of it."""
     *parents, leaf = dotted.split(".")
     for part in parents:
-        model = model.model_fields[part].annotation  # type: ignore[assignment]
-    return model.model_fields[leaf].description or ""
+        model = setting_fields(model)[part][0]
+    return setting_fields(model)[leaf][1]
+
+
+def field_type(model: type[BaseModel], dotted: str) -> Any:
+    """The annotated type of a setting, by dotted key."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        model = setting_fields(model)[part][0]
+    return setting_fields(model)[leaf][0]
 
 
 def value_at(config: BaseModel, dotted: str) -> Any:
