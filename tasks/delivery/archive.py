@@ -25,6 +25,7 @@ import io
 import posixpath
 import subprocess
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,6 +192,20 @@ def _training_files(training_out: Path) -> dict[str, Path]:
     if ADAPTER not in files:
         raise AgirError(f"{training_out}: no {ADAPTER}; is this a training output folder?")
     return files
+
+
+def archive_verified(adapter: str, target: str, dataset: str | None) -> str:
+    """Archive a training output folder (local or a URL), then check the archive against it."""
+    from agir_retrain.tasks.delivery.remote import local_copy
+
+    with tempfile.TemporaryDirectory(prefix="agir-archive-") as scratch:
+        adapter_dir = local_copy(adapter, Path(scratch) / "adapter")
+        dataset_dir = local_copy(dataset, Path(scratch) / "dataset") if dataset else None
+        location = create_archive(adapter_dir, target, dataset=dataset_dir)
+    result = verify_archive(location)
+    if not result.ok:
+        raise ArchiveError(f"{location} does not match its manifest: {'; '.join(result.problems)}")
+    return location
 
 
 def create_archive(training_out: Path, target: str, *, dataset: Path | None = None) -> str:

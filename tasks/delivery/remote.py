@@ -63,6 +63,14 @@ def download_folder(source: str, target: Path) -> None:
         fs.get_file(remote, str(local))
 
 
+def local_copy(location: str, scratch: Path) -> Path:
+    """A local folder holding a location's files (downloaded into ``scratch`` when a URL)."""
+    if not is_url(location):
+        return Path(location)
+    download_folder(location, scratch)
+    return scratch
+
+
 def shared_job_folder(config: TrainConfig) -> str:
     """A fresh folder for one job under ``submit.shared_storage``."""
     if not config.submit.shared_storage:

@@ -4,7 +4,7 @@
      "scenario": "debian-like", "env_blocks": "prompt"}
 
 A dataset's held-out runs are those of its preference eval split (the run ids of
-``dpo/eval.jsonl``): the trainer never saw them. Each gives its code prompt (the
+``PREFERENCE_EVAL``): the trainer never saw them. Each gives its code prompt (the
 conversation through its code request, as the agent asked it) and, optionally, its
 strategy prompt. Scenarios are dealt round-robin over the tasks sorted by id.
 
@@ -57,7 +57,7 @@ def held_out_run_ids(dataset: str) -> list[str]:
     """The run ids of a built dataset's preference eval split, sorted.
 
     Raises:
-        EvalInputError: the folder has no ``dpo/eval.jsonl`` (not a built dataset).
+        EvalInputError: the folder has no preference eval split (not a built dataset).
     """
     path = join(dataset, HELD_OUT_FILE)
     if not exists(path):
@@ -131,7 +131,7 @@ def tasks_from_dataset(
     max_tasks: int | None = None,
     describe: Callable[[str], str] | None = None,
 ) -> list[EvalTask]:
-    """Tasks from the held-out runs of a built dataset (``runs.parquet`` + ``dpo/eval.jsonl``).
+    """Tasks from the held-out runs of a built dataset (``runs.parquet`` + its eval split).
 
     ``max_tasks`` keeps the first tasks by id (a stable subset for quick checks).
     """

@@ -1,6 +1,6 @@
 """Settings of the disk-cleanup environment: which sandbox, its limits, the episode clock.
 
-A section, not a command: ``evaluate`` and GRPO nest it. Frozen, unknown keys rejected, and
+A section, not a command: ``evaluate`` and training on executions nest it. Frozen, unknown keys rejected, and
 ``Field(description=...)`` is each setting's only help text, as in the other settings.
 """
 
@@ -39,7 +39,7 @@ class LimitsSettings(Section):
 
 
 class RewardSettings(Section):
-    """Weights of an episode's reward (GRPO): freed share minus penalties."""
+    """Weights of an episode's reward (training on executions): freed share minus penalties."""
 
     damage_penalty: float = Field(
         1.0, ge=0, description="Subtracted when any protected file was deleted or changed."
@@ -85,5 +85,5 @@ class EnvironmentSettings(Section):
         "A tmpfs (/dev/shm) is fastest.",
     )
     reward: RewardSettings = Field(
-        default_factory=RewardSettings, description="Reward weights (GRPO)."
+        default_factory=RewardSettings, description="Reward weights (training on executions)."
     )

@@ -4,8 +4,8 @@ Each command has one pydantic model (``IngestConfig``, ``BuildDatasetConfig``,
 ``TrainConfig``, ``RetrainConfig``, ...; see ``tasks/settings/models.py``). ``load_config``
 merges the layers, validates once, and remembers where each value came from so
 ``agir-retrain config show`` can say. Environment variables are read here and
-nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAIN__DPO__BETA=0.2`` sets
-``train.dpo.beta`` of ``retrain`` (``__`` separates nesting levels). A variable that
+nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAIN__LORA__R=8`` sets
+``train.lora.r`` of ``retrain`` (``__`` separates nesting levels). A variable that
 names no setting of any command is an error, as a misspelt YAML key is; one that names
 another command's setting is left to that command.
 """

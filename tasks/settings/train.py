@@ -71,9 +71,9 @@ class ScheduleSettings(Section):
 class TrainConfig(Section):
     """Settings of the training program (`python -m agir_retrain.tasks.training --config FILE`).
 
-    Each registered objective (``tasks/objectives.py``) has a section named after it
-    (``dpo``, ``sft``, ``kto``, ``grpo``, or a plugin's), validated by the objective's own
-    settings model; ``objective`` chooses which one trains.
+    Each registered objective (``tasks/objectives.py``: the built-in ones, or a plugin's)
+    has a section named after it, validated by the objective's own settings model;
+    ``objective`` chooses which one trains.
     """
 
     # Extra keys are the objectives' sections, each validated in _objective_sections;
@@ -82,8 +82,8 @@ class TrainConfig(Section):
 
     dataset: str = Field(
         "dataset",
-        description="A folder the dataset flow wrote (each objective reads its own split of it: "
-        "dpo/, sft/ or kto/), or one JSONL file; local or an fsspec URL.",
+        description="A folder the dataset flow wrote (each objective reads its own split of it), "
+        "or one JSONL file; local or an fsspec URL.",
     )
     eval_dataset: str | None = Field(
         None, description="An eval JSONL file; None uses the one beside the training file, if any."
@@ -156,9 +156,9 @@ class TrainConfig(Section):
 
         given = dict(data)
         problems = []
-        for old, new in MOVED.items():
+        for old in MOVED_TO_SECTIONS:
             if old in given:
-                problems.append(problem((old,), "moved_setting", new, given.pop(old)))
+                problems.append(problem((old,), "moved_setting", _moved(old), given.pop(old)))
         plugins = given.get("objective_plugins")
         if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
             try:
@@ -221,8 +221,15 @@ class TrainConfig(Section):
         return found
 
 
-# Settings that moved: where they are now (an old config file says which to change).
-MOVED = {
-    "reference": "moved into the objective's section: set dpo.reference (adapter, separate or "
-    "precomputed) or kto.reference (adapter or precomputed)",
-}
+# Top-level settings that moved into the objectives' sections: an old file says where.
+MOVED_TO_SECTIONS = ("reference",)
+
+
+def _moved(key: str) -> str:
+    """Where a moved setting is now: each registered objective's section that has it."""
+    from agir_retrain.tasks.objectives import objectives
+
+    holders = [
+        f"{name}.{key}" for name, o in objectives().items() if key in o.settings.model_fields
+    ]
+    return f"moved into the objective's section: set {' or '.join(holders)}"

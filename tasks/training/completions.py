@@ -1,7 +1,7 @@
 """Prompt-completion rows (labelled or not) and prompt-only rows: check, mix, view as pairs.
 
-    sft/train.jsonl   {"prompt": [...], "completion": [{"role": "assistant", ...}], ...}
-    kto/train.jsonl   {"prompt": [...], "completion": [...], "label": true, ...}
+    completion rows   {"prompt": [...], "completion": [{"role": "assistant", ...}], ...}
+    labelled rows     {"prompt": [...], "completion": [...], "label": true, ...}
 
 Rows are checked before any model loads, as preference rows are. Fitting reuses the
 preference rows' fitting (``fitting.fit_rows``) through a pair view: the completion stands in for both

@@ -1,7 +1,7 @@
 """The training program: any registered objective on a 4-bit base with LoRA on every linear layer.
 
     # one process (the CPU here, or one GPU), from a settings file, changed by --set pairs
-    python -m agir_retrain.tasks.training --config train.yaml --set objective=sft --set sft.max_steps=10
+    python -m agir_retrain.tasks.training --config train.yaml --set max_steps=10
 
     # several GPUs with DDP, or sharded FSDP-QLoRA
     accelerate launch --config_file container/accelerate/ddp.yaml --num_processes 4 \\
@@ -175,7 +175,7 @@ def fit_data(rows: TrainingData, tokenizer: Any, max_length: int) -> FittedRows:
 
     chat = ChatSummary()
     train, evaluation = rows.train, rows.eval
-    # Completion (SFT, KTO) and prompt-only (GRPO) rows are fitted through a pair view.
+    # Completion and prompt-only rows are fitted through a pair view.
     paired = is_pair_rows(train)
     if not paired:
         train, evaluation = as_pairs(train), as_pairs(evaluation)
@@ -372,7 +372,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="change any setting, e.g. dpo.beta=0.2 or objective=sft",
+        help="change any setting, e.g. max_steps=10 or lora.r=8",
     )
     return parser
 
