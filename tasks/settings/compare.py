@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from agir_retrain.tasks.objectives import BUILTIN
 from agir_retrain.tasks.settings.base import Section
@@ -45,15 +45,18 @@ class CompareConfig(Section):
         "the comparison).",
     )
 
-    @field_validator("objectives")
-    @classmethod
-    def _registered(cls, objectives: list[str]) -> list[str]:
+    @model_validator(mode="after")
+    def _registered(self) -> CompareConfig:
+        """After ``train``, whose ``objective_plugins`` may register the objectives named."""
         from agir_retrain.tasks.objectives import names
 
-        unknown = [name for name in objectives if name not in names()]
+        unknown = [name for name in self.objectives if name not in names()]
         if unknown:
-            raise ValueError(f"no objective {unknown}: choose from {', '.join(names())}")
-        return objectives
+            raise ValueError(
+                f"objectives: no objective {unknown}; choose from {', '.join(names())} "
+                "(an objective of your own: name its module in train.objective_plugins)"
+            )
+        return self
 
     def train_config(self, objective: str) -> TrainConfig:
         """The training settings of one objective."""

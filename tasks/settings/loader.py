@@ -12,7 +12,6 @@ another command's setting is left to that command.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,18 +58,18 @@ def load_config(
     """
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    if yaml_path is not None:
-        for key, value in _flatten(_read_yaml(yaml_path)).items():
-            _set(merged, key, value)
-            sources[key] = f"file:{yaml_path}"
-    for key, (name, value) in _env_settings(
-        model, os.environ if environ is None else environ
-    ).items():
+    environ = os.environ if environ is None else environ
+    file_values = _flatten(_read_yaml(yaml_path)) if yaml_path is not None else {}
+    flag_values = {key: value for key, value in (flags or {}).items() if value is not None}
+    # Settings that register more settings (objective plugins) act before keys are known.
+    _prepare(model, [flag_values, _raw_env(environ), file_values])
+    for key, value in file_values.items():
+        _set(merged, key, value)
+        sources[key] = f"file:{yaml_path}"
+    for key, (name, value) in _env_settings(model, environ).items():
         _set(merged, key, value)
         sources[key] = f"env:{name}"
-    for key, value in (flags or {}).items():
-        if value is None:
-            continue
+    for key, value in flag_values.items():
         _set(merged, key, value)
         sources[key] = "flag"
     try:
@@ -113,6 +112,45 @@ def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[leaf] = value
 
 
+def _prepare(model: type[BaseModel], layers: list[dict[str, Any]], prefix: str = "") -> None:
+    """Let each model (and nested section) act on its raw values before validation.
+
+    ``prepare_settings(lookup)``, where a model has it, reads a setting by key (relative to
+    the model) from the first layer that gives it; ``TrainConfig`` registers the
+    objectives its ``objective_plugins`` name, whose sections are then known settings.
+    """
+    hook = getattr(model, "prepare_settings", None)
+    if hook is not None:
+
+        def lookup(key: str) -> Any:
+            for layer in layers:
+                if prefix + key in layer:
+                    return layer[prefix + key]
+            return None
+
+        hook(lookup)
+    for name, (annotation, _help) in setting_fields(model).items():
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _prepare(annotation, layers, f"{prefix}{name}.")
+
+
+def _raw_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every ``AGIR_*`` variable by dotted key, its value read as YAML (not yet checked)."""
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX) and name not in OTHER_VARIABLES:
+            found[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = _yaml_value(raw)
+    return found
+
+
+def _yaml_value(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw) if raw else raw
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, dict) else value
+
+
 def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
     """Settings from ``AGIR_*`` variables; values are parsed as YAML scalars or lists.
 
@@ -127,14 +165,10 @@ def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[st
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         if key not in known:
-            if key not in _keys_of_every_command():
+            if key not in _keys_of_every_command(environ):
                 unknown.append(name)
             continue  # another command's setting
-        try:
-            value = yaml.safe_load(raw) if raw else raw
-        except yaml.YAMLError:
-            value = raw
-        found[key] = (name, raw if isinstance(value, dict) else value)
+        found[key] = (name, _yaml_value(raw))
     if unknown:
         raise ConfigError(
             "invalid configuration:\n"
@@ -147,9 +181,8 @@ def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[st
     return found
 
 
-@functools.cache
-def _keys_of_every_command() -> frozenset[str]:
-    """Every dotted key of every command's config model."""
+def _keys_of_every_command(environ: Mapping[str, str]) -> frozenset[str]:
+    """Every dotted key of every command's config model (with the plugins ``environ`` names)."""
     # Imported here: the models import this module's helpers.
     from agir_retrain.tasks.settings import evaluation, models
     from agir_retrain.tasks.settings.base import Section
@@ -161,6 +194,7 @@ def _keys_of_every_command() -> frozenset[str]:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         if cls.__name__.endswith("Config"):
+            _prepare(cls, [_raw_env(environ)])
             keys.update(leaf_keys(cls), section_keys(cls))
     return frozenset(keys)
 

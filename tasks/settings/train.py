@@ -7,6 +7,7 @@ An objective's own section (``DpoSettings``, ...) lives in its module beside wha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import (
@@ -186,6 +187,18 @@ class TrainConfig(Section):
             problems.extend(prefixed(error))
         raise_problems(cls.__name__, problems)
         return config  # type: ignore[return-value]  # set: raise_problems raised otherwise
+
+    @classmethod
+    def prepare_settings(cls, lookup: Callable[[str], Any]) -> None:
+        """Register the objectives ``objective_plugins`` names (any layer), before keys are read."""
+        from agir_retrain.tasks.objectives import load_plugins
+
+        plugins = lookup("objective_plugins")
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            try:
+                load_plugins(plugins)
+            except ConfigError as error:
+                raise ConfigError(f"objective_plugins: {error}") from error
 
     @classmethod
     def setting_fields(cls) -> dict[str, tuple[Any, str]]:
