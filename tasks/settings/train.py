@@ -13,11 +13,14 @@ from typing import Any
 from pydantic import (
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ModelWrapValidatorHandler,
     PositiveInt,
     ValidationError,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.objectives import ORIGINAL
@@ -187,6 +190,25 @@ class TrainConfig(Section):
             problems.extend(prefixed(error))
         raise_problems(cls.__name__, problems)
         return config  # type: ignore[return-value]  # set: raise_problems raised otherwise
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The schema (Prefect's UI, deployments) lists each registered objective's section.
+
+        Other keys stay allowed there: a plugin's section is known only where its module is
+        imported, and the model itself refuses what no objective owns.
+        """
+        from agir_retrain.tasks.objectives import objectives
+
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        properties = target.setdefault("properties", {})
+        for name, objective in objectives().items():
+            section = handler(objective.settings.__pydantic_core_schema__)
+            properties[name] = {**section, "description": objective.summary}
+        return schema
 
     @classmethod
     def prepare_settings(cls, lookup: Callable[[str], Any]) -> None:

@@ -115,3 +115,15 @@ def test_names_that_would_clash_are_refused(toy_objective):
             register(other)
     with pytest.raises(ConfigError, match="lacks"):
         register(type("Half", (), {"name": "half"})())
+
+
+def test_the_schema_prefect_shows_lists_every_registered_section(toy_objective):
+    with registered(toy_objective.OBJECTIVE):
+        properties = TrainConfig.model_json_schema()["properties"]
+        assert properties["toy"]["properties"]["prompt_loss"]["type"] == "boolean"
+    assert {"dpo", "sft", "kto", "grpo"} <= set(properties)
+    assert properties["dpo"]["properties"]["reference"]["enum"] == [
+        "adapter",
+        "separate",
+        "precomputed",
+    ]
