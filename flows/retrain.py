@@ -62,7 +62,9 @@ def retrain(config: RetrainConfig) -> RetrainResult:
     logger = get_run_logger()
     runner = ray_task_runner(config.build.ray_address, config.build.ray_num_cpus)
     dataset = build_dataset.with_options(task_runner=runner)(config.build)
-    logger.info("dataset at %s: %d DPO rows", dataset.out, dataset.report.export.dpo_train_rows)
+    logger.info(
+        "dataset at %s: %d preference rows", dataset.out, dataset.report.export.dpo_train_rows
+    )
     metrics = train(config.train)
     evaluation = evaluate_adapter(config) if config.evaluate else None
     location = archive_adapter_task(
@@ -80,7 +82,7 @@ def retrain(config: RetrainConfig) -> RetrainResult:
         key="retrain-summary",
         markdown=(
             f"| what | where |\n|---|---|\n| dataset | `{dataset.out}` |\n| adapter | `{config.train.out}` |\n"
-            f"| archive | `{location}` |\n| DPO rows (train / eval) | {dataset.report.export.dpo_train_rows} / "
+            f"| archive | `{location}` |\n| preference rows (train / eval) | {dataset.report.export.dpo_train_rows} / "
             f"{dataset.report.export.dpo_eval_rows} |\n| train loss | {metrics.train.train_loss} |"
         ),
         description="What the retrain flow made",
