@@ -6,7 +6,9 @@ or a module of your own) holding everything it does its own way: its settings se
 settings to its TRL config, its trainer, its curves and headline metrics, the files a job on
 another machine must be shipped, and the splits a window of generations combines for it.
 Nothing else in the project names an objective: the training program, the settings, the
-command line, submission, archives and lineage all ask this registry.
+command line, submission, archives and lineage all ask this registry. (The built dataset's
+folders keep the names datasets have always had, ``dpo/``, ``sft/``, ``kto/``: that is the
+dataset's format, in ``filenames.py``, which objectives read by kind.)
 
     from agir_retrain.tasks.objectives import register
     from agir_retrain.tasks.training.objective import TrlObjective
@@ -14,8 +16,9 @@ command line, submission, archives and lineage all ask this registry.
     agir-retrain train dataset --objective mine --set 'objective_plugins=[my_pkg.mine:OBJECTIVE]'
 
 The built-in objectives are named below by import path and loaded on first use, as plugins
-are: the registry sits with the settings (a foundation), the objectives with the training
-stage, and neither imports the other at module level.
+are: the registry sits with the settings (a foundation, which validate each objective's
+section), the objectives with the training stage, whose modules it imports only when first
+asked.
 """
 
 from __future__ import annotations
