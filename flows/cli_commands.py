@@ -31,8 +31,12 @@ import typer
 from pydantic import BaseModel
 
 from agir_retrain.flows.cli_app import ConfigOption, SetOption, friendly_errors
-from agir_retrain.tasks.settings.loader import field_description, field_type, load_config
-from agir_retrain.tasks.settings.loader import parse_set_pairs as _parse_set_pairs
+from agir_retrain.tasks.settings.loader import (
+    field_description,
+    field_type,
+    load_config,
+    parse_set_pairs,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +93,7 @@ class SettingsCommand:
         values = {key: value for key, value in values.items() if value not in (None, [])}
         if self.adjust is not None:
             values = self.adjust(values)
-        return values | _parse_set_pairs(pairs or [])
+        return values | parse_set_pairs(pairs or [])
 
     def load(
         self, config: Any = None, given: dict[str, Any] | None = None, pairs: Any = None

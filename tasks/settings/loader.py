@@ -160,12 +160,14 @@ def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[st
     known = set(leaf_keys(model)) | set(section_keys(model))
     found: dict[str, tuple[str, Any]] = {}
     unknown: list[str] = []
+    every: frozenset[str] | None = None  # every command's keys, made once when first needed
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         if key not in known:
-            if key not in _keys_of_every_command(environ):
+            every = every if every is not None else _keys_of_every_command(environ)
+            if key not in every:
                 unknown.append(name)
             continue  # another command's setting
         found[key] = (name, _yaml_value(raw))
