@@ -101,14 +101,7 @@ class Dpo(TrlObjective):
 
     def load_data(self, config: TrainConfig) -> TrainingData:
         """The checked preference rows and eval rows (one format per file)."""
-        files = self.data_files(config)
-        train = load_rows(files.train)
-        evaluation = load_rows(files.eval, allow_empty=True) if files.eval else []
-        return TrainingData(files=files, train=train, eval=evaluation)
-
-    def reference(self, config: TrainConfig) -> str:
-        """``dpo.reference``."""
-        return self.section(config).reference
+        return self.read_split(config, load_rows)
 
     def own_arguments(
         self, config: TrainConfig, section: Any, train_rows: Sequence[dict[str, Any]]

@@ -9,6 +9,7 @@ the desirable one is set in the middle of that band for the actual counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt
@@ -96,22 +97,14 @@ class Kto(TrlObjective):
 
     def load_data(self, config: TrainConfig) -> TrainingData:
         """The checked labelled rows (both labels needed) and eval rows, if any."""
-        files = self.data_files(config)
-        train = load_completion_rows(files.train, labelled=True)
-        labels = {row["label"] for row in train}
+        data = self.read_split(config, partial(load_completion_rows, labelled=True))
+        labels = {row["label"] for row in data.train}
         if len(labels) < 2:
             raise DatasetError(
-                f"{files.train}: every row is labelled {labels.pop()}; KTO needs desirable and "
-                "undesirable rows"
+                f"{data.files.train}: every row is labelled {labels.pop()}; KTO needs desirable "
+                "and undesirable rows"
             )
-        evaluation = (
-            load_completion_rows(files.eval, labelled=True, allow_empty=True) if files.eval else []
-        )
-        return TrainingData(files=files, train=train, eval=evaluation)
-
-    def reference(self, config: TrainConfig) -> str:
-        """``kto.reference``."""
-        return self.section(config).reference
+        return data
 
     def own_arguments(
         self, config: TrainConfig, section: Any, train_rows: Sequence[dict[str, Any]]

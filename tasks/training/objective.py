@@ -17,7 +17,7 @@ and building the trainer itself, is written once, here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from agir_retrain.tasks.objectives import (
@@ -78,16 +78,23 @@ class TrlObjective:
         return self.file_settings(config)
 
     def load_data(self, config: TrainConfig) -> TrainingData:
-        """Read and check its rows; subclasses say how."""
+        """Read and check its rows; subclasses say how (``read_split``, mostly)."""
         raise NotImplementedError
+
+    def read_split(self, config: TrainConfig, read: Callable[..., list[Any]]) -> TrainingData:
+        """Its files' rows, each file read and checked by ``read(path, allow_empty=...)``."""
+        files = self.data_files(config)
+        train = read(files.train)
+        evaluation = read(files.eval, allow_empty=True) if files.eval else []
+        return TrainingData(files=files, train=train, eval=evaluation)
 
     def max_length(self, config: TrainConfig) -> int:
         """Tokens each row is fitted to: its section's ``max_length``."""
         return self.section(config).max_length
 
     def reference(self, config: TrainConfig) -> str:
-        """What the policy is compared with; ``none`` unless the objective has a reference."""
-        return "none"
+        """What the policy is compared with: its section's ``reference``, else ``none``."""
+        return getattr(self.section(config), "reference", "none")
 
     # -- the TRL config and trainer --------------------------------------------------------
 

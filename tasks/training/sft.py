@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -94,11 +95,9 @@ class Sft(TrlObjective):
 
     def load_data(self, config: TrainConfig) -> TrainingData:
         """The checked training rows (rehearsal mixed in) and eval rows."""
-        files = self.data_files(config)
-        train = load_completion_rows(files.train)
-        evaluation = load_completion_rows(files.eval, allow_empty=True) if files.eval else []
-        section = self.section(config)
-        for rehearsal in (file.path for file in files.extra if file.key == REHEARSAL_KEY):
+        data = self.read_split(config, load_completion_rows)
+        section, train = self.section(config), data.train
+        for rehearsal in (file.path for file in data.files.extra if file.key == REHEARSAL_KEY):
             mixed = mix_rehearsal(
                 train, rehearsal_rows(rehearsal), section.rehearsal_share, section.seed
             )
@@ -106,7 +105,7 @@ class Sft(TrlObjective):
                 "rehearsal: %d general rows mixed into %d", len(mixed) - len(train), len(train)
             )
             train = mixed
-        return TrainingData(files=files, train=train, eval=evaluation)
+        return replace(data, train=train)
 
     def own_arguments(
         self, config: TrainConfig, section: Any, train_rows: Sequence[dict[str, Any]]

@@ -48,10 +48,7 @@ class Toy(TrlObjective):
 
     def load_data(self, config: TrainConfig) -> TrainingData:
         """The completion rows of its split, and the eval rows beside them."""
-        files = self.data_files(config)
-        train = load_completion_rows(files.train)
-        evaluation = load_completion_rows(files.eval, allow_empty=True) if files.eval else []
-        return TrainingData(files=files, train=train, eval=evaluation)
+        return self.read_split(config, load_completion_rows)
 
     def own_arguments(
         self, config: TrainConfig, section: Any, train_rows: Sequence[dict[str, Any]]
