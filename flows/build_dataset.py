@@ -1,11 +1,12 @@
-"""The build-dataset flow: run files in; runs, pairs, DPO and KTO files out.
+"""The build-dataset flow: run files in; runs, pairs and the training files out.
 
     agir-retrain dataset corpus/runs --out dataset --base-model builtin:tiny
 
 1. plan: expand the inputs and cut them into content-addressed shards;
 2. fan out one task per shard on Ray: read, validate, score, pair (reused when unchanged);
 3. garble the first-try pairs' rejected sides on a Ray actor pool holding the base model;
-4. assemble the tables, export DPO and KTO JSONL, and publish the report.
+4. assemble the tables, export the training files (preference, completion and labelled
+   JSONL), and publish the report.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _timed(timing: dict[str, float], stage: str) -> Iterator[None]:
 
 @flow(name="build-dataset", task_runner=ray_task_runner(None, None))
 def build_dataset(config: BuildDatasetConfig) -> BuildDatasetResult:
-    """Build DPO and KTO data from AGIR run files (see the module docstring)."""
+    """Build the training data from AGIR run files (see the module docstring)."""
     logger = get_run_logger()
     timing: dict[str, float] = {}
     work_dir = config.resolved_work_dir()

@@ -7,30 +7,38 @@ Every setting can also come from ``--config FILE.yaml``, ``AGIR_*`` environment
 variables, or ``--set key=value``; flags win over the environment, which wins over
 the file. ``agir-retrain config show COMMAND`` prints the effective settings.
 
-The commands live in ``flows/cli_*.py``, each adding its own to the one ``app``;
-importing a module here is what registers its commands.
+The commands are declared in ``flows/cli_*.py`` (a ``SettingsCommand`` each, or a plain
+function) and listed here, in the order ``--help`` shows them: adding a command is one
+entry in ``COMMANDS``.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from agir_retrain.flows.cli_app import app
-
-# Each module adds its commands to ``app`` when imported; --help lists them in this order.
-COMMAND_MODULES = (
-    "cli_data",
-    "cli_collect",
-    "cli_train",
-    "cli_evaluate",
-    "cli_compare",
-    "cli_improve",
-    "cli_config",
+from agir_retrain.flows import (
+    cli_collect,
+    cli_compare,
+    cli_data,
+    cli_evaluate,
+    cli_improve,
+    cli_train,
 )
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"agir_retrain.flows.{_name}")
+from agir_retrain.flows.cli_app import app
+from agir_retrain.flows.cli_commands import register
+from agir_retrain.flows.cli_config import config_app
 
-__all__ = ["COMMAND_MODULES", "app", "main"]
+COMMANDS = (
+    *cli_data.COMMANDS,
+    *cli_collect.COMMANDS,
+    *cli_train.COMMANDS,
+    *cli_evaluate.COMMANDS,
+    *cli_compare.COMMANDS,
+    *cli_improve.COMMANDS,
+)
+for _command in COMMANDS:
+    register(app, _command)
+app.add_typer(config_app(COMMANDS), name="config")
+
+__all__ = ["COMMANDS", "app", "main"]
 
 
 def main() -> None:

@@ -1,7 +1,6 @@
-"""The one ``agir-retrain`` typer app and what its commands share: options, overrides, errors.
+"""The one ``agir-retrain`` typer app and what its commands share: options, errors, output.
 
-Each ``flows/cli_*.py`` module adds its commands to ``app``; ``flows/cli.py`` imports
-them all and is the entry point.
+``flows/cli.py`` registers every command on ``app`` and is the entry point.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from agir_retrain.tasks.errors import AgirError
-from agir_retrain.tasks.settings.loader import parse_set_pairs
 
 app = typer.Typer(
-    help="Turn AGIR agent runs into DPO preference data and train a QLoRA DPO adapter on it.",
+    help="Turn AGIR agent runs into training data, train a QLoRA adapter on it, judge it in a sandbox.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -119,12 +117,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def printable(text: str) -> str:
     """Text safe to print through rich: markup escaped, terminal control codes shown as ``\\xNN``."""
     return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
-
-
-def overrides(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
-    """Collect flags (None = not given) and ``--set key=value`` pairs into dotted overrides."""
-    found = {key.replace("__", "."): value for key, value in flags.items()}
-    return found | parse_set_pairs(pairs or [])
 
 
 def _terminated(signum: int, _frame: Any) -> None:

@@ -2,60 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
 from rich.console import Console
 from rich.table import Table
 
-from agir_retrain.flows.cli_app import ConfigOption, SetOption, app, friendly_errors, overrides
+from agir_retrain.flows.cli_commands import Flag, SettingsCommand, flow_runner
 from agir_retrain.tasks.settings.compare import CompareConfig
-from agir_retrain.tasks.settings.loader import field_description as describe
-from agir_retrain.tasks.settings.loader import load_config
 
 
-@app.command()
-@friendly_errors
-def compare(
-    dataset: Annotated[str, typer.Argument(help=describe(CompareConfig, "dataset"))],
-    objective: Annotated[
-        list[str] | None,
-        typer.Option("--objective", help=describe(CompareConfig, "objectives") + " Repeatable."),
-    ] = None,
-    base_model: Annotated[
-        str | None, typer.Option(help=describe(CompareConfig, "base_model"))
-    ] = None,
-    out: Annotated[str | None, typer.Option(help=describe(CompareConfig, "out"))] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help=describe(CompareConfig, "max_steps"))
-    ] = None,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-) -> None:
-    """Train each objective, evaluate base and adapters on the same held-out tasks, one table."""
-    loaded = load_config(
-        CompareConfig,
-        config,
-        overrides(
-            set_,
-            dataset=dataset,
-            objectives=objective or None,
-            base_model=base_model,
-            out=out,
-            max_steps=max_steps,
-        ),
-    )
-    from agir_retrain.flows.runtime import prefect_api
+def print_compare(_settings: CompareConfig, result) -> None:  # type: ignore[no-untyped-def]
+    """The table of the comparison: quality with intervals, then the training cost."""
+    from agir_retrain.tasks.evaluation.metrics import format_interval
 
-    with prefect_api():
-        from agir_retrain.flows.compare import compare as compare_flow
-
-        result = compare_flow(loaded.config)
     table = Table(title=f"compare -> {result.out}")
     for name in ("model", "pass@1", "freed share", "damage rate", "steps", "train time"):
         table.add_column(name, justify="left" if name == "model" else "right")
-    from agir_retrain.tasks.evaluation.metrics import format_interval
-
     for row in result.rows:
         table.add_row(
             row.model,
@@ -69,11 +29,16 @@ def compare(
     Console().print(table)
 
 
-def _register_config() -> None:
-    """Let `agir-retrain config show compare` print these settings."""
-    from agir_retrain.flows.cli_config import CONFIGS
+COMPARE = SettingsCommand(
+    name="compare",
+    settings=CompareConfig,
+    flags=(
+        Flag(key="dataset", argument=True), Flag(key="objectives", name="objective", repeat=True),
+        Flag(key="base_model"), Flag(key="out"), Flag(key="max_steps"),
+    ),
+    run=flow_runner("agir_retrain.flows.compare:compare"),
+    show=print_compare,
+    help="Train each objective, evaluate base and adapters on the same held-out tasks, one table.",
+)  # fmt: skip
 
-    CONFIGS.setdefault("compare", CompareConfig)
-
-
-_register_config()
+COMMANDS = (COMPARE,)

@@ -7,90 +7,49 @@ from typing import Annotated, Literal
 
 import typer
 
-from agir_retrain.flows.cli_app import (
-    ConfigOption,
-    SetOption,
-    app,
-    console,
-    friendly_errors,
-    overrides,
-    printable,
-)
+from agir_retrain.flows.cli_app import console, printable
+from agir_retrain.flows.cli_commands import Flag, SettingsCommand, flow_runner
 from agir_retrain.flows.cli_output import print_build_report, print_report, progress
-from agir_retrain.tasks.settings.loader import field_description as describe
-from agir_retrain.tasks.settings.loader import load_config
-from agir_retrain.tasks.settings.models import BuildDatasetConfig, IngestConfig
+from agir_retrain.tasks.settings.build import BuildDatasetConfig, IngestConfig
 
 
-@app.command()
-@friendly_errors
-def ingest(
-    inputs: Annotated[list[str], typer.Argument(help=describe(IngestConfig, "inputs"))],
-    out: Annotated[str | None, typer.Option(help=describe(IngestConfig, "out"))] = None,
-    workers: Annotated[int | None, typer.Option(help=describe(IngestConfig, "workers"))] = None,
-    shard_bytes: Annotated[
-        int | None, typer.Option(help=describe(IngestConfig, "shard_bytes"))
-    ] = None,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-) -> None:
-    """Read, validate, score and pair run files: runs, scored, pairs, quarantine, report."""
-    loaded = load_config(
-        IngestConfig,
-        config,
-        overrides(set_, inputs=inputs or None, out=out, workers=workers, shard_bytes=shard_bytes),
-    )
-    settings = loaded.config
+def run_ingest(settings: IngestConfig) -> None:
+    """Read, validate, score and pair run files with a progress bar; print the report."""
     _ingest_with_progress(settings)
 
 
-@app.command()
-@friendly_errors
-def dataset(
-    inputs: Annotated[list[str], typer.Argument(help=describe(BuildDatasetConfig, "inputs"))],
-    out: Annotated[str | None, typer.Option(help=describe(BuildDatasetConfig, "out"))] = None,
-    base_model: Annotated[
-        str | None, typer.Option(help=describe(BuildDatasetConfig, "base_model"))
-    ] = None,
-    work_dir: Annotated[
-        str | None, typer.Option(help=describe(BuildDatasetConfig, "work_dir"))
-    ] = None,
-    ray_address: Annotated[
-        str | None, typer.Option(help=describe(BuildDatasetConfig, "ray_address"))
-    ] = None,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-) -> None:
-    """Build DPO and KTO data: shards on Ray, garbling on a Ray actor pool, Prefect flow."""
-    loaded = load_config(
-        BuildDatasetConfig,
-        config,
-        overrides(
-            set_,
-            inputs=inputs or None,
-            out=out,
-            base_model=base_model,
-            work_dir=work_dir,
-            ray_address=ray_address,
-        ),
-    )
-    result = run_build_dataset(loaded.config)
-    print_build_report(result.report, result.out)
+INGEST = SettingsCommand(
+    name="ingest",
+    settings=IngestConfig,
+    flags=(Flag(key="inputs", argument=True), Flag(key="out"), Flag(key="workers"), Flag(key="shard_bytes")),
+    run=run_ingest,
+    help="Read, validate, score and pair run files: runs, scored, pairs, quarantine, report.",
+)  # fmt: skip
+
+DATASET = SettingsCommand(
+    name="dataset",
+    settings=BuildDatasetConfig,
+    flags=(
+        Flag(key="inputs", argument=True), Flag(key="out"), Flag(key="base_model"),
+        Flag(key="work_dir"), Flag(key="ray_address"),
+    ),
+    run=flow_runner(
+        "agir_retrain.flows.build_dataset:build_dataset",
+        task_runner=lambda settings: ray_runner(settings.ray_address, settings.ray_num_cpus),
+    ),
+    show=lambda _settings, result: print_build_report(result.report, result.out),
+    help="Build the training files (pairs, completions, labelled completions): shards on Ray, "
+    "garbling on a Ray actor pool, Prefect flow.",
+)  # fmt: skip
 
 
-def run_build_dataset(settings: BuildDatasetConfig):
-    """Run the build-dataset flow on the configured (or a local) Prefect API and Ray."""
-    from agir_retrain.flows.runtime import prefect_api, ray_task_runner
+def ray_runner(address: str | None, num_cpus: int | None):  # type: ignore[no-untyped-def]
+    """Prefect's task runner on Ray (``flows/runtime.py``), imported only when a flow runs."""
+    from agir_retrain.flows.runtime import ray_task_runner
 
-    with prefect_api():
-        from agir_retrain.flows.build_dataset import build_dataset
-
-        runner = ray_task_runner(settings.ray_address, settings.ray_num_cpus)
-        return build_dataset.with_options(task_runner=runner)(settings)
+    return ray_task_runner(address, num_cpus)
 
 
-@app.command()
-@friendly_errors
 def synth(
     out: Annotated[Path, typer.Option(help="Folder for the corpus and its ground_truth.json.")],
     runs: Annotated[int, typer.Option(help="Copy strategy agents (runs) to write, in all.")] = 200,
@@ -148,3 +107,6 @@ def _ingest_with_progress(settings: IngestConfig) -> None:
     finally:
         bar.stop()
     print_report(report, settings.out)
+
+
+COMMANDS = (INGEST, DATASET, synth)

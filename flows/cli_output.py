@@ -39,7 +39,7 @@ def print_retrain(result: Any) -> None:
     table = Table(title="what was made", show_header=True)
     table.add_column("what")
     table.add_column("where", overflow="fold")
-    table.add_row("dataset (DPO, KTO, tables, report)", result.dataset)
+    table.add_row("dataset (training files, tables, report)", result.dataset)
     table.add_row("adapter, metrics, curves, model card", result.adapter)
     table.add_row("archive (verified)", result.archive)
     if getattr(result, "evaluation", None) is not None:
@@ -51,12 +51,14 @@ def print_retrain(result: Any) -> None:
 
 
 def print_build_report(report: BuildReport, out: str) -> None:
-    """Print the build report's rows, then where the DPO and KTO files are."""
+    """Print the build report's rows, then where the training files are."""
     from agir_retrain.tasks.dataset.build_report import build_rows
+    from agir_retrain.tasks.filenames import LABELLED_TRAIN, PREFERENCE_EVAL, PREFERENCE_TRAIN
 
     print_rows(build_rows(report), title=f"dataset -> {out}", value_header="count")
     Console().print(
-        f"DPO files: {out}/dpo/train.jsonl, {out}/dpo/eval.jsonl; KTO: {out}/kto/train.jsonl"
+        f"preference files: {out}/{PREFERENCE_TRAIN}, {out}/{PREFERENCE_EVAL}; "
+        f"labelled: {out}/{LABELLED_TRAIN}"
     )
 
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from agir_retrain.flows.progress import StageProgress
 from agir_retrain.tasks.agent.collect import collect, collect_tasks, plan_runs
 from agir_retrain.tasks.agent.episodes import LocalEpisodes
 from agir_retrain.tasks.agent.reference import reference_policy
 from agir_retrain.tasks.agent.report import CollectReport
 from agir_retrain.tasks.evaluation.sampling import SampleRequest, SamplerSpec, plan_sample_batches
 from agir_retrain.tasks.io import join, write_json_atomic
+from agir_retrain.tasks.prefect_tasks import StageProgress
 from agir_retrain.tasks.settings.collect import CollectConfig
 
 REPORT_FILE = "collect_report.json"

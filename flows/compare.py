@@ -1,8 +1,9 @@
 """The compare flow: one dataset, one base model, an adapter per objective, one yardstick.
 
-    agir-retrain compare dataset --objective dpo --objective sft --max-steps 50 --out compare
+    agir-retrain compare dataset --objective NAME --objective OTHER --max-steps 50 --out compare
 
-1. train: each chosen objective in turn, through the configured backend (``flows/train``);
+1. train: each chosen objective in turn, through the configured backend (the ``train`` flow,
+   as a subflow run named ``train-<objective>``, with its metrics and curves as artifacts);
 2. evaluate: the base and every adapter on the dataset's held-out tasks and scenarios (the
    evaluate flow, as a subflow: the same tasks, samples and sandbox for every model);
 3. report: ``compare.json``, ``compare.md``, ``compare.png`` (pass@1, freed share, damage
@@ -14,15 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from agir_retrain.tasks.filenames import COMPARE_JSON, COMPARE_MD, COMPARE_PNG
 from agir_retrain.tasks.io import join, write_bytes_atomic
 from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.compare import CompareConfig
-from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training.compare import (
     CompareRow,
     compare_json,
@@ -30,7 +29,7 @@ from agir_retrain.tasks.training.compare import (
     compare_png,
     compare_rows,
 )
-from agir_retrain.tasks.training.metrics import TrainingMetrics, read_metrics
+from agir_retrain.tasks.training.metrics import TrainingMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,27 +40,18 @@ class CompareResult:
     rows: list[CompareRow]
 
 
-@task(name="train-objective", cache_policy=NO_CACHE, timeout_seconds=24 * 3600)
-def train_objective(config: TrainConfig) -> TrainingMetrics:
-    """Train one objective on the configured backend and read its metrics back."""
-    from agir_retrain.flows.train import submit
-
-    logger = get_run_logger()
-    result = submit(config, on_line=logger.info)
-    return read_metrics(join(result.out, "metrics.json"))
-
-
 @flow(name="compare")
 def compare(config: CompareConfig) -> CompareResult:
     """Train each objective, evaluate base and adapters alike, write the table (see above)."""
     from agir_retrain.flows.evaluate import evaluate
+    from agir_retrain.flows.train import train
 
     logger = get_run_logger()
     trained: dict[str, TrainingMetrics] = {}
     adapters: dict[str, str] = {}
     for objective in config.objectives:
         settings = config.train_config(objective)
-        trained[objective] = train_objective.with_options(name=f"train-{objective}")(settings)
+        trained[objective] = train.with_options(flow_run_name=f"train-{objective}")(settings)
         adapters[objective] = settings.out
         logger.info("%s: %d steps", objective, trained[objective].train.global_step)
     evaluation = evaluate(config.evaluate_config(adapters))

@@ -15,30 +15,22 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from agir_retrain.flows.progress import StageProgress
-from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask
-from agir_retrain.tasks.evaluation.completions import write_completions
-from agir_retrain.tasks.evaluation.episodes import run_groups_locally
 from agir_retrain.tasks.evaluation.metrics import EvalReport, report_markdown
-from agir_retrain.tasks.evaluation.stages import (
-    given_completions,
-    make_tasks,
-    model_order,
-    prepare_episodes,
-    summarise,
+from agir_retrain.tasks.evaluation.stages import model_order, uses_ray
+from agir_retrain.tasks.prefect_tasks import (
+    make_tasks_task,
+    read_completions_task,
+    run_episodes_task,
+    sample_completions_task,
+    write_report_task,
 )
-from agir_retrain.tasks.filenames import COMPLETIONS_FILE
-from agir_retrain.tasks.io import join
-from agir_retrain.tasks.prefect_tasks import transient
 from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 
@@ -49,15 +41,6 @@ class EvaluateResult:
 
     out: str
     report: EvalReport
-
-
-def uses_ray(config: EvaluateConfig) -> bool:
-    """Whether Ray runs this evaluation: sampling here, a cluster named, or RAY_ADDRESS set."""
-    return (
-        config.completions is None
-        or config.ray_address is not None
-        or bool(os.environ.get("RAY_ADDRESS"))
-    )
 
 
 @contextmanager
@@ -72,58 +55,6 @@ def _ray(config: EvaluateConfig) -> Iterator[None]:
         yield
 
 
-# No cache policy: inputs are thousands of completions, and hashing them buys nothing here.
-make_tasks_task = task(name="make-tasks", cache_policy=NO_CACHE, timeout_seconds=3600)(make_tasks)
-read_completions_task = task(name="read-completions", cache_policy=NO_CACHE, timeout_seconds=3600)(
-    given_completions
-)
-
-
-@task(
-    name="sample-completions",
-    retries=1,
-    retry_condition_fn=transient,
-    cache_policy=NO_CACHE,
-    timeout_seconds=24 * 3600,
-)
-def sample_completions(config: EvaluateConfig, tasks: Sequence[EvalTask]) -> list[Completion]:
-    """Sample k completions per task from the base and each adapter on the Ray actor pool."""
-    from agir_retrain.tasks.evaluation.sampling import (
-        SamplerSpec,
-        plan_sample_batches,
-        sample_requests,
-    )
-    from agir_retrain.tasks.ray_pool import sample_on_actor_pool
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
-
-    spec = SamplerSpec.from_config(config, resolve_model(config.base_model))
-    requests = sample_requests(tasks, config.model_labels(), config.samples)
-    batches = plan_sample_batches(requests, config.sampling.batch_size)
-    with StageProgress("sampling", len(requests), "evaluate-sampling", "completions") as bar:
-        completions = sample_on_actor_pool(batches, spec, config.sampling.actors, bar.advance)
-    write_completions(join(config.out, COMPLETIONS_FILE), completions)
-    return completions
-
-
-@task(name="run-episodes", cache_policy=NO_CACHE, timeout_seconds=24 * 3600)
-def run_episodes(
-    config: EvaluateConfig, tasks: Sequence[EvalTask], completions: Sequence[Completion]
-) -> list[Episode]:
-    """Run every completion's episode, one group per task, on Ray or local processes."""
-    groups = prepare_episodes(config, tasks, completions)
-    with StageProgress("episodes", len(completions), "evaluate-episodes", "episodes") as bar:
-        if uses_ray(config):
-            from agir_retrain.tasks.ray_pool import run_episode_groups_on_ray
-
-            return run_episode_groups_on_ray(groups, config.environment, bar.advance)
-        return run_groups_locally(groups, config.environment, config.workers, bar.advance)
-
-
-write_report_task = task(name="write-report", cache_policy=NO_CACHE, timeout_seconds=3600)(
-    summarise
-)
-
-
 @flow(name="evaluate")
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Evaluate models on sandboxed disk-cleanup tasks (see the module docstring)."""
@@ -134,9 +65,9 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         if config.completions is not None:
             completions = read_completions_task(config, tasks)
         else:
-            completions = sample_completions(config, tasks)
+            completions = sample_completions_task(config, tasks)
         logger.info("%d completions", len(completions))
-        episodes = run_episodes(config, tasks, completions)
+        episodes = run_episodes_task(config, tasks, completions)
     report, png = write_report_task(config, episodes, model_order(config, completions))
     create_markdown_artifact(
         key="evaluate-report",

@@ -29,12 +29,11 @@ from prefect.artifacts import create_markdown_artifact
 from agir_retrain.flows.build_dataset import build_dataset
 from agir_retrain.flows.collect import collect_flow
 from agir_retrain.flows.evaluate import evaluate
-from agir_retrain.flows.progress import StageProgress
 from agir_retrain.flows.train import train
 from agir_retrain.tasks.agent.heldout import heldout_tasks
 from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.evaluation.completions import read_completions, write_completions
-from agir_retrain.tasks.evaluation.tasks import read_tasks, write_tasks
+from agir_retrain.tasks.evaluation.eval_tasks import read_tasks, write_tasks
 from agir_retrain.tasks.improve import plan
 from agir_retrain.tasks.improve.assemble import (
     ImproveResult,
@@ -43,6 +42,7 @@ from agir_retrain.tasks.improve.assemble import (
     publish_report,
 )
 from agir_retrain.tasks.io import exists, join
+from agir_retrain.tasks.prefect_tasks import StageProgress
 from agir_retrain.tasks.rendering import markdown_image
 from agir_retrain.tasks.settings.improve import ImproveConfig
 

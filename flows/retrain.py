@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from agir_retrain.flows.build_dataset import build_dataset
@@ -21,10 +21,9 @@ from agir_retrain.flows.evaluate import EvaluateResult, evaluate
 from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.flows.train import train
 from agir_retrain.tasks.dataset.build_report import BuildReport
-from agir_retrain.tasks.delivery.archive import ArchiveError, create_archive, verify_archive
-from agir_retrain.tasks.delivery.remote import download_folder
-from agir_retrain.tasks.io import is_url, join
-from agir_retrain.tasks.prefect_tasks import transient
+from agir_retrain.tasks.delivery.remote import local_copy
+from agir_retrain.tasks.io import join
+from agir_retrain.tasks.prefect_tasks import archive_adapter_task
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.models import RetrainConfig
 from agir_retrain.tasks.training.metrics import TrainingMetrics
@@ -42,25 +41,6 @@ class RetrainResult:
     evaluation: EvaluateResult | None = None  # when the config's `evaluate` is on
 
 
-@task(
-    name="archive-adapter",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=transient,  # a manifest mismatch is permanent; storage hiccups are not
-    timeout_seconds=3600,
-)
-def archive_adapter(adapter: str, target: str, dataset: str) -> str:
-    """Archive the adapter (with the dataset's hash and report) and check the archive."""
-    with tempfile.TemporaryDirectory(prefix="agir-archive-") as scratch:
-        adapter_dir = _local(adapter, Path(scratch) / "adapter")
-        dataset_dir = _local(dataset, Path(scratch) / "dataset") if dataset else None
-        location = create_archive(adapter_dir, target, dataset=dataset_dir)
-    result = verify_archive(location)
-    if not result.ok:
-        raise ArchiveError(f"{location} does not match its manifest: {'; '.join(result.problems)}")
-    return location
-
-
 def evaluate_adapter(config: RetrainConfig) -> EvaluateResult:
     """Evaluate the base and the new adapter on the held-out runs (the evaluate flow, nested).
 
@@ -69,19 +49,11 @@ def evaluate_adapter(config: RetrainConfig) -> EvaluateResult:
     with tempfile.TemporaryDirectory(prefix="agir-eval-") as scratch:
         settings = config.evaluation
         if not settings.adapters:  # the adapter just trained, from wherever it was written
-            adapter = _local(config.train.out, Path(scratch) / "adapter")
+            adapter = local_copy(config.train.out, Path(scratch) / "adapter")
             settings = EvaluateConfig.model_validate(
                 settings.model_dump() | {"adapters": [f"adapter={adapter}"]}
             )
         return evaluate(settings)
-
-
-def _local(location: str, scratch: Path) -> Path:
-    """A local folder holding a location's files (downloaded when it is a URL)."""
-    if not is_url(location):
-        return Path(location)
-    download_folder(location, scratch)
-    return scratch
 
 
 @flow(name="retrain")
@@ -90,10 +62,12 @@ def retrain(config: RetrainConfig) -> RetrainResult:
     logger = get_run_logger()
     runner = ray_task_runner(config.build.ray_address, config.build.ray_num_cpus)
     dataset = build_dataset.with_options(task_runner=runner)(config.build)
-    logger.info("dataset at %s: %d DPO rows", dataset.out, dataset.report.export.dpo_train_rows)
+    logger.info(
+        "dataset at %s: %d preference rows", dataset.out, dataset.report.export.dpo_train_rows
+    )
     metrics = train(config.train)
     evaluation = evaluate_adapter(config) if config.evaluate else None
-    location = archive_adapter(
+    location = archive_adapter_task(
         config.train.out, config.archive_to or join(config.out, "archives"), config.build.out
     )
     logger.info("archive at %s", location)
@@ -108,7 +82,7 @@ def retrain(config: RetrainConfig) -> RetrainResult:
         key="retrain-summary",
         markdown=(
             f"| what | where |\n|---|---|\n| dataset | `{dataset.out}` |\n| adapter | `{config.train.out}` |\n"
-            f"| archive | `{location}` |\n| DPO rows (train / eval) | {dataset.report.export.dpo_train_rows} / "
+            f"| archive | `{location}` |\n| preference rows (train / eval) | {dataset.report.export.dpo_train_rows} / "
             f"{dataset.report.export.dpo_eval_rows} |\n| train loss | {metrics.train.train_loss} |"
         ),
         description="What the retrain flow made",

@@ -12,7 +12,6 @@ outputs fetched back into ``out``).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,10 @@ from agir_retrain.tasks.delivery.submit import JobResult, submit_docker, submit_
 from agir_retrain.tasks.errors import ConfigError, SubmitError
 from agir_retrain.tasks.filenames import METRICS_FILE
 from agir_retrain.tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.objectives import objective
 from agir_retrain.tasks.rendering import markdown_image, markdown_table
-from agir_retrain.tasks.settings.models import SubmitSettings, TrainConfig
+from agir_retrain.tasks.settings.submit import SubmitSettings
+from agir_retrain.tasks.settings.train import TrainConfig
 from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_rows
 
 Backend = Callable[[TrainConfig, Callable[[str], None] | None], JobResult]
@@ -63,10 +64,9 @@ def train(config: TrainConfig) -> TrainingMetrics:
     return metrics
 
 
-def objective_curves(objective: str) -> tuple[str, ...]:
-    """The curve files an objective's training writes (its module's ``CURVES``)."""
-    module = importlib.import_module(f"agir_retrain.tasks.training.{objective}")
-    return tuple(curve.file for curve in module.CURVES)
+def objective_curves(name: str) -> tuple[str, ...]:
+    """The curve files an objective's training writes (its ``curves``)."""
+    return tuple(curve.file for curve in objective(name).curves)
 
 
 def submit(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:

@@ -12,12 +12,15 @@ GARBLE_REQUESTS_FILE = "garble_requests.parquet"
 QUARANTINE_FILE = "quarantine.jsonl"
 REPORT_FILE = "report.json"
 
-# Training files the dataset flow exports, split by run.
-DPO_TRAIN = "dpo/train.jsonl"
-DPO_EVAL = "dpo/eval.jsonl"
-SFT_TRAIN = "sft/train.jsonl"
-SFT_EVAL = "sft/eval.jsonl"
-KTO_TRAIN = "kto/train.jsonl"
+# Training files the dataset flow exports, split by run, named by what their rows are (TRL's
+# dataset types). Each objective says which of them it reads (``splits``); the folders keep
+# the names datasets have always had.
+PREFERENCE_TRAIN = "dpo/train.jsonl"  # prompt, chosen, rejected
+PREFERENCE_EVAL = "dpo/eval.jsonl"
+COMPLETION_TRAIN = "sft/train.jsonl"  # prompt, completion (the records that freed space)
+COMPLETION_EVAL = "sft/eval.jsonl"
+LABELLED_TRAIN = "kto/train.jsonl"  # prompt, completion, label (unpaired preference)
+LABELLED_EVAL = "kto/eval.jsonl"  # not exported; read when a user supplies one
 
 # A training run's outputs (the curves are named by each objective's module).
 ADAPTER_FILE = "adapter_model.safetensors"

@@ -18,31 +18,41 @@ from pydantic import BaseModel, ValidationError
 from agir_retrain.tasks.errors import ConfigError, DatasetError
 from agir_retrain.tasks.filenames import (
     ADAPTER_FILE,
-    DPO_EVAL,
-    DPO_TRAIN,
     EVAL_JSON,
     GENERATION_FILE,
-    KTO_TRAIN,
     LINEAGE_FILE,
-    SFT_EVAL,
-    SFT_TRAIN,
 )
 from agir_retrain.tasks.io import join, sha256_file, write_bytes_atomic
+from agir_retrain.tasks.objectives import ORIGINAL, dataset_splits, objective
 from agir_retrain.tasks.settings.generations import Lineage, Producer, RecordedEvaluation
 
-# The training files of a dataset folder, each with its split; the flat layout of older
-# datasets (train.jsonl, eval.jsonl) is DPO's.
-TRAINING_FILES = (DPO_TRAIN, DPO_EVAL, SFT_TRAIN, SFT_EVAL, KTO_TRAIN)
-FLAT_FILES = {"train.jsonl": DPO_TRAIN, "eval.jsonl": DPO_EVAL}
 MAX_LINEAGE_BYTES = 16 << 20  # lineage lists generations; megabytes of it is not lineage
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
+def training_file_names() -> tuple[str, ...]:
+    """Every file of a built dataset some registered objective reads (its splits), in order."""
+    names: list[str] = []
+    for split in dataset_splits():
+        names += [name for name in (split.train, split.eval) if name and name not in names]
+    return tuple(names)
+
+
+def eval_files() -> dict[str, str]:
+    """Each eval file of the registered objectives' splits, and the training file beside it."""
+    return {split.eval: split.train for split in dataset_splits() if split.eval}
+
+
 def training_files(dataset: Path) -> dict[str, Path]:
-    """The training files a dataset folder holds, by their name in the dataset layout."""
-    found = {name: dataset / name for name in TRAINING_FILES if (dataset / name).is_file()}
-    for flat, name in FLAT_FILES.items():
-        if name not in found and (dataset / flat).is_file():
+    """The training files a dataset folder holds, by their name in the dataset layout.
+
+    The flat layout of older datasets (``train.jsonl``, ``eval.jsonl`` at the top) is read
+    as the original objective's split.
+    """
+    found = {name: dataset / name for name in training_file_names() if (dataset / name).is_file()}
+    original = objective(ORIGINAL).splits[0]
+    for flat, name in (("train.jsonl", original.train), ("eval.jsonl", original.eval)):
+        if name and name not in found and (dataset / flat).is_file():
             found[name] = dataset / flat
     return found
 

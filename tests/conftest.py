@@ -170,3 +170,22 @@ def ingest_with_stand_ins():
         return folder
 
     return build
+
+
+@pytest.fixture
+def toy_objective(monkeypatch):
+    """The toy objective of ``tests/plugins`` (defined outside the package), importable here
+    and in the processes this test starts; it is registered only where the settings name it
+    (``objective_plugins``) or a test registers it, and unregistered afterwards."""
+    from agir_retrain.tasks import objectives
+
+    folder = Path(__file__).parent / "plugins"
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    )
+    import toy_objective
+
+    yield toy_objective
+    if "toy" in objectives.objectives():
+        objectives.unregister("toy")

@@ -1,6 +1,7 @@
-"""The house's picture stays true: no stage imports a later one, and only the edges import
-Prefect or Ray (ARCHITECTURE.md). Imports are read from the source (lazy ones included),
-so a shortcut taken inside a function is caught too.
+"""The house's picture stays true: no stage imports a later one, only the edges import
+Prefect or Ray, and every Prefect task is declared at the edge (docs/architecture.md).
+Imports are read from the source (lazy ones included), so a shortcut taken inside a
+function is caught too.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ ALLOWED_STAGES: dict[str, set[str]] = {
     "improve": {"agent", "environment", "evaluation", "dataset", "runs", "training"},
 }
 EDGES = {"prefect_tasks", "ray_pool"}
-# The training program runs outside any flow (under accelerate), so GRPO reaches Ray for its
-# episodes through the edge itself; no other stage may.
-STAGES_USING_EDGES = {"training": {"ray_pool"}}
+# Episodes fan out on Ray or local processes through one chooser (evaluation/episodes.py),
+# which the training program also uses outside any flow (under accelerate, for an execution
+# reward): those two stages reach Ray through the edge itself; no other stage may.
+STAGES_USING_EDGES = {"training": {"ray_pool"}, "evaluation": {"ray_pool"}}
 ORCHESTRATORS = {"prefect", "prefect_ray", "ray"}
 
 
@@ -101,6 +103,15 @@ def test_only_the_edges_import_prefect_or_ray(path: Path) -> None:
     assert not orchestration, f"only prefect_tasks.py and ray_pool.py may import {orchestration}"
 
 
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "flows").glob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_flows_declare_no_prefect_task(path: Path) -> None:
+    """Every Prefect task is declared in tasks/prefect_tasks.py, around a plain function."""
+    declared = {m for m in _imports(path) if m in {"prefect.task", "prefect.tasks.task"}}
+    assert not declared, f"declare the task in tasks/prefect_tasks.py, not here: {declared}"
+
+
 def test_the_checks_catch_a_violation(tmp_path: Path) -> None:
     """The rules are not vacuous: a runs module importing a later stage or Prefect is caught."""
     assert _place("agir_retrain.tasks.dataset.build") not in {"foundation", "runs"}
@@ -109,8 +120,9 @@ def test_the_checks_catch_a_violation(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(
         "def f():\n    import prefect\n    from agir_retrain.tasks.dataset import build\n"
+        "    from prefect import task\n"
     )
-    assert {"prefect", "agir_retrain.tasks.dataset"} <= _imports(probe)
+    assert {"prefect", "agir_retrain.tasks.dataset", "prefect.task"} <= _imports(probe)
 
 
 def test_no_module_passes_the_size_limit() -> None:

@@ -58,7 +58,8 @@ def train_once(
     plan: Plan, model: Path, *, quantize: bool, mode: str, max_length: int
 ) -> dict[str, Any]:
     """Train ``plan.steps`` DPO steps in one reference mode; peak memory and tokens/s."""
-    from agir_retrain.tasks.settings.models import DpoSettings, TrainConfig
+    from agir_retrain.tasks.settings.models import TrainConfig
+    from agir_retrain.tasks.training.dpo import DpoSettings
     from agir_retrain.tasks.training.program import prepare
 
     data = write_dpo_data(plan, max_length, rows=plan.steps + 1)
@@ -69,8 +70,8 @@ def train_once(
         base_model=str(model),
         out=str(out),
         quantize=quantize,
-        reference=mode,
         dpo=DpoSettings(
+            reference=mode,
             max_steps=plan.steps,
             batch_size=1,
             gradient_accumulation=1,

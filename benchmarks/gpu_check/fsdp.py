@@ -41,8 +41,9 @@ def fsdp_train(plan: Plan, model: Path, out: Path, log: Path) -> float:
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
         "--num_processes", "1", "--main_process_port", "29517",
-        "-m", "agir_retrain.tasks.training", "--dataset", str(data), "--base-model", str(model),
-        "--out", str(out), "--set", "dpo.max_steps=2", "--set", "dpo.batch_size=1",
+        "-m", "agir_retrain.tasks.training", "--set", f"dataset={data}",
+        "--set", f"base_model={model}", "--set", f"out={out}",
+        "--set", "dpo.max_steps=2", "--set", "dpo.batch_size=1",
         "--set", "dpo.gradient_accumulation=1", "--set", "dpo.max_length=512",
         "--set", "dpo.save_steps=1000000",
     ]  # fmt: skip

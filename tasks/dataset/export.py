@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from agir_retrain.tasks.filenames import (
-    DPO_EVAL,
-    DPO_TRAIN,
-    KTO_TRAIN,
+    LABELLED_TRAIN,
     PAIRS_FILE,
+    PREFERENCE_EVAL,
+    PREFERENCE_TRAIN,
     RUNS_FILE,
     SCORED_FILE,
 )
@@ -246,7 +246,7 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
         schema={"run_id": pl.String, "split": pl.String},  # no pairs: an empty, typed frame
     )
     deduped = deduped.join(splits, on="run_id", how="left", maintain_order="left")
-    for split, path in (("train", DPO_TRAIN), ("eval", DPO_EVAL)):
+    for split, path in (("train", PREFERENCE_TRAIN), ("eval", PREFERENCE_EVAL)):
         part = deduped.filter(pl.col("split") == split).select(DPO_COLUMNS)
         write_ndjson(part, join(out, path))
         setattr(report, f"dpo_{split}_rows", part.height)
@@ -256,7 +256,7 @@ def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportRep
 
         export_sft(folder, out, settings, report)
     if settings.kto:
-        _export_kto(runs, join(folder, SCORED_FILE), join(out, KTO_TRAIN), report)
+        _export_kto(runs, join(folder, SCORED_FILE), join(out, LABELLED_TRAIN), report)
     log.info(
         "exported %d train and %d eval DPO rows (%d duplicates dropped), %d KTO rows",
         report.dpo_train_rows, report.dpo_eval_rows, report.duplicates_dropped, report.kto_rows,

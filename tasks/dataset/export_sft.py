@@ -18,7 +18,7 @@ from agir_retrain.tasks.dataset.export import (
     split_of,
     write_ndjson,
 )
-from agir_retrain.tasks.filenames import RUNS_FILE, SCORED_FILE, SFT_EVAL, SFT_TRAIN
+from agir_retrain.tasks.filenames import COMPLETION_EVAL, COMPLETION_TRAIN, RUNS_FILE, SCORED_FILE
 from agir_retrain.tasks.io import join
 from agir_retrain.tasks.records import RunClass
 from agir_retrain.tasks.settings.models import ExportSettings
@@ -64,7 +64,7 @@ def export_sft(folder: str, out: str, settings: ExportSettings, report: ExportRe
         schema={"run_id": pl.String, "split": pl.String},
     )
     rows = rows.join(splits, on="run_id", how="left", maintain_order="left")
-    for split, path in (("train", SFT_TRAIN), ("eval", SFT_EVAL)):
+    for split, path in (("train", COMPLETION_TRAIN), ("eval", COMPLETION_EVAL)):
         part = rows.filter(pl.col("split") == split).select(SFT_COLUMNS)
         write_ndjson(part, join(out, path))
         setattr(report, f"sft_{split}_rows", part.height)

@@ -25,6 +25,7 @@ import io
 import posixpath
 import subprocess
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from agir_retrain.tasks.filenames import (
 )
 from agir_retrain.tasks.io import atomic_output, is_url, join, local_path, sha256_file
 from agir_retrain.tasks.lineage import read_lineage
+from agir_retrain.tasks.objectives import ORIGINAL
 from agir_retrain.tasks.settings.generations import Lineage
 
 ADAPTER = ADAPTER_FILE
@@ -132,14 +134,14 @@ def _show(name: str) -> str:
     return name if name.isprintable() else ascii(name)
 
 
-def dataset_hash(dataset: Path, objective: str = "dpo") -> str | None:
+def dataset_hash(dataset: Path, objective: str = ORIGINAL) -> str | None:
     """sha256 over the split an objective trains on (each file's name and content hash), if present.
 
-    The files are the objective's own (``training/inputs.py``): an SFT adapter's archive
-    carries the hash of ``sft/``, not of the DPO pairs it never read.
+    The files are the objective's own (``training/job_files.py``): an adapter's archive
+    carries the hash of the split it read, not of another objective's it never read.
     """
-    from agir_retrain.tasks.settings.models import TrainConfig
-    from agir_retrain.tasks.training.inputs import job_inputs
+    from agir_retrain.tasks.settings.train import TrainConfig
+    from agir_retrain.tasks.training.job_files import job_inputs
 
     try:
         inputs = job_inputs(TrainConfig(dataset=str(dataset), objective=objective))
@@ -192,6 +194,20 @@ def _training_files(training_out: Path) -> dict[str, Path]:
     return files
 
 
+def archive_verified(adapter: str, target: str, dataset: str | None) -> str:
+    """Archive a training output folder (local or a URL), then check the archive against it."""
+    from agir_retrain.tasks.delivery.remote import local_copy
+
+    with tempfile.TemporaryDirectory(prefix="agir-archive-") as scratch:
+        adapter_dir = local_copy(adapter, Path(scratch) / "adapter")
+        dataset_dir = local_copy(dataset, Path(scratch) / "dataset") if dataset else None
+        location = create_archive(adapter_dir, target, dataset=dataset_dir)
+    result = verify_archive(location)
+    if not result.ok:
+        raise ArchiveError(f"{location} does not match its manifest: {'; '.join(result.problems)}")
+    return location
+
+
 def create_archive(training_out: Path, target: str, *, dataset: Path | None = None) -> str:
     """Write the archive of a training output folder; return where it is.
 
@@ -200,7 +216,7 @@ def create_archive(training_out: Path, target: str, *, dataset: Path | None = No
     """
     files = _training_files(training_out)
     metrics = orjson.loads(files[METRICS_FILE].read_bytes()) if METRICS_FILE in files else {}
-    dataset_sha = dataset_hash(dataset, metrics.get("objective") or "dpo") if dataset else None
+    dataset_sha = dataset_hash(dataset, metrics.get("objective") or ORIGINAL) if dataset else None
     if dataset and (dataset / REPORT_FILE).is_file():
         files[f"dataset/{REPORT_FILE}"] = dataset / REPORT_FILE
     lineage = read_lineage(training_out)

@@ -11,7 +11,7 @@ reached (an air-gapped host, or this one), ``ensure_base_image()`` makes a base 
   put in that interpreter's own site-packages, without agir-retrain (the image gets the
   project from its build context); every pin of ``container/constraints.txt`` must be
   installed here, so the image's ``pip install`` needs no network;
-- ``/usr/bin/python3`` and its standard library: GRPO's bwrap sandbox runs episodes with
+- ``/usr/bin/python3`` and its standard library: the bwrap sandbox runs a job's episodes with
   it, from ``/usr``, as on the host;
 - the shell and tools the Dockerfile, the entry point and the sandbox use (``useradd``,
   ``bwrap``, ``unshare``, ``mount``, ``prlimit``, coreutils, ...), the ELF libraries all of the above load, and a

@@ -7,7 +7,7 @@ some, its mounts, and its environment; its log is streamed as it runs. Its pid 1
 init (``--init``) that reaps orphans. It is confined: never root (the caller's uid, or
 ``DEFAULT_USER`` when the caller is root), no network unless the job asks, no
 capabilities, no privilege gain, and memory and process limits.
-A job that runs bubblewrap jails itself (GRPO's episodes) asks for ``nested_sandbox`` and
+A job that runs bubblewrap jails itself (episodes of an execution reward) asks for ``nested_sandbox`` and
 gets exactly what bwrap needs on top, nothing more (``NESTED_SANDBOX_OPTIONS``). Before
 anything starts, every read-only mount must be readable by the job's user. Whether the job
 succeeds, fails or runs past its deadline, the container is removed, and so is whatever
@@ -76,7 +76,7 @@ class DockerJob:
     shm_size: str | None = "8g"  # /dev/shm, which torch's workers and NCCL use
     user: str | None = None  # uid:gid; None: the caller's, or DEFAULT_USER for root
     timeout_s: float = 24 * 3600
-    # The job runs bubblewrap jails (GRPO episodes with the bwrap sandbox): it may make
+    # The job runs bubblewrap jails (episodes with the bwrap sandbox): it may make
     # unprivileged user namespaces and mount a fresh /proc (see NESTED_SANDBOX_OPTIONS)
     nested_sandbox: bool = False
     # docker run --init: a minimal init is pid 1 and reaps orphans, so none piles up as a

@@ -1,8 +1,8 @@
 """Shared storage for jobs that run on another machine: ship the dataset there, fetch outputs back.
 
 A job on a Prefect GPU work pool cannot see this machine's folders. Before it runs, the
-files it reads (its objective's training and eval files, SFT's rehearsal file, GRPO's
-scenario files: ``training/inputs.py``; nothing else of the dataset folder) are
+files it reads (its objective's training and eval files and the files its own settings
+name: ``training/job_files.py``; nothing else of the dataset folder) are
 uploaded to ``<shared>/dataset/``, and the job is given a config that names them there; its outputs go to ``<shared>/out`` (or to ``out`` when that is already
 a URL) and are downloaded into ``out`` afterwards. ``shared`` is an fsspec URL
 (``s3://...``) or a ``file://`` folder on a filesystem both machines mount.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.io import copy_file_atomic, is_url, join, local_path
-from agir_retrain.tasks.settings.models import TrainConfig
+from agir_retrain.tasks.settings.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,14 @@ def download_folder(source: str, target: Path) -> None:
         fs.get_file(remote, str(local))
 
 
+def local_copy(location: str, scratch: Path) -> Path:
+    """A local folder holding a location's files (downloaded into ``scratch`` when a URL)."""
+    if not is_url(location):
+        return Path(location)
+    download_folder(location, scratch)
+    return scratch
+
+
 def shared_job_folder(config: TrainConfig) -> str:
     """A fresh folder for one job under ``submit.shared_storage``."""
     if not config.submit.shared_storage:
@@ -77,7 +85,7 @@ def shared_job_folder(config: TrainConfig) -> str:
 
 def needs_shared_storage(config: TrainConfig) -> bool:
     """Whether a job elsewhere needs ``submit.shared_storage``: a local file to read, or a local out."""
-    from agir_retrain.tasks.training.inputs import local_settings
+    from agir_retrain.tasks.training.job_files import local_settings
 
     return bool(local_settings(config)) or not is_url(config.out)
 
@@ -85,13 +93,13 @@ def needs_shared_storage(config: TrainConfig) -> bool:
 def remote_config(config: TrainConfig, shared: str | None) -> TrainConfig:
     """The config a remote job runs: its input files (uploaded here if local) and out in shared storage.
 
-    Every file the objective reads (``job_inputs``: the split, the eval file, SFT's
-    rehearsal file, GRPO's scenario files) is uploaded to ``<shared>/dataset/<name>``
+    Every file the objective reads (``job_inputs``: its split, the eval file, the files its
+    own settings name) is uploaded to ``<shared>/dataset/<name>``
     and the settings naming it are rewritten to the copy. ``shared`` is this job's
     folder in shared storage (``shared_job_folder``); None is allowed only when every
     file the job reads, and ``out``, already is a URL.
     """
-    from agir_retrain.tasks.training.inputs import job_inputs, local_settings, relocated
+    from agir_retrain.tasks.training.job_files import job_inputs, local_settings, relocated
 
     local = local_settings(config)
     if shared is None and (local or not is_url(config.out)):

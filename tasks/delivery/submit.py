@@ -38,7 +38,8 @@ from agir_retrain.tasks.delivery.package_data import (
 from agir_retrain.tasks.delivery.remote import upload_folder
 from agir_retrain.tasks.errors import ConfigError, SubmitError
 from agir_retrain.tasks.io import is_url, local_path
-from agir_retrain.tasks.settings.models import LaunchSettings, TrainConfig
+from agir_retrain.tasks.settings.submit import LaunchSettings
+from agir_retrain.tasks.settings.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +167,14 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
 def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, object]]:
     """What a docker job mounts (only the files it reads) and the settings that name them inside.
 
-    Every file the objective reads (``job_inputs``: the split, the eval file, SFT's
-    rehearsal file, GRPO's scenario files) is mounted on its own, read-only, at
+    Every file the objective reads (``job_inputs``: its split, the eval file, the files its
+    own settings name) is mounted on its own, read-only, at
     ``/data/<name>``; a local base model folder at ``/model``; ``out`` read-write at
     ``/out``. The second value is the settings update (``config.model_copy(update=...)``)
     naming them inside. A hub id is fetched inside, which needs ``submit.network``.
     """
     from agir_retrain.tasks.synth.tiny_model import resolve_model
-    from agir_retrain.tasks.training.inputs import job_inputs, relocated
+    from agir_retrain.tasks.training.job_files import job_inputs, relocated
 
     if is_url(config.out) or is_url(config.dataset) or is_url(config.eval_dataset or ""):
         raise ConfigError("the docker backend mounts local files: give a local dataset and out")
@@ -205,19 +206,16 @@ def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, obj
 def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = None) -> JobResult:
     """Train in the GPU image on the Docker engine: inputs read-only, outputs in ``out``.
 
-    GRPO's episodes run in bwrap jails inside the job, which then gets what bwrap needs
-    (``DockerJob.nested_sandbox``); the docker sandbox cannot run there (no engine inside).
+    An objective whose job runs sandboxed programs itself (episodes in bwrap jails) gets
+    what bwrap needs in the container (``DockerJob.nested_sandbox``); the objective refuses
+    at once what cannot run there (``check_backend``).
     """
     from agir_retrain.tasks.filenames import CONFIG_FILE
+    from agir_retrain.tasks.objectives import objective
     from agir_retrain.tasks.training.outputs import write_config
 
-    grpo = config.objective == "grpo"
-    if grpo and config.grpo.environment.backend != "bwrap":
-        raise ConfigError(
-            f"grpo.environment.backend={config.grpo.environment.backend!r} cannot run inside a "
-            "docker job (no Docker engine there): use grpo.environment.backend=bwrap, or "
-            "submit.backend=local"
-        )
+    chosen = objective(config.objective)
+    chosen.check_backend(config, "docker")
     mounts, inside = docker_mounts(config)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     write_config(config.model_copy(update=inside), Path(config.out) / CONFIG_FILE)
@@ -244,7 +242,7 @@ def submit_docker(config: TrainConfig, on_line: Callable[[str], None] | None = N
             shm_size=settings.shm_size,
             user=settings.container_user,
             timeout_s=settings.timeout_s,
-            nested_sandbox=grpo,
+            nested_sandbox=chosen.nested_sandbox(config),
         )
         result = run_docker_job(job, on_line)
     return JobResult(returncode=result.returncode, out=config.out, log_tail=result.log_tail)

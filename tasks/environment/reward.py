@@ -1,26 +1,17 @@
-"""The reward of one episode, for GRPO: the share of junk freed, minus penalties."""
+"""The reward of one episode, for training on executions: the share of junk freed, minus penalties."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from agir_retrain.tasks.environment.contract import Episode, StoppedBy
+from agir_retrain.tasks.settings.environment import RewardSettings
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RewardWeights:
-    """How much damage and a program that did not run cost, in units of freed share."""
-
-    damage_penalty: float = 1.0
-    not_ran_penalty: float = 0.5
-
-
-def lowest_reward(weights: RewardWeights) -> float:
+def lowest_reward(weights: RewardSettings) -> float:
     """The least any episode can earn: nothing freed, damage, and a program that did not run."""
     return -weights.damage_penalty - weights.not_ran_penalty
 
 
-def episode_reward(episode: Episode, weights: RewardWeights) -> float | None:
+def episode_reward(episode: Episode, weights: RewardSettings) -> float | None:
     """``freed_share - damage_penalty * damaged - not_ran_penalty * (no code or exit != 0)``.
 
     An unmeasurable episode earns the lowest reward; a harness failure (the sandbox could

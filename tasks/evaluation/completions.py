@@ -17,8 +17,8 @@ from agir_retrain.tasks.evaluation.jsonl import (
     line_error,
     require,
     require_int,
-    write_jsonl,
 )
+from agir_retrain.tasks.jsonl import write_jsonl
 
 COMPLETION_KEYS = ("task_id", "model", "sample", "completion")
 MAX_SAMPLE = (1 << 31) - 1  # sample numbers are stored as 64-bit integers; no model needs more

@@ -35,21 +35,34 @@ class EpisodeGroup:
     completions: tuple[Completion, ...]
 
 
-def resolve_scenarios(
-    tasks: Sequence[EvalTask], base_dir: str | None = None
-) -> dict[str, Scenario]:
-    """Load every scenario the tasks name, once each.
+def resolve_scenarios(names: Iterable[str], base_dir: str | None = None) -> dict[str, Scenario]:
+    """Load every scenario named (a profile, a file, or a file at a URL), once each.
 
     A relative path is looked up beside the tasks file (``base_dir``) first, then in
     the working folder, so a tasks file and its scenario files travel together.
     """
     loaded: dict[str, Scenario] = {}
-    for ref in sorted({t.scenario for t in tasks}):
+    for ref in sorted(set(names)):
         candidate = ref
         if base_dir and not os.path.isabs(ref) and (Path(base_dir) / ref).is_file():
             candidate = str(Path(base_dir) / ref)
-        loaded[ref] = load_scenario(candidate)
+        loaded[ref] = load_scenario_at(candidate)
     return loaded
+
+
+def load_scenario_at(name: str) -> Scenario:
+    """A built-in profile or a scenario file, local or at a URL (a copy in shared storage)."""
+    from agir_retrain.tasks.environment.scenario import ScenarioError, parse_scenario
+    from agir_retrain.tasks.io import is_url, read_bytes
+    from agir_retrain.tasks.jsonl import json_loads
+
+    if not is_url(name):
+        return load_scenario(name)
+    try:
+        data = json_loads()(read_bytes(name))
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"{name}: not readable as JSON: {exc}") from exc
+    return parse_scenario(data, name)
 
 
 def episode_groups(
@@ -115,3 +128,19 @@ def run_groups_locally(
             if on_done:
                 on_done(len(futures[future].completions))
     return sort_episodes(episodes)
+
+
+def run_groups(
+    groups: Sequence[EpisodeGroup],
+    settings: EnvironmentSettings,
+    *,
+    use_ray: bool,
+    workers: int,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Episode]:
+    """Run the groups as Ray tasks (``use_ray``) or on local processes; canonical order."""
+    if use_ray:
+        from agir_retrain.tasks.ray_pool import run_episode_groups_on_ray
+
+        return run_episode_groups_on_ray(groups, settings, on_done)
+    return run_groups_locally(groups, settings, workers, on_done)

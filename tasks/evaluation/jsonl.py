@@ -1,13 +1,12 @@
-"""JSON Lines in and out: one object a line, each bad line named by file and line number."""
+"""The evaluation's input errors, and the checks its files' lines share (one reader: tasks/jsonl.py)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from agir_retrain.tasks.errors import AgirError
-from agir_retrain.tasks.io import read_bytes, write_bytes_atomic
+from agir_retrain.tasks.jsonl import line_problem, read_jsonl
 
 
 class EvalInputError(AgirError):
@@ -16,7 +15,7 @@ class EvalInputError(AgirError):
 
 def line_error(path: str, line: int, problem: str) -> EvalInputError:
     """An error naming the file and line, on one line."""
-    return EvalInputError(f"{path}:{line}: {' '.join(problem.split())}")
+    return EvalInputError(line_problem(path, line, problem))
 
 
 def iter_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -25,45 +24,7 @@ def iter_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     Raises:
         EvalInputError: the file is missing, or a line is not JSON or not an object.
     """
-    try:
-        data = read_bytes(path)
-    except FileNotFoundError as error:
-        raise EvalInputError(f"{path}: no such file") from error
-    loads = json_loads()
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            value = loads(raw)
-        except ValueError as error:  # orjson's JSONDecodeError is one
-            raise line_error(path, number, f"not valid JSON ({error})") from error
-        if not isinstance(value, dict):
-            raise line_error(path, number, f"expected a JSON object, got {type(value).__name__}")
-        yield number, value
-
-
-def json_loads() -> Callable[[bytes], Any]:
-    """orjson's ``loads``, or the standard library's where orjson is absent.
-
-    GRPO reads tasks files and scenarios on GPU machines that have no orjson; there NaN
-    and Infinity are refused too, as orjson would.
-    """
-    try:
-        import orjson
-    except ImportError:
-        return lambda raw: json.loads(raw, parse_constant=_refuse_constant)
-    return orjson.loads
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
-    """Write objects one a line (keys in the order given), atomically."""
-    import orjson  # here: the reading side must work without it (see json_loads)
-
-    write_bytes_atomic(path, b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return read_jsonl(path, EvalInputError)
 
 
 def require(

@@ -1,13 +1,14 @@
 """The stages of an evaluation as plain functions: tasks, completions, episodes, report.
 
-``flows/evaluate.py`` runs them as Prefect tasks; each can be called from a REPL.
+``flows/evaluate.py`` runs them as Prefect tasks (``tasks/prefect_tasks.py``); each can be
+called from a REPL.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask
 from agir_retrain.tasks.environment.episode import sandbox_for
@@ -18,14 +19,15 @@ from agir_retrain.tasks.evaluation.episodes import (
     EpisodeGroup,
     episode_groups,
     resolve_scenarios,
+    run_groups,
 )
-from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
-from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
-from agir_retrain.tasks.evaluation.tasks import (
+from agir_retrain.tasks.evaluation.eval_tasks import (
     read_tasks,
     tasks_from_dataset,
     write_tasks,
 )
+from agir_retrain.tasks.evaluation.metrics import EvalReport, compute_report
+from agir_retrain.tasks.evaluation.report import episodes_frame, write_report
 from agir_retrain.tasks.filenames import COMPLETIONS_FILE, TASKS_FILE
 from agir_retrain.tasks.io import is_url, join
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
@@ -70,7 +72,7 @@ def check_inputs(config: EvaluateConfig) -> None:
     if env.backend == "bwrap" and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
         sandbox_for(env)
     tasks = all_tasks(config, describe=False)
-    resolve_scenarios(tasks, tasks_dir(config))
+    resolve_scenarios((t.scenario for t in tasks), tasks_dir(config))
     if config.completions is not None:
         read_completions(config.completions, {t.task_id for t in tasks})
 
@@ -93,11 +95,64 @@ def given_completions(config: EvaluateConfig, tasks: Sequence[EvalTask]) -> list
     return completions
 
 
+def uses_ray(config: EvaluateConfig) -> bool:
+    """Whether Ray runs this evaluation: sampling here, a cluster named, or RAY_ADDRESS set."""
+    return (
+        config.completions is None
+        or config.ray_address is not None
+        or bool(os.environ.get("RAY_ADDRESS"))
+    )
+
+
+def sample_completions(
+    config: EvaluateConfig,
+    tasks: Sequence[EvalTask],
+    base: str,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Completion]:
+    """Sample k completions per task from the base (resolved: a folder or hub id) and each
+    adapter on a Ray actor pool.
+
+    Written to ``out/completions.jsonl``; ``on_done`` hears how many each batch finished.
+    Ray must be up (``ray_pool.ray_session``).
+    """
+    from agir_retrain.tasks.evaluation.sampling import (
+        SamplerSpec,
+        plan_sample_batches,
+        sample_requests,
+    )
+    from agir_retrain.tasks.ray_pool import sample_on_actor_pool
+
+    spec = SamplerSpec.from_config(config, base)
+    requests = sample_requests(tasks, config.model_labels(), config.samples)
+    batches = plan_sample_batches(requests, config.sampling.batch_size)
+    completions = sample_on_actor_pool(batches, spec, config.sampling.actors, on_done)
+    write_completions(join(config.out, COMPLETIONS_FILE), completions)
+    return completions
+
+
+def run_episodes(
+    config: EvaluateConfig,
+    tasks: Sequence[EvalTask],
+    completions: Sequence[Completion],
+    on_done: Callable[[int], None] | None = None,
+) -> list[Episode]:
+    """Run every completion's episode, one group per task, on Ray or local processes."""
+    groups = prepare_episodes(config, tasks, completions)
+    return run_groups(
+        groups,
+        config.environment,
+        use_ray=uses_ray(config),
+        workers=config.workers,
+        on_done=on_done,
+    )
+
+
 def prepare_episodes(
     config: EvaluateConfig, tasks: Sequence[EvalTask], completions: Sequence[Completion]
 ) -> list[EpisodeGroup]:
     """Load the tasks' scenarios (failing early on a bad one) and group completions by task."""
-    scenarios = resolve_scenarios(tasks, tasks_dir(config))
+    scenarios = resolve_scenarios((t.scenario for t in tasks), tasks_dir(config))
     groups = episode_groups(tasks, completions, scenarios)
     log.info("%d episodes over %d tasks", len(completions), len(groups))
     return groups

@@ -12,17 +12,16 @@ from dataclasses import dataclass
 import orjson
 
 from agir_retrain.tasks.evaluation.eval_json import report_from_json
-from agir_retrain.tasks.filenames import DPO_TRAIN, KTO_TRAIN, SFT_TRAIN
 from agir_retrain.tasks.improve import plan
 from agir_retrain.tasks.improve.layout import ADAPTER_METRICS, COLLECT_REPORT, EVAL_REPORT
 from agir_retrain.tasks.improve.report import ImproveReport, generation_rows, plot_png
 from agir_retrain.tasks.improve.report import report_markdown as improve_markdown
 from agir_retrain.tasks.io import exists, join, read_bytes, write_bytes_atomic, write_json_atomic
+from agir_retrain.tasks.objectives import objective
 from agir_retrain.tasks.settings.improve import ImproveConfig
 
 IMPROVE_JSON, IMPROVE_MD, IMPROVE_PNG = "improve.json", "improve.md", "improve.png"
 CARD_SECTION = "## Generations"
-_TRAIN_FILES = {"sft": SFT_TRAIN, "dpo": DPO_TRAIN, "kto": KTO_TRAIN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +32,14 @@ class ImproveResult:
     report: ImproveReport
 
 
-def objective_rows(objective: str, dataset: str) -> int:
-    """Rows a dataset holds for ``objective`` to train on (GRPO trains on tasks: never 0)."""
-    name = _TRAIN_FILES.get(objective)
-    if name is None:
-        return 1
-    location = join(dataset, name)
-    if not exists(location):
-        return 0
-    return sum(1 for line in read_bytes(location).splitlines() if line.strip())
+def objective_rows(name: str, dataset: str) -> int:
+    """Rows a dataset holds in the training files the objective ``name`` reads."""
+    rows = 0
+    for split in objective(name).splits:
+        location = join(dataset, split.train)
+        if exists(location):
+            rows += sum(1 for line in read_bytes(location).splitlines() if line.strip())
+    return rows
 
 
 def assemble_report(config: ImproveConfig, evaluated: int, stopped: str | None) -> ImproveResult:

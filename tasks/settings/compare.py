@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import Field, PositiveInt, model_validator
 
-from pydantic import Field, PositiveInt
-
+from agir_retrain.tasks.objectives import BUILTIN
 from agir_retrain.tasks.settings.base import Section
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.train import TrainConfig
@@ -15,7 +14,8 @@ class CompareConfig(Section):
     """One dataset, one base model: an adapter per objective, all evaluated on the same tasks."""
 
     dataset: str = Field(
-        "dataset", description="A folder the dataset flow wrote (dpo/, sft/, kto/, runs.parquet)."
+        "dataset",
+        description="A folder the dataset flow wrote (each objective's split, runs.parquet).",
     )
     base_model: str = Field(
         "builtin:tiny", description="Base model: a local folder, a hub id, or builtin:tiny."
@@ -25,10 +25,11 @@ class CompareConfig(Section):
         description="Output folder: <objective>/ (each adapter), eval/ (the evaluation), "
         "compare.json, compare.md, compare.png.",
     )
-    objectives: list[Literal["dpo", "sft", "kto", "grpo"]] = Field(
-        default_factory=lambda: ["dpo", "sft", "kto", "grpo"],
+    objectives: list[str] = Field(
+        default_factory=lambda: list(BUILTIN),
         min_length=1,
-        description="The objectives to train and compare, in the table's order.",
+        description="The objectives to train and compare, in the table's order; by default "
+        "every built-in one.",
     )
     max_steps: PositiveInt | None = Field(
         None, description="Optimizer steps of every objective; None keeps each section's own."
@@ -44,11 +45,21 @@ class CompareConfig(Section):
         "the comparison).",
     )
 
+    @model_validator(mode="after")
+    def _registered(self) -> CompareConfig:
+        """After ``train``, whose ``objective_plugins`` may register the objectives named."""
+        from agir_retrain.tasks.objectives import names
+
+        unknown = [name for name in self.objectives if name not in names()]
+        if unknown:
+            raise ValueError(
+                f"objectives: no objective {unknown}; choose from {', '.join(names())} "
+                "(an objective of your own: name its module in train.objective_plugins)"
+            )
+        return self
+
     def train_config(self, objective: str) -> TrainConfig:
         """The training settings of one objective."""
-        section = getattr(self.train, objective)
-        if self.max_steps is not None:
-            section = section.model_copy(update={"max_steps": self.max_steps})
         return self.train.model_copy(
             update={
                 "dataset": self.dataset,
@@ -56,7 +67,7 @@ class CompareConfig(Section):
                 "objective": objective,
                 "out": f"{self.out.rstrip('/')}/{objective}",
                 "eval_dataset": None,
-                objective: section,
+                "max_steps": self.max_steps or self.train.max_steps,
             }
         )
 

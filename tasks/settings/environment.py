@@ -1,6 +1,6 @@
 """Settings of the disk-cleanup environment: which sandbox, its limits, the episode clock.
 
-A section, not a command: ``evaluate`` and GRPO nest it. Frozen, unknown keys rejected, and
+A section, not a command: ``evaluate`` and training on executions nest it. Frozen, unknown keys rejected, and
 ``Field(description=...)`` is each setting's only help text, as in the other settings.
 """
 
@@ -55,7 +55,7 @@ class LimitsSettings(Section):
 
 
 class RewardSettings(Section):
-    """Weights of an episode's reward (GRPO): freed share minus penalties."""
+    """Weights of an episode's reward (training on executions): freed share minus penalties."""
 
     damage_penalty: float = Field(
         1.0, ge=0, description="Subtracted when any protected file was deleted or changed."
@@ -115,5 +115,5 @@ class EnvironmentSettings(Section):
         "harness: not the program's doing) is run again before it is recorded as such.",
     )
     reward: RewardSettings = Field(
-        default_factory=RewardSettings, description="Reward weights (GRPO)."
+        default_factory=RewardSettings, description="Reward weights (training on executions)."
     )

@@ -47,8 +47,8 @@ class EvaluateConfig(Section):
 
     dataset: str | None = Field(
         None,
-        description="A built dataset folder (runs.parquet, dpo/eval.jsonl): tasks are its "
-        "held-out runs' code prompts. Give this or tasks.",
+        description="A built dataset folder (runs.parquet and its preference eval split): tasks "
+        "are its held-out runs' code prompts. Give this or tasks.",
     )
     tasks: str | None = Field(
         None, description="A tasks.jsonl file (the contract's format). Give this or dataset."

@@ -4,15 +4,14 @@ Each command has one pydantic model (``IngestConfig``, ``BuildDatasetConfig``,
 ``TrainConfig``, ``RetrainConfig``, ...; see ``tasks/settings/models.py``). ``load_config``
 merges the layers, validates once, and remembers where each value came from so
 ``agir-retrain config show`` can say. Environment variables are read here and
-nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAIN__DPO__BETA=0.2`` sets
-``train.dpo.beta`` of ``retrain`` (``__`` separates nesting levels). A variable that
+nowhere else: ``AGIR_OUT=/data`` sets ``out``, ``AGIR_TRAIN__LORA__R=8`` sets
+``train.lora.r`` of ``retrain`` (``__`` separates nesting levels). A variable that
 names no setting of any command is an error, as a misspelt YAML key is; one that names
 another command's setting is left to that command.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,18 +58,18 @@ def load_config(
     """
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    if yaml_path is not None:
-        for key, value in _flatten(_read_yaml(yaml_path)).items():
-            _set(merged, key, value)
-            sources[key] = f"file:{yaml_path}"
-    for key, (name, value) in _env_settings(
-        model, os.environ if environ is None else environ
-    ).items():
+    environ = os.environ if environ is None else environ
+    file_values = _flatten(_read_yaml(yaml_path)) if yaml_path is not None else {}
+    flag_values = {key: value for key, value in (flags or {}).items() if value is not None}
+    # Settings that register more settings (objective plugins) act before keys are known.
+    _prepare(model, [flag_values, _raw_env(environ), file_values])
+    for key, value in file_values.items():
+        _set(merged, key, value)
+        sources[key] = f"file:{yaml_path}"
+    for key, (name, value) in _env_settings(model, environ).items():
         _set(merged, key, value)
         sources[key] = f"env:{name}"
-    for key, value in (flags or {}).items():
-        if value is None:
-            continue
+    for key, value in flag_values.items():
         _set(merged, key, value)
         sources[key] = "flag"
     try:
@@ -113,6 +112,45 @@ def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[leaf] = value
 
 
+def _prepare(model: type[BaseModel], layers: list[dict[str, Any]], prefix: str = "") -> None:
+    """Let each model (and nested section) act on its raw values before validation.
+
+    ``prepare_settings(lookup)``, where a model has it, reads a setting by key (relative to
+    the model) from the first layer that gives it; ``TrainConfig`` registers the
+    objectives its ``objective_plugins`` name, whose sections are then known settings.
+    """
+    hook = getattr(model, "prepare_settings", None)
+    if hook is not None:
+
+        def lookup(key: str) -> Any:
+            for layer in layers:
+                if prefix + key in layer:
+                    return layer[prefix + key]
+            return None
+
+        hook(lookup)
+    for name, (annotation, _help) in setting_fields(model).items():
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _prepare(annotation, layers, f"{prefix}{name}.")
+
+
+def _raw_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every ``AGIR_*`` variable by dotted key, its value read as YAML (not yet checked)."""
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX) and name not in OTHER_VARIABLES:
+            found[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = _yaml_value(raw)
+    return found
+
+
+def _yaml_value(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw) if raw else raw
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, dict) else value
+
+
 def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
     """Settings from ``AGIR_*`` variables; values are parsed as YAML scalars or lists.
 
@@ -122,19 +160,17 @@ def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[st
     known = set(leaf_keys(model)) | set(section_keys(model))
     found: dict[str, tuple[str, Any]] = {}
     unknown: list[str] = []
+    every: frozenset[str] | None = None  # every command's keys, made once when first needed
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         if key not in known:
-            if key not in _keys_of_every_command():
+            every = every if every is not None else _keys_of_every_command(environ)
+            if key not in every:
                 unknown.append(name)
             continue  # another command's setting
-        try:
-            value = yaml.safe_load(raw) if raw else raw
-        except yaml.YAMLError:
-            value = raw
-        found[key] = (name, raw if isinstance(value, dict) else value)
+        found[key] = (name, _yaml_value(raw))
     if unknown:
         raise ConfigError(
             "invalid configuration:\n"
@@ -147,9 +183,8 @@ def _env_settings(model: type[BaseModel], environ: Mapping[str, str]) -> dict[st
     return found
 
 
-@functools.cache
-def _keys_of_every_command() -> frozenset[str]:
-    """Every dotted key of every command's config model."""
+def _keys_of_every_command(environ: Mapping[str, str]) -> frozenset[str]:
+    """Every dotted key of every command's config model (with the plugins ``environ`` names)."""
     # Imported here: the models import this module's helpers.
     from agir_retrain.tasks.settings import evaluation, models
     from agir_retrain.tasks.settings.base import Section
@@ -161,6 +196,7 @@ def _keys_of_every_command() -> frozenset[str]:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         if cls.__name__.endswith("Config"):
+            _prepare(cls, [_raw_env(environ)])
             keys.update(leaf_keys(cls), section_keys(cls))
     return frozenset(keys)
 
@@ -188,13 +224,22 @@ def parse_set_pairs(pairs: Iterable[str]) -> dict[str, Any]:
 
 def _walk(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, bool]]:
     """Every setting's dotted key, and whether it is a nested section, in field order."""
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
+    for name, (annotation, _help) in setting_fields(model).items():
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield f"{prefix}{name}", True
             yield from _walk(annotation, f"{prefix}{name}.")
         else:
             yield f"{prefix}{name}", False
+
+
+def setting_fields(model: type[BaseModel]) -> dict[str, tuple[Any, str]]:
+    """A model's settings: name -> (type, help text); a ``Section`` adds any decided at run time."""
+    fields = getattr(model, "setting_fields", None)
+    if fields is not None:
+        return fields()
+    return {
+        name: (info.annotation, info.description or "") for name, info in model.model_fields.items()
+    }
 
 
 def leaf_keys(model: type[BaseModel]) -> list[str]:
@@ -211,8 +256,16 @@ def field_description(model: type[BaseModel], dotted: str) -> str:
     """The help text of a setting: its ``Field(description=...)``, the only copy of it."""
     *parents, leaf = dotted.split(".")
     for part in parents:
-        model = model.model_fields[part].annotation  # type: ignore[assignment]
-    return model.model_fields[leaf].description or ""
+        model = setting_fields(model)[part][0]
+    return setting_fields(model)[leaf][1]
+
+
+def field_type(model: type[BaseModel], dotted: str) -> Any:
+    """The annotated type of a setting, by dotted key."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        model = setting_fields(model)[part][0]
+    return setting_fields(model)[leaf][0]
 
 
 def value_at(config: BaseModel, dotted: str) -> Any:

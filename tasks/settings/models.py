@@ -2,7 +2,8 @@
 
 Models are frozen and reject unknown keys, so a misspelt setting fails loudly. They double
 as Prefect flow parameters, so ``prefect.yaml`` goes through the same validation. The
-models live by command (``build``, ``train``, ``retrain``); this module gathers them.
+models live by command (``build``, ``train``, ``retrain``); this module gathers them. An
+objective's own section lives in its module (``tasks/training/<name>.py``).
 """
 
 from agir_retrain.tasks.settings.build import (
@@ -13,17 +14,11 @@ from agir_retrain.tasks.settings.build import (
     ReadSettings,
 )
 from agir_retrain.tasks.settings.retrain import RetrainConfig
-from agir_retrain.tasks.settings.train import (
-    DpoSettings,
-    LaunchSettings,
-    LoraSettings,
-    SubmitSettings,
-    TrainConfig,
-)
+from agir_retrain.tasks.settings.submit import LaunchSettings, SubmitSettings
+from agir_retrain.tasks.settings.train import LoraSettings, ScheduleSettings, TrainConfig
 
 __all__ = [
     "BuildDatasetConfig",
-    "DpoSettings",
     "ExportSettings",
     "GarbleSettings",
     "IngestConfig",
@@ -31,6 +26,7 @@ __all__ = [
     "LoraSettings",
     "ReadSettings",
     "RetrainConfig",
+    "ScheduleSettings",
     "SubmitSettings",
     "TrainConfig",
 ]

@@ -17,7 +17,8 @@ class TrackingSettings(Section):
     report_to: list[Tracker] = Field(
         default_factory=list,
         description="Trackers that receive every logged metric (the log history of metrics.json, "
-        "and the objective's own, e.g. GRPO's episodes/*): tensorboard, mlflow, trackio, wandb; "
+        "and the objective's own, e.g. episodes/* of an execution reward): tensorboard, mlflow, "
+        "trackio, wandb; "
         "empty: none. Each must be installed where the job runs (checked before a model loads).",
     )
     run_name: str | None = Field(

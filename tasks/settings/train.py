@@ -1,14 +1,32 @@
-"""Settings of the training program and of where it runs (launch, submission)."""
+"""Settings of the training program: LoRA, the schedule every objective shares, ``TrainConfig``.
+
+An objective's own section (``DpoSettings``, ...) lives in its module beside what it does
+(``tasks/training/<name>.py``); ``TrainConfig`` finds them through the registry
+(``tasks/objectives.py``).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-from agir_retrain.tasks.settings.base import Section
-from agir_retrain.tasks.settings.environment import EnvironmentSettings
+from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.objectives import ORIGINAL
+from agir_retrain.tasks.settings.base import Section, prefixed, problem, raise_problems
 from agir_retrain.tasks.settings.generations import GenerationsSettings, Lineage
+from agir_retrain.tasks.settings.submit import LaunchSettings, SubmitSettings
 from agir_retrain.tasks.settings.tracking import TrackingSettings
 
 
@@ -54,228 +72,22 @@ class ScheduleSettings(Section):
     save_total_limit: PositiveInt = Field(2, description="Checkpoints kept (the oldest go first).")
 
 
-class DpoSettings(ScheduleSettings):
-    """DPO training (TRL's DPOConfig, the settings this program exposes)."""
-
-    beta: float = Field(
-        0.1, gt=0, description="DPO beta: how far the policy may move from the reference."
-    )
-    max_length: PositiveInt = Field(
-        2048,
-        description="Tokens per row (prompt + completion). Over-long prompts are shortened by "
-        "cutting the middle of their longest messages; rows that still do not fit are dropped "
-        "and counted.",
-    )
-    truncation_mode: Literal["keep_start", "keep_end"] = Field(
-        "keep_start",
-        description="TRL's truncation of a completion that alone overflows max_length "
-        "(keep_end is deprecated in TRL 1.16).",
-    )
-    loss_types: list[str] = Field(
-        default_factory=lambda: ["sigmoid"],
-        description="TRL loss types, combined with loss_weights, e.g. [sigmoid, sft] for DPO "
-        "with an SFT term on the chosen side.",
-    )
-    loss_weights: list[float] | None = Field(
-        None, description="One weight per loss type; None weighs each 1.0."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> DpoSettings:
-        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types):
-            raise ValueError(
-                f"loss_weights has {len(self.loss_weights)} weights for {len(self.loss_types)} "
-                f"loss types {self.loss_types}: give one weight per loss type, or none"
-            )
-        return self
-
-
-class SftSettings(ScheduleSettings):
-    """Supervised fine-tuning on the successful records (TRL's SFTTrainer, loss on completions)."""
-
-    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (LoRA parameters).")
-    rehearsal_file: str | None = Field(
-        None,
-        description="A general chat JSONL ({messages: [...]} or {prompt, completion} rows) whose "
-        "rows are mixed into the training rows so general skills are not forgotten; None: none.",
-    )
-    rehearsal_share: float = Field(
-        0.1,
-        ge=0,
-        le=10,
-        description="Rehearsal rows per training row (0.1 = 500 general rows into 5,000); "
-        "capped by the rows the file has; drawn and placed deterministically from `seed`.",
-    )
-
-
-class KtoSettings(ScheduleSettings):
-    """KTO on the labelled completions of kto/train.jsonl (TRL's KTOTrainer)."""
-
-    batch_size: PositiveInt = Field(
-        4,
-        ge=2,
-        description="Rows per device per step; KTO estimates its KL term from mismatched "
-        "pairs within a batch, so at least 2.",
-    )
-    gradient_accumulation: PositiveInt = Field(
-        2, description="Steps accumulated per optimizer update."
-    )
-    beta: float = Field(
-        0.1, gt=0, description="KTO beta: how far the policy may move from the reference."
-    )
-    desirable_weight: float | None = Field(
-        None,
-        gt=0,
-        description="Weight of the desirable rows' loss; None balances it for the actual counts "
-        "as TRL advises (desirable_weight * n_desirable within 1:1 to 4:3 of "
-        "undesirable_weight * n_undesirable).",
-    )
-    undesirable_weight: float = Field(
-        1.0, gt=0, description="Weight of the undesirable rows' loss."
-    )
-
-
-class GrpoSettings(ScheduleSettings):
-    """GRPO with an execution reward: each completion's program runs in the environment."""
-
-    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (LoRA parameters).")
-    batch_size: PositiveInt = Field(
-        1, description="Prompts per device per optimizer step (each sampled num_generations times)."
-    )
-    gradient_accumulation: PositiveInt = Field(
-        1, description="Prompt batches accumulated per optimizer update."
-    )
-    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
-    num_generations: PositiveInt = Field(
-        8,
-        ge=2,
-        description="Completions sampled per prompt (the group whose rewards are compared).",
-    )
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
-    beta: float = Field(
-        0.04, ge=0, description="KL coefficient against the base (the adapter disabled); 0: none."
-    )
-    max_prompt_length: PositiveInt = Field(
-        1536, description="Tokens per prompt; longer prompts are shortened in their middle."
-    )
-    max_completion_length: PositiveInt = Field(
-        512, description="Most tokens sampled per completion."
-    )
-    scenarios: list[str] = Field(
-        default_factory=lambda: ["debian-like"],
-        min_length=1,
-        description="Scenarios (profile names or files) dealt round-robin over the prompts sorted by id.",
-    )
-    workers: PositiveInt = Field(
-        2,
-        description="Local processes running one step's episodes (Ray runs them when `ray` is set).",
-    )
-    ray: bool = Field(
-        False,
-        description="Run each step's episodes as Ray tasks on the cluster `ray.init()` finds.",
-    )
-    environment: EnvironmentSettings = Field(
-        default_factory=EnvironmentSettings,
-        description="The sandbox the episodes run in, and the reward weights (environment.reward).",
-    )
-
-
-class LaunchSettings(Section):
-    """How the training program is launched (accelerate)."""
-
-    num_processes: PositiveInt = Field(
-        1,
-        description="Processes (one per GPU); more than one launches through `accelerate launch`.",
-    )
-    accelerate_config: str | None = Field(
-        None,
-        description="An accelerate config: single_gpu, ddp or fsdp_qlora (container/accelerate/) "
-        "or a path; None means single_gpu for one process and ddp for several.",
-    )
-    main_process_port: PositiveInt = Field(
-        29500, description="Rendezvous port of a multi-process launch."
-    )
-
-
-class SubmitSettings(Section):
-    """Where the training job runs: this machine, a Docker engine, or a Prefect GPU work pool."""
-
-    backend: Literal["local", "docker", "prefect"] = Field(
-        "local",
-        description="local: `accelerate launch` here; docker: build container/Dockerfile and run "
-        "it on the Docker engine (every GPU requested when the host has some); prefect: run the "
-        "`train` deployment on a GPU work pool and fetch its outputs from shared storage.",
-    )
-    image: str = Field(
-        "agir-retrain", description="Image repository; the tag is the build context's hash."
-    )
-    base_image: str | None = Field(
-        None,
-        description="BASE_IMAGE build argument (a CUDA PyTorch image); None keeps the Dockerfile's.",
-    )
-    build_network: str | None = Field(
-        None,
-        description="Network of the docker build (e.g. host, where builds cannot reach PyPI otherwise).",
-    )
-    gpus: Literal["auto", "all", "none"] = Field(
-        "auto",
-        description="GPUs for the docker job: auto requests every GPU when the host has some.",
-    )
-    deployment: str = Field(
-        "train/train-docker-gpu",
-        description="Prefect deployment (flow/deployment) the prefect backend runs.",
-    )
-    work_pool_type: Literal["docker", "kubernetes", "process"] = Field(
-        "docker", description="Kind of the deployment's work pool: decides the GPU job variables."
-    )
-    gpus_per_job: PositiveInt = Field(
-        1, description="GPUs a prefect job asks for (Kubernetes nvidia.com/gpu limit)."
-    )
-    shared_storage: str | None = Field(
-        None,
-        description="fsspec URL both sides see (s3://bucket/runs, or file:// on a shared "
-        "filesystem); the prefect backend uploads a local dataset's training and eval files "
-        "there, and the job writes its outputs there to be fetched into `out`. None: the "
-        "dataset and `out` must themselves be such URLs.",
-    )
-    timeout_s: PositiveInt = Field(
-        24 * 3600,
-        description="Longest a submitted job may run, in seconds; past it the job (its whole "
-        "process group, or its container) is stopped and reported as timed out.",
-    )
-    network: bool = Field(
-        False,
-        description="Give the docker job a network. Off: it can reach nothing, so the base model "
-        "must be a local folder (or builtin:tiny); on: a hub id is downloaded inside.",
-    )
-    memory_limit: str | None = Field(
-        "64g",
-        description="Memory cap of the docker job (docker's --memory: 512m, 64g, or bytes), "
-        "swap included; None: no cap.",
-    )
-    pids_limit: PositiveInt | None = Field(
-        4096, description="Most processes and threads the docker job may run; None: no cap."
-    )
-    shm_size: str | None = Field(
-        "8g",
-        description="Size of the docker job's /dev/shm (torch data workers and NCCL use it); "
-        "None: docker's 64m.",
-    )
-    container_user: str | None = Field(
-        None,
-        description="uid:gid the docker job runs as (never root); None: the caller's, or "
-        "1000:1000 (the image's agir user) when the caller is root.",
-    )
-
-
 class TrainConfig(Section):
-    """Settings of the QLoRA DPO training program (`python -m agir_retrain.tasks.training`)."""
+    """Settings of the training program (`python -m agir_retrain.tasks.training --config FILE`).
+
+    Each registered objective (``tasks/objectives.py``: the built-in ones, or a plugin's)
+    has a section named after it, validated by the objective's own settings model;
+    ``objective`` chooses which one trains.
+    """
+
+    # Extra keys are the objectives' sections, each validated in _objective_sections;
+    # any other unknown key is refused there, as everywhere else.
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     dataset: str = Field(
         "dataset",
-        description="A folder holding dpo/train.jsonl (and dpo/eval.jsonl) or train.jsonl "
-        "(and eval.jsonl), or one JSONL file; local or an fsspec URL. Our rows, TRL's standard "
-        "(strings) or conversational rows.",
+        description="A folder the dataset flow wrote (each objective reads its own split of it), "
+        "or one JSONL file; local or an fsspec URL.",
     )
     eval_dataset: str | None = Field(
         None, description="An eval JSONL file; None uses the one beside the training file, if any."
@@ -291,12 +103,6 @@ class TrainConfig(Section):
         description="Load the base in 4-bit NF4 with double quantization (bitsandbytes); "
         "False trains plain LoRA on a full-precision base.",
     )
-    reference: Literal["adapter", "separate", "precomputed"] = Field(
-        "adapter",
-        description="The DPO reference: adapter = the base with the adapter disabled (no second "
-        "copy); separate = a second (4-bit) copy of the base, as the seed did; precomputed = "
-        "reference log-probs computed once before training.",
-    )
     resume: bool = Field(
         False, description="Resume from the last checkpoint in `out`, if there is one."
     )
@@ -309,16 +115,20 @@ class TrainConfig(Section):
         False, description="Allow a model's own code from its repository to run; off unless asked."
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA.")
-    objective: Literal["dpo", "sft", "kto", "grpo"] = Field(
-        "dpo",
-        description="What the adapter learns from: dpo (chosen/rejected pairs of dpo/), sft (the "
-        "successful records of sft/), kto (the labelled completions of kto/) or grpo (the code "
-        "prompts, rewarded by running each sampled program in the environment).",
+    objective: str = Field(
+        ORIGINAL, description="What the adapter learns from: one of the registered objectives."
     )
-    dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO.")
-    sft: SftSettings = Field(default_factory=SftSettings, description="SFT.")
-    kto: KtoSettings = Field(default_factory=KtoSettings, description="KTO.")
-    grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="GRPO.")
+    objective_plugins: list[str] = Field(
+        default_factory=list,
+        description="Objectives defined outside agir-retrain, as module:attribute import paths "
+        "(attribute OBJECTIVE when left out), registered before the sections are read; the "
+        "module must be importable wherever these settings are read (the job too).",
+    )
+    max_steps: PositiveInt | None = Field(
+        None,
+        description="Optimizer steps of the chosen objective; None keeps its section's own "
+        "max_steps.",
+    )
     launch: LaunchSettings = Field(default_factory=LaunchSettings, description="Launch.")
     tracking: TrackingSettings = Field(
         default_factory=TrackingSettings,
@@ -337,3 +147,124 @@ class TrainConfig(Section):
         description="Set when a window of generations is prepared for submission (not by hand): "
         "what the adapter learns from; written beside it as lineage.json.",
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _objective_sections(
+        cls, data: Any, handler: ModelWrapValidatorHandler[TrainConfig]
+    ) -> TrainConfig:
+        """Validate each registered objective's section with its model; refuse other extras."""
+        if not isinstance(data, dict):
+            return handler(data)
+        from agir_retrain.tasks.objectives import load_plugins, objectives
+
+        given = dict(data)
+        problems = []
+        for old in MOVED_TO_SECTIONS:
+            if old in given:
+                problems.append(problem((old,), "moved_setting", _moved(old), given.pop(old)))
+        plugins = given.get("objective_plugins")
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            try:
+                load_plugins(plugins)
+            except ConfigError as error:
+                problems.append(problem(("objective_plugins",), "plugin", str(error), plugins))
+        registry = objectives()
+        sections: dict[str, Any] = {}
+        for name, objective in registry.items():
+            raw = given.pop(name, None)
+            try:
+                sections[name] = objective.settings.model_validate({} if raw is None else raw)
+            except ValidationError as error:
+                problems.extend(prefixed(error, name))
+        chosen = given.get("objective", ORIGINAL)
+        if isinstance(chosen, str) and chosen not in registry:
+            message = f"no objective {chosen!r}: choose one of {', '.join(registry)}"
+            problems.append(problem(("objective",), "unknown_objective", message, chosen))
+        for key in [key for key in given if key not in cls.model_fields]:
+            problems.append({"type": "extra_forbidden", "loc": (key,), "input": given.pop(key)})
+        config = None
+        try:
+            config = handler(given | sections)
+        except ValidationError as error:
+            problems.extend(prefixed(error))
+        raise_problems(cls.__name__, problems)
+        return config  # type: ignore[return-value]  # set: raise_problems raised otherwise
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The schema (Prefect's UI, deployments) lists each registered objective's section.
+
+        Other keys stay allowed there: a plugin's section is known only where its module is
+        imported, and the model itself refuses what no objective owns.
+        """
+        from agir_retrain.tasks.objectives import objectives
+
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        properties = target.setdefault("properties", {})
+        for name, objective in objectives().items():
+            section = handler(objective.settings.__pydantic_core_schema__)
+            properties[name] = {**section, "description": objective.summary}
+        return schema
+
+    @classmethod
+    def prepare_settings(cls, lookup: Callable[[str], Any]) -> None:
+        """Register the objectives ``objective_plugins`` names (any layer), before keys are read."""
+        from agir_retrain.tasks.objectives import load_plugins
+
+        plugins = lookup("objective_plugins")
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            try:
+                load_plugins(plugins)
+            except ConfigError as error:
+                raise ConfigError(f"objective_plugins: {error}") from error
+
+    @classmethod
+    def setting_fields(cls) -> dict[str, tuple[Any, str]]:
+        """The fields, with every registered objective's section right after ``objective``."""
+        from agir_retrain.tasks.objectives import objectives
+
+        fields: dict[str, tuple[Any, str]] = {}
+        for name, (annotation, description) in super().setting_fields().items():
+            if name != "objective":
+                fields[name] = (annotation, description)
+                continue
+            registry = objectives()
+            choices = "; ".join(f"{n}: {o.summary}" for n, o in registry.items())
+            fields[name] = (annotation, f"What the adapter learns from. {choices}.")
+            for objective_name, objective in registry.items():
+                fields[objective_name] = (objective.settings, objective_name.upper() + ".")
+        return fields
+
+    def section(self, name: str | None = None) -> Any:
+        """An objective's settings (the chosen one's by default), ``max_steps`` applied to it.
+
+        An objective registered after these settings were made has its defaults.
+        """
+        name = name or self.objective
+        extra = self.__pydantic_extra__ or {}
+        found = extra.get(name)
+        if found is None:
+            from agir_retrain.tasks.objectives import objective
+
+            found = objective(name).settings()
+        if name == self.objective and self.max_steps is not None:
+            found = found.model_copy(update={"max_steps": self.max_steps})
+        return found
+
+
+# Top-level settings that moved into the objectives' sections: an old file says where.
+MOVED_TO_SECTIONS = ("reference",)
+
+
+def _moved(key: str) -> str:
+    """Where a moved setting is now: each registered objective's section that has it."""
+    from agir_retrain.tasks.objectives import objectives
+
+    holders = [
+        f"{name}.{key}" for name, o in objectives().items() if key in o.settings.model_fields
+    ]
+    return f"moved into the objective's section: set {' or '.join(holders)}"

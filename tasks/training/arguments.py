@@ -1,7 +1,7 @@
 """The Trainer arguments every objective shares, from our settings: a pure mapping.
 
-TRL's configs (DPOConfig, and SFT/KTO/GRPO's) all extend transformers' TrainingArguments;
-these are the fields of it this program sets. Each objective adds its own on top.
+TRL's configs all extend transformers' TrainingArguments; these are the fields of it this
+program sets. Each objective adds its own on top (``TrlObjective.own_arguments``).
 """
 
 from __future__ import annotations

@@ -1,55 +1,24 @@
-"""Prompt-completion data (SFT, KTO) and prompt-only data (GRPO): find, check, mix, fit.
+"""Prompt-completion rows (labelled or not) and prompt-only rows: check, mix, view as pairs.
 
-    sft/train.jsonl   {"prompt": [...], "completion": [{"role": "assistant", ...}], ...}
-    kto/train.jsonl   {"prompt": [...], "completion": [...], "label": true, ...}
+    completion rows   {"prompt": [...], "completion": [{"role": "assistant", ...}], ...}
+    labelled rows     {"prompt": [...], "completion": [...], "label": true, ...}
 
-Rows are checked before any model loads, as the DPO rows are. Fitting reuses the DPO
-rows' fitting (``data.fit_rows``) through a pair view: the completion stands in for both
+Rows are checked before any model loads, as preference rows are. Fitting reuses the
+preference rows' fitting (``fitting.fit_rows``) through a pair view: the completion stands in for both
 sides, so a prompt is shortened the same way whatever the objective.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from agir_retrain.tasks.errors import DatasetError
-from agir_retrain.tasks.io import exists, join
-from agir_retrain.tasks.training.data import DataFiles, read_jsonl
+from agir_retrain.tasks.jsonl import read_jsonl
+from agir_retrain.tasks.training.preference import is_messages
 
 _NO_COMPLETION = "_no_completion"
-
-
-def locate_split(dataset: str, folder: str, eval_dataset: str | None = None) -> DataFiles:
-    """``<folder>/train.jsonl`` (and ``eval.jsonl`` beside it) of a dataset, or one JSONL file."""
-    if dataset.endswith(".jsonl"):
-        train = dataset
-    else:
-        train = join(dataset, folder, "train.jsonl")
-    if not exists(train):
-        raise DatasetError(
-            f"{train}: no such file; give the dataset flow's folder (it writes {folder}/train.jsonl) "
-            "or a .jsonl file"
-        )
-    if eval_dataset is not None:
-        if not exists(eval_dataset):
-            raise DatasetError(f"{eval_dataset}: no such eval file")
-        return DataFiles(train=train, eval=eval_dataset)
-    sibling = train[: -len("train.jsonl")] + "eval.jsonl" if train.endswith("train.jsonl") else None
-    return DataFiles(train=train, eval=sibling if sibling and exists(sibling) else None)
-
-
-def _is_messages(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(
-            isinstance(m, dict)
-            and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str)
-            for m in value
-        )
-    )
 
 
 def load_completion_rows(
@@ -61,17 +30,26 @@ def load_completion_rows(
         DatasetError: unreadable, empty (unless ``allow_empty``), a row lacking a column or
             mixing strings and message lists; the message names the row.
     """
+    return check_completion_rows(path, read_jsonl(path), labelled=labelled, allow_empty=allow_empty)
+
+
+def check_completion_rows(
+    path: str,
+    lines: Iterable[tuple[int, dict[str, Any]]],
+    *,
+    labelled: bool = False,
+    allow_empty: bool = False,
+) -> list[dict[str, Any]]:
+    """Check the (line number, object) rows of a completion file read already (see above)."""
     rows = []
-    for number, row in read_jsonl(path):
-        where = f"{path}, line {number}"
-        if not isinstance(row, dict):
-            raise DatasetError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    for number, row in lines:
+        where = f"{path}:{number}"
         needed = ("prompt", "completion", "label") if labelled else ("prompt", "completion")
         missing = [key for key in needed if key not in row]
         if missing:
             raise DatasetError(f"{where}: missing column(s) {missing}; got {sorted(row)}")
         strings = isinstance(row["prompt"], str) and isinstance(row["completion"], str)
-        if not strings and not (_is_messages(row["prompt"]) and _is_messages(row["completion"])):
+        if not strings and not (is_messages(row["prompt"]) and is_messages(row["completion"])):
             raise DatasetError(
                 f"{where}: prompt and completion must both be strings or both lists of "
                 "{role, content} messages"
@@ -89,8 +67,8 @@ def rehearsal_rows(path: str) -> list[dict[str, Any]]:
     is the completion) or ``{prompt, completion}`` rows."""
     rows = []
     for number, row in read_jsonl(path):
-        where = f"{path}, line {number}"
-        if isinstance(row, dict) and _is_messages(row.get("messages")):
+        where = f"{path}:{number}"
+        if is_messages(row.get("messages")):
             messages = row["messages"]
             if len(messages) < 2 or messages[-1]["role"] != "assistant":
                 raise DatasetError(
@@ -99,11 +77,7 @@ def rehearsal_rows(path: str) -> list[dict[str, Any]]:
             rows.append(
                 {"prompt": messages[:-1], "completion": messages[-1:], "source": "rehearsal"}
             )
-        elif (
-            isinstance(row, dict)
-            and _is_messages(row.get("prompt"))
-            and _is_messages(row.get("completion"))
-        ):
+        elif is_messages(row.get("prompt")) and is_messages(row.get("completion")):
             rows.append(
                 {"prompt": row["prompt"], "completion": row["completion"], "source": "rehearsal"}
             )
@@ -137,9 +111,9 @@ def mix_rehearsal(
 
 
 def as_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A pair view for ``data.fit_rows``/``conform_rows``: the completion on both sides.
+    """A pair view for ``fitting.fit_rows``/``conform_rows``: the completion on both sides.
 
-    A prompt-only row (GRPO) gets an empty assistant turn, removed again by ``from_pairs``.
+    A prompt-only row gets an empty assistant turn, removed again by ``from_pairs``.
     """
     out = []
     for row in rows:
@@ -170,7 +144,7 @@ def is_pair_rows(rows: list[dict[str, Any]]) -> bool:
 
 
 def code_prompts(rows: list[dict[str, Any]]) -> list[tuple[str, tuple[dict[str, str], ...]]]:
-    """(task id, prompt) of every distinct code prompt of SFT rows, in order of first sight."""
+    """(task id, prompt) of every distinct code prompt of completion rows, in first-seen order."""
     seen: dict[str, tuple[dict[str, str], ...]] = {}
     for number, row in enumerate(rows, start=1):
         if row.get("prompt_kind", "code") != "code" or isinstance(row["prompt"], str):

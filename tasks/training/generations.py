@@ -30,20 +30,19 @@ from pathlib import Path
 import orjson
 
 from agir_retrain.tasks.errors import ConfigError, DatasetError
-from agir_retrain.tasks.filenames import DPO_EVAL, DPO_TRAIN, LINEAGE_FILE, SFT_EVAL, SFT_TRAIN
+from agir_retrain.tasks.filenames import LINEAGE_FILE
 from agir_retrain.tasks.io import default_cache_dir, is_url, local_path
 from agir_retrain.tasks.lineage import (
-    TRAINING_FILES,
+    eval_files,
     files_sha256,
     lineage_bytes,
     read_producer,
+    training_file_names,
     training_files,
 )
 from agir_retrain.tasks.settings.generations import GenerationRecord, Lineage, Producer, RankBy
-from agir_retrain.tasks.settings.models import TrainConfig
+from agir_retrain.tasks.settings.train import TrainConfig
 
-# Each eval file and the training file whose runs it must not share.
-EVAL_OF = {DPO_EVAL: DPO_TRAIN, SFT_EVAL: SFT_TRAIN}
 WINDOW_VERSION = "2"  # bump when combining changes: an older window folder is rebuilt
 
 
@@ -87,7 +86,8 @@ def read_generations(datasets: Sequence[str]) -> list[Generation]:
         files = training_files(folder)
         if not files:
             raise DatasetError(
-                f"generations.datasets: {dataset}: no training file ({', '.join(TRAINING_FILES)})"
+                f"generations.datasets: {dataset}: no training file "
+                f"({', '.join(training_file_names())})"
             )
         generations.append(
             Generation(
@@ -148,14 +148,15 @@ def combine(selected: Sequence[Generation], target: Path) -> CombineCounts:
     """Write the selected generations' training files, combined, into ``target`` (see the module)."""
     counts = CombineCounts(rows={g.number: {} for g in selected})
     runs_in: dict[str, set[bytes]] = {}
+    eval_of = eval_files()  # each eval file and the training file whose runs it must not share
     # Training files first: an eval file is checked against its training file's runs.
-    for name in sorted(TRAINING_FILES, key=lambda n: n in EVAL_OF):
+    for name in sorted(training_file_names(), key=lambda n: n in eval_of):
         sources = [(g, g.files[name]) for g in selected if name in g.files]
         if not sources:
             continue
         earlier: set[bytes] = set()  # rows of earlier generations' copies of this file
         runs: set[bytes] = runs_in.setdefault(name, set())
-        train_runs = runs_in.get(EVAL_OF.get(name, ""), set())
+        train_runs = runs_in.get(eval_of.get(name, ""), set())
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         with (target / name).open("wb") as sink:
             for generation, path in sources:

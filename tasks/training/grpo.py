@@ -1,4 +1,4 @@
-"""GRPO: what is GRPO's own. Code prompts bound to scenarios, the execution reward, the trainer.
+"""GRPO: learn from running sampled programs. Code prompts bound to scenarios, the reward, the config.
 
 Each step samples ``num_generations`` completions per prompt; each completion's program
 runs in a fresh copy of its prompt's scenario (``run_episode``), and its reward is
@@ -10,113 +10,93 @@ step logs its episodes, their reward mean and spread, and the share of programs 
 
 from __future__ import annotations
 
-import json
 import logging
+import posixpath
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agir_retrain.tasks.environment.contract import Completion, Episode, Scenario
-from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
+from pydantic import Field, PositiveInt
+
+from agir_retrain.tasks.environment.contract import Completion, Episode, EvalTask, Scenario
+from agir_retrain.tasks.environment.reward import episode_reward
 from agir_retrain.tasks.errors import ConfigError, DatasetError
-from agir_retrain.tasks.io import is_url, local_path, read_bytes
+from agir_retrain.tasks.filenames import COMPLETION_TRAIN
+from agir_retrain.tasks.io import is_url, local_path
+from agir_retrain.tasks.jsonl import read_jsonl
+from agir_retrain.tasks.objectives import (
+    Curve,
+    DataFiles,
+    SettingFile,
+    Split,
+    TrainingData,
+)
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
-from agir_retrain.tasks.settings.models import TrainConfig
-from agir_retrain.tasks.training.arguments import trainer_arguments
-from agir_retrain.tasks.training.completions import code_prompts, load_completion_rows, locate_split
-from agir_retrain.tasks.training.data import DataFiles, SettingFile
-from agir_retrain.tasks.training.outputs import Curve
+from agir_retrain.tasks.settings.train import ScheduleSettings
+from agir_retrain.tasks.training.completions import check_completion_rows, code_prompts
+from agir_retrain.tasks.training.files import locate_split
+from agir_retrain.tasks.training.objective import TrlObjective
+
+if TYPE_CHECKING:
+    from agir_retrain.tasks.settings.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-NAME = "grpo"
 MODEL_LABEL = "policy"
 SCENARIOS_KEY = "grpo.scenarios"
-# Scenario files a tasks file's rows name: no setting names them, so none can be rewritten.
-TASKS_SCENARIO = "tasks file scenario"
-CURVES = (
-    Curve(file="reward.png", train_key="reward", eval_key="eval_reward", title="GRPO reward"),
-    Curve(
-        file="ran_share.png",
-        train_key="episodes/ran_share",
-        eval_key="eval_episodes/ran_share",
-        title="share of programs that ran",
-    ),
+SCENARIO_FOLDER = "scenarios"  # where shipped scenario files go in a job elsewhere
+# Why a scenario file named inside a tasks file cannot go to a job elsewhere, and what to do.
+NO_SETTING_FIX = (
+    "the tasks file names the scenario file {path!r}, which a job on another machine cannot "
+    "see; name built-in profiles in the tasks file, or train on sft/train.jsonl with the file "
+    "in grpo.scenarios"
 )
 
 
-def reference(config: TrainConfig) -> str:
-    """The KL reference: the base with the adapter disabled, or none when beta is 0."""
-    return "adapter" if config.grpo.beta > 0 else "none"
+class GrpoSettings(ScheduleSettings):
+    """GRPO with an execution reward: each completion's program runs in the environment."""
 
-
-def max_length(config: TrainConfig) -> int:
-    """Prompt tokens (the empty stand-in completion counts 8)."""
-    return config.grpo.max_prompt_length + 8
-
-
-def load_data(config: TrainConfig) -> tuple[DataFiles, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Code prompts, each bound to a scenario: from ``sft/train.jsonl`` or a tasks file.
-
-    A ``.jsonl`` whose rows carry ``task_id`` and ``scenario`` is read as an evaluation
-    tasks file; otherwise the distinct code prompts of the SFT rows are dealt the
-    configured scenarios round-robin. GRPO is judged by the evaluation flow, not by an
-    eval loss, so there are no eval rows.
-    """
-    from agir_retrain.tasks.evaluation.tasks import bind_scenarios, read_tasks
-
-    files = data_files(config)
-    if _is_tasks_file(files.train):
-        tasks = read_tasks(files.train)
-    else:
-        prompts = code_prompts(load_completion_rows(files.train))
-        if not prompts:
-            raise DatasetError(f"{files.train}: no code prompt to sample programs for")
-        tasks = bind_scenarios(prompts, config.grpo.scenarios, "prompt")
-    rows = [
-        {"prompt": [dict(m) for m in t.prompt], "task_id": t.task_id, "scenario": t.scenario}
-        for t in tasks
-    ]
-    return files, rows, []
-
-
-def data_files(config: TrainConfig) -> DataFiles:
-    """The prompts' file (``sft/train.jsonl``, or a tasks file) and the scenario files it uses.
-
-    With the SFT rows, the scenario files are the entries of ``grpo.scenarios`` that are
-    not built-in profiles; with a tasks file, those its rows name (key ``TASKS_SCENARIO``:
-    no setting names them). An entry that is neither a profile nor a file is refused here.
-    """
-    from agir_retrain.tasks.environment.profiles import PROFILES
-
-    train = locate_split(config.dataset, "sft").train
-    if _is_tasks_file(train):
-        from agir_retrain.tasks.evaluation.tasks import read_tasks
-
-        named = sorted({task.scenario for task in read_tasks(train)})
-        entries = [(TASKS_SCENARIO, None, name) for name in named]
-    else:
-        entries = [(SCENARIOS_KEY, i, name) for i, name in enumerate(config.grpo.scenarios)]
-    extra = []
-    for key, index, name in entries:
-        if name in PROFILES:
-            continue
-        if not (is_url(name) or Path(local_path(name)).is_file()):
-            where = f"{key}[{index}]" if index is not None else f"{train}: scenario"
-            raise ConfigError(
-                f"{where}={name!r}: neither a built-in profile ({', '.join(sorted(PROFILES))}) "
-                "nor a scenario file"
-            )
-        extra.append(SettingFile(key=key, path=name, index=index))
-    return DataFiles(train=train, eval=None, extra=tuple(extra))
-
-
-def _is_tasks_file(path: str) -> bool:
-    from agir_retrain.tasks.training.data import read_jsonl
-
-    first = next(iter(read_jsonl(path)), None)
-    return first is not None and isinstance(first[1], dict) and "scenario" in first[1]
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (LoRA parameters).")
+    batch_size: PositiveInt = Field(
+        1, description="Prompts per device per optimizer step (each sampled num_generations times)."
+    )
+    gradient_accumulation: PositiveInt = Field(
+        1, description="Prompt batches accumulated per optimizer update."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    num_generations: PositiveInt = Field(
+        8,
+        ge=2,
+        description="Completions sampled per prompt (the group whose rewards are compared).",
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    beta: float = Field(
+        0.04, ge=0, description="KL coefficient against the base (the adapter disabled); 0: none."
+    )
+    max_prompt_length: PositiveInt = Field(
+        1536, description="Tokens per prompt; longer prompts are shortened in their middle."
+    )
+    max_completion_length: PositiveInt = Field(
+        512, description="Most tokens sampled per completion."
+    )
+    scenarios: list[str] = Field(
+        default_factory=lambda: ["debian-like"],
+        min_length=1,
+        description="Scenarios (profile names or files) dealt round-robin over the prompts sorted by id.",
+    )
+    workers: PositiveInt = Field(
+        2,
+        description="Local processes running one step's episodes (Ray runs them when `ray` is set).",
+    )
+    ray: bool = Field(
+        False,
+        description="Run each step's episodes as Ray tasks on the cluster `ray.init()` finds.",
+    )
+    environment: EnvironmentSettings = Field(
+        default_factory=EnvironmentSettings,
+        description="The sandbox the episodes run in, and the reward weights (environment.reward).",
+    )
 
 
 class EpisodeReward:
@@ -137,10 +117,6 @@ class EpisodeReward:
     ) -> None:
         self.scenarios = scenarios
         self.settings = settings
-        self.weights = RewardWeights(
-            damage_penalty=settings.reward.damage_penalty,
-            not_ran_penalty=settings.reward.not_ran_penalty,
-        )
         self.workers = workers
         self.use_ray = use_ray
         self.episodes = 0
@@ -164,7 +140,7 @@ class EpisodeReward:
         """
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         episodes = self.run(texts, list(task_id), list(scenario))
-        rewards = [episode_reward(e, self.weights) for e in episodes]
+        rewards = [episode_reward(e, self.settings.reward) for e in episodes]
         scored = [r for r in rewards if r is not None]
         ran = sum(1 for e in episodes if e.code_found and e.exit_code == 0)
         self.episodes += len(episodes)
@@ -186,7 +162,7 @@ class EpisodeReward:
 
     def run(self, texts: list[str], task_ids: list[str], scenarios: list[str]) -> list[Episode]:
         """Run the episodes (one group each, so they spread over the workers), in input order."""
-        from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_groups_locally
+        from agir_retrain.tasks.evaluation.episodes import EpisodeGroup, run_groups
 
         groups = [
             EpisodeGroup(
@@ -198,103 +174,179 @@ class EpisodeReward:
             )
             for index, (text, task, name) in enumerate(zip(texts, task_ids, scenarios, strict=True))
         ]
-        if self.use_ray:
-            from agir_retrain.tasks.ray_pool import run_episode_groups_on_ray
-
-            done = run_episode_groups_on_ray(groups, self.settings)
-        else:
-            done = run_groups_locally(groups, self.settings, self.workers)
+        done = run_groups(groups, self.settings, use_ray=self.use_ray, workers=self.workers)
         by_sample = {e.sample: e for e in done}
         return [by_sample[index] for index in range(len(texts))]
 
 
 def make_reward(config: TrainConfig, rows: list[dict[str, Any]]) -> EpisodeReward:
     """The reward over the scenarios the rows name (each loaded once, now)."""
-    grpo = config.grpo
-    scenarios = {name: _load_scenario(name) for name in sorted({r["scenario"] for r in rows})}
-    return EpisodeReward(scenarios, grpo.environment, workers=grpo.workers, use_ray=grpo.ray)
+    from agir_retrain.tasks.evaluation.episodes import resolve_scenarios
 
-
-def _load_scenario(name: str) -> Scenario:
-    """A built-in profile or a scenario file, local or at a URL (a copy in shared storage)."""
-    from agir_retrain.tasks.environment.scenario import ScenarioError, load_scenario, parse_scenario
-
-    if not is_url(name):
-        return load_scenario(name)
-    try:
-        data = json.loads(read_bytes(name))
-    except (OSError, ValueError) as exc:
-        raise ScenarioError(f"{name}: not readable as JSON: {exc}") from exc
-    return parse_scenario(data, name)
-
-
-def grpo_config(
-    config: TrainConfig, *, on_gpu: bool, bf16: bool, gradient_checkpointing: bool
-) -> dict[str, Any]:
-    """The keyword arguments of TRL's GRPOConfig for these settings (pure: no torch, no TRL).
-
-    One optimizer step samples ``batch_size * gradient_accumulation`` prompts (per
-    process), each ``num_generations`` times.
-    """
-    grpo = config.grpo
-    return trainer_arguments(
-        config.out,
-        grpo,
-        on_gpu=on_gpu,
-        bf16=bf16,
-        has_eval=False,
-        gradient_checkpointing=gradient_checkpointing,
-        tracking=config.tracking,
-    ) | {
-        # TRL's batch counts completions: a device batch holds whole groups.
-        "per_device_train_batch_size": grpo.batch_size * grpo.num_generations,
-        "per_device_eval_batch_size": grpo.batch_size * grpo.num_generations,
-        "num_generations": grpo.num_generations,
-        "temperature": grpo.temperature,
-        "beta": grpo.beta,
-        "max_completion_length": grpo.max_completion_length,
-        "remove_unused_columns": False,  # task_id and scenario reach the reward
-        "log_completions": False,
-    }
-
-
-def to_dataset(rows: list[dict[str, Any]]) -> Any:
-    """A datasets.Dataset of the prompts and what the reward needs to run them."""
-    from datasets import Dataset
-
-    return Dataset.from_list(
-        [{"prompt": r["prompt"], "task_id": r["task_id"], "scenario": r["scenario"]} for r in rows]
+    section = config.section("grpo")
+    scenarios = resolve_scenarios(row["scenario"] for row in rows)
+    return EpisodeReward(
+        scenarios, section.environment, workers=section.workers, use_ray=section.ray
     )
 
 
-def build_trainer(
-    config: TrainConfig,
-    *,
-    base: str,
-    model: Any,
-    tokenizer: Any,
-    peft_config: Any,
-    train_rows: list[dict[str, Any]],
-    eval_rows: list[dict[str, Any]],
-    gradient_checkpointing: bool,
-) -> Any:
-    """TRL's GRPOTrainer over the policy, the prompts and the execution reward."""
-    from trl import GRPOConfig, GRPOTrainer
+class Grpo(TrlObjective):
+    """GRPO on code prompts (``sft/train.jsonl``, or a tasks file), rewarded in the sandbox."""
 
-    from agir_retrain.tasks.training.model import precision_flags
+    name = "grpo"
+    summary = "the code prompts, rewarded by running each sampled program in the environment"
+    settings = GrpoSettings
+    splits = (Split(train=COMPLETION_TRAIN),)
+    reads_eval = False  # judged by the evaluation flow, not by an eval loss
+    columns = ("prompt", "task_id", "scenario")
+    curves = (
+        Curve(file="reward.png", train_key="reward", eval_key="eval_reward", title="GRPO reward"),
+        Curve(
+            file="ran_share.png",
+            train_key="episodes/ran_share",
+            eval_key="eval_episodes/ran_share",
+            title="share of programs that ran",
+        ),
+    )
 
-    args = GRPOConfig(
-        **grpo_config(
-            config,
-            **precision_flags(),
-            gradient_checkpointing=gradient_checkpointing,
+    def trl_classes(self) -> tuple[type, type]:
+        """TRL's GRPOConfig and GRPOTrainer."""
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+
+    def file_settings(self, config: TrainConfig) -> tuple[SettingFile, ...]:
+        """The ``grpo.scenarios`` entries that are not built-in profiles (pure)."""
+        from agir_retrain.tasks.environment.profiles import PROFILES
+
+        return tuple(
+            SettingFile(key=SCENARIOS_KEY, path=name, index=index, name=_shipped(name, index))
+            for index, name in enumerate(self.section(config).scenarios)
+            if name not in PROFILES
         )
-    )
-    return GRPOTrainer(
-        model=model,
-        reward_funcs=[make_reward(config, train_rows)],
-        args=args,
-        train_dataset=to_dataset(train_rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+
+    def data_files(self, config: TrainConfig) -> DataFiles:
+        """The prompts' file (``sft/train.jsonl``, or a tasks file) and the scenario files it uses.
+
+        With completion rows, the scenario files are the entries of ``grpo.scenarios``
+        that are not built-in profiles; with a tasks file, those its rows name (no setting
+        names them). An entry that is neither a profile nor a file is refused here.
+        """
+        return self._read(config, prompts=False)[0]
+
+    def load_data(self, config: TrainConfig) -> TrainingData:
+        """Code prompts, each bound to a scenario: from completion rows or a tasks file.
+
+        A ``.jsonl`` whose rows carry ``task_id`` and ``scenario`` is read as an evaluation
+        tasks file; otherwise the distinct code prompts of the completion rows are dealt the
+        configured scenarios round-robin. There are no eval rows.
+        """
+        files, tasks = self._read(config, prompts=True)
+        rows = [
+            {"prompt": [dict(m) for m in t.prompt], "task_id": t.task_id, "scenario": t.scenario}
+            for t in tasks
+        ]
+        return TrainingData(files=files, train=rows, eval=[])
+
+    def _read(self, config: TrainConfig, *, prompts: bool) -> tuple[DataFiles, list[EvalTask]]:
+        """The files (and with ``prompts``, the tasks) from one read of the prompts' file."""
+        from agir_retrain.tasks.evaluation.eval_tasks import (
+            bind_scenarios,
+            is_task_row,
+            parse_tasks,
+        )
+
+        train = locate_split(config.dataset, self.splits[0], reads_eval=False).train
+        lines = list(read_jsonl(train))
+        tasks: list[EvalTask] = []
+        if lines and is_task_row(lines[0][1]):
+            tasks = parse_tasks(train, lines)
+            extra = [
+                SettingFile(
+                    key=None, path=name, name=_shipped(name), fix=NO_SETTING_FIX.format(path=name)
+                )
+                for name in sorted({task.scenario for task in tasks})
+            ]
+        else:
+            extra = list(self.file_settings(config))
+            if prompts:
+                found = code_prompts(check_completion_rows(train, lines))
+                if not found:
+                    raise DatasetError(f"{train}: no code prompt to sample programs for")
+                tasks = bind_scenarios(found, self.section(config).scenarios, "prompt")
+        checked = tuple(entry for entry in extra if _is_scenario_file(entry, train))
+        return DataFiles(train=train, eval=None, extra=checked), tasks
+
+    def max_length(self, config: TrainConfig) -> int:
+        """Prompt tokens (the empty stand-in completion counts 8)."""
+        return self.section(config).max_prompt_length + 8
+
+    def reference(self, config: TrainConfig) -> str:
+        """The KL reference: the base with the adapter disabled, or none when beta is 0."""
+        return "adapter" if self.section(config).beta > 0 else "none"
+
+    def own_arguments(
+        self, config: TrainConfig, section: Any, train_rows: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Whole groups per batch, the sampling, the KL weight; task and scenario kept for the reward.
+
+        One optimizer step samples ``batch_size * gradient_accumulation`` prompts (per
+        process), each ``num_generations`` times.
+        """
+        completions = section.batch_size * section.num_generations
+        return {
+            # TRL's batch counts completions: a device batch holds whole groups.
+            "per_device_train_batch_size": completions,
+            "per_device_eval_batch_size": completions,
+            "num_generations": section.num_generations,
+            "temperature": section.temperature,
+            "beta": section.beta,
+            "max_completion_length": section.max_completion_length,
+            "remove_unused_columns": False,  # task_id and scenario reach the reward
+            "log_completions": False,
+        }
+
+    def trainer_inputs(
+        self, config: TrainConfig, *, base: str, train_rows: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The execution reward over the rows' scenarios."""
+        return {"reward_funcs": [make_reward(config, list(train_rows))]}
+
+    def check_backend(self, config: TrainConfig, backend: str) -> None:
+        """Its episodes cannot use the docker sandbox inside a docker job (no engine there)."""
+        environment = self.section(config).environment
+        if backend == "docker" and environment.backend != "bwrap":
+            raise ConfigError(
+                f"grpo.environment.backend={environment.backend!r} cannot run inside a "
+                "docker job (no Docker engine there): use grpo.environment.backend=bwrap, or "
+                "submit.backend=local"
+            )
+
+    def nested_sandbox(self, config: TrainConfig) -> bool:
+        """Its episodes run in bwrap jails inside the job."""
+        return True
+
+
+def _shipped(name: str, index: int | None = None) -> str:
+    """A scenario file's name once shipped: ``scenarios/<index>-<file name>``."""
+    base = posixpath.basename(name.rstrip("/")) or "scenario.json"
+    prefix = f"{index}-" if index is not None else ""
+    return f"{SCENARIO_FOLDER}/{prefix}{base}"
+
+
+def _is_scenario_file(entry: SettingFile, train: str) -> bool:
+    """Whether a named scenario is a file to ship (not a profile); refuse one that is neither."""
+    from agir_retrain.tasks.environment.profiles import PROFILES
+
+    if entry.path in PROFILES:
+        return False
+    if not (is_url(entry.path) or Path(local_path(entry.path)).is_file()):
+        where = entry.setting if entry.key else f"{train}: scenario"
+        raise ConfigError(
+            f"{where}={entry.path!r}: neither a built-in profile ({', '.join(sorted(PROFILES))}) "
+            "nor a scenario file"
+        )
+    return True
+
+
+OBJECTIVE = Grpo()

@@ -15,17 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agir_retrain.tasks.filenames import METRICS_FILE
-
-# The evaluation figures a reader looks at first, by objective: (metric key, label, format).
-# An objective module adds its own; the rest of its metrics stay in ``EvalSplit.values``.
-HEADLINE_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "dpo": (
-        ("rewards/accuracies", "reward accuracy", ".3f"),
-        ("rewards/margins", "reward margin", ".4f"),
-    ),
-    "sft": (("mean_token_accuracy", "token accuracy", ".3f"),),
-    "kto": (("rewards/margins", "reward margin", ".4f"),),
-}
+from agir_retrain.tasks.objectives import ORIGINAL, Headline, objectives
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,7 +179,7 @@ class TrainingMetrics:
         data, train = value["data"], dict(value["train"])
         known = ("global_step", "train_loss", "train_runtime", "epoch", "peak_gpu_memory_bytes")
         return cls(
-            objective=value.get("objective", "dpo"),
+            objective=value.get("objective", ORIGINAL),
             base_model=value["base_model"],
             reference=value["reference"],
             quantized=value["quantized"],
@@ -258,6 +248,12 @@ def read_metrics(location: str | Path) -> TrainingMetrics:
     return TrainingMetrics.from_json(json.loads(path.read_bytes()))
 
 
+def headline_metrics(name: str) -> tuple[Headline, ...]:
+    """The figures a reader looks at first for an objective (none for one not registered here)."""
+    found = objectives().get(name)
+    return found.headlines if found is not None else ()
+
+
 def _number(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -301,10 +297,10 @@ def metrics_rows(metrics: TrainingMetrics) -> list[tuple[str, str]]:
             "; ".join(tracked_in(run) for run in metrics.tracking) or "not tracked",
         )
     )
-    headlines = HEADLINE_METRICS.get(metrics.objective, ())
+    headlines = headline_metrics(metrics.objective)
     for split, values in metrics.evaluation.items():
         figures = [f"loss {_number(values.loss, '.4f')}"] + [
-            f"{label} {_number(values.values.get(key), spec)}" for key, label, spec in headlines
+            f"{h.label} {_number(values.values.get(h.key), h.spec)}" for h in headlines
         ]
         rows.append((f"eval {split} ({values.rows} rows)", ", ".join(figures)))
     return rows

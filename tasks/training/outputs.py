@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,13 @@ import yaml
 from agir_retrain.tasks.filenames import CARD_FILE, CONFIG_FILE, LINEAGE_FILE, METRICS_FILE
 from agir_retrain.tasks.io import write_bytes_atomic
 from agir_retrain.tasks.lineage import lineage_bytes
+from agir_retrain.tasks.objectives import Curve
 from agir_retrain.tasks.rendering import markdown_table
 from agir_retrain.tasks.settings.generations import Lineage
-from agir_retrain.tasks.settings.models import TrainConfig
+from agir_retrain.tasks.settings.train import TrainConfig
 from agir_retrain.tasks.training.metrics import TrainingMetrics, metrics_bytes, metrics_rows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Curve:
-    """One plot of the log history: the training and evaluation series of one metric."""
-
-    file: str  # e.g. loss.png
-    train_key: str
-    eval_key: str
-    title: str
 
 
 def write_config(config: TrainConfig, path: Path) -> Path:

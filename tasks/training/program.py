@@ -1,42 +1,35 @@
-"""The QLoRA DPO training program: 4-bit base, LoRA on every linear layer, a reference without a second copy.
+"""The training program: any registered objective on a 4-bit base with LoRA on every linear layer.
 
-    # one process (the CPU here, or one GPU)
-    python -m agir_retrain.tasks.training --dataset dataset --base-model builtin:tiny --out adapter --set dpo.max_steps=10
+    # one process (the CPU here, or one GPU), from a settings file, changed by --set pairs
+    python -m agir_retrain.tasks.training --config train.yaml --set max_steps=10
 
     # several GPUs with DDP, or sharded FSDP-QLoRA
     accelerate launch --config_file container/accelerate/ddp.yaml --num_processes 4 \\
         -m agir_retrain.tasks.training --config out/train_config.yaml
 
-Settings come from ``--config FILE.yaml``, ``AGIR_*`` variables and flags (see
-``TrainConfig``). The recipe, one named step each: ``check_data`` (every row, before any
-model is loaded) -> ``load_tokenizer`` -> ``fit_data`` (conversations conformed to the
-chat template, over-long rows fitted, both counted) -> ``load_policy`` (4-bit NF4) ->
-the objective's ``build_trainer`` (``dpo.py``) -> train -> ``evaluate_splits`` ->
-``save_adapter`` -> ``write_outputs`` (adapter, tokenizer, ``metrics.json``, curves,
-model card in ``out``).
+The settings are ``TrainConfig``, resolved once by whoever submits the job (``agir-retrain
+train`` writes them to ``out/train_config.yaml``) and read here as they are: the job does
+not read ``AGIR_*`` variables again. The recipe, one named step each: ``check_data``
+(every row, before any model is loaded) -> ``load_tokenizer`` -> ``fit_data``
+(conversations conformed to the chat template, over-long rows fitted, both counted) ->
+``load_policy`` (4-bit NF4) -> the objective's ``build_trainer`` -> train ->
+``evaluate_splits`` -> ``save_adapter`` -> ``write_outputs`` (adapter, tokenizer,
+``metrics.json``, curves, model card in ``out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.objectives import DataFiles, Objective, TrainingData, objective
 from agir_retrain.tasks.settings.loader import load_config, parse_set_pairs
-from agir_retrain.tasks.settings.models import TrainConfig
-from agir_retrain.tasks.training import dpo
-from agir_retrain.tasks.training.data import (
-    DataFiles,
-    FitStats,
-    conform_rows,
-    fit_rows,
-    load_rows,
-    row_format,
-)
+from agir_retrain.tasks.settings.train import TrainConfig
+from agir_retrain.tasks.training.fitting import FitStats, conform_rows, fit_rows
 from agir_retrain.tasks.training.metrics import (
     ChatSummary,
     DataSummary,
@@ -47,15 +40,7 @@ from agir_retrain.tasks.training.metrics import (
     TrainingMetrics,
     TrainSummary,
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rows:
-    """The checked training and eval rows, and where they came from."""
-
-    files: DataFiles
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]]
+from agir_retrain.tasks.training.preference import row_format
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,49 +76,42 @@ class TrainResult:
     metrics: TrainingMetrics
 
 
-OBJECTIVES = ("dpo", "sft", "kto", "grpo")
-
-
-def objective_module(name: str) -> Any:
-    """The module holding what objective ``name`` does its own way (``training/<name>.py``)."""
-    if name not in OBJECTIVES:
-        raise ConfigError(f"objective={name!r}: choose one of {', '.join(OBJECTIVES)}")
-    return importlib.import_module(f"agir_retrain.tasks.training.{name}")
-
-
 def main(config: TrainConfig) -> TrainResult:
     """Train an adapter with the configured objective; see the module docstring."""
     from agir_retrain.tasks.training.tracking import tracking_session
 
-    # Trackers are checked and pointed at their stores before anything loads.
+    rows = check_data(config)  # the trackers and every row, before any tracker or model starts
     with tracking_session(config.out, config.tracking) as tracked:
-        return run(prepare(config), tracked=tracked)
+        return run(prepare(config, rows), tracked=tracked)
 
 
-def prepare(config: TrainConfig) -> Prepared:
-    """Check and fit the data, load the base (4-bit) and LoRA, and build the objective's trainer."""
+def prepare(config: TrainConfig, rows: TrainingData | None = None) -> Prepared:
+    """Check and fit the data, load the base (4-bit) and LoRA, and build the objective's trainer.
+
+    ``rows``: what ``check_data`` returned, when the caller checked already.
+    """
     from agir_retrain.tasks.synth.tiny_model import resolve_model
     from agir_retrain.tasks.training.model import load_policy, lora_config, lora_targets
 
     log = start_process_group()
-    rows = check_data(config)  # a bad file stops here, before any model is loaded
+    if rows is None:
+        rows = check_data(config)  # a bad file stops here, before any model is loaded
     log.info(
         "data: %d training rows from %s, %d eval rows",
         len(rows.train), rows.files.train, len(rows.eval), main_process_only=True,
     )  # fmt: skip
     base = resolve_model(config.base_model)
     tokenizer = load_tokenizer(base, trust_remote_code=config.trust_remote_code)
-    objective = objective_module(config.objective)
-    max_length = config.dpo.max_length if objective is dpo else objective.max_length(config)
-    fitted = fit_data(rows, tokenizer, max_length)
+    chosen = objective(config.objective)
+    fitted = fit_data(rows, tokenizer, chosen.max_length(config))
     model, checkpointing = load_policy(
         base,
         quantize=config.quantize,
-        gradient_checkpointing=getattr(config, config.objective).gradient_checkpointing,
+        gradient_checkpointing=config.section().gradient_checkpointing,
         trust_remote_code=config.trust_remote_code,
     )
     targets = config.lora.target_modules or lora_targets(model)
-    trainer = objective.build_trainer(
+    trainer = chosen.build_trainer(
         config,
         base=base,
         model=model,
@@ -169,18 +147,12 @@ def start_process_group() -> Any:
     return get_logger(__name__)
 
 
-def check_data(config: TrainConfig) -> Rows:
-    """Find and check every training and eval row, and the trackers (no tokenizer or model needed)."""
+def check_data(config: TrainConfig) -> TrainingData:
+    """Check the trackers, then find and check every row of the objective (no model needed)."""
     from agir_retrain.tasks.training.tracking import check_trackers
 
     check_trackers(config.tracking)
-    if config.objective != "dpo":
-        files, train, evaluation = objective_module(config.objective).load_data(config)
-        return Rows(files=files, train=train, eval=evaluation)
-    files = dpo.data_files(config)
-    train = load_rows(files.train)
-    evaluation = load_rows(files.eval, allow_empty=True) if files.eval else []
-    return Rows(files=files, train=train, eval=evaluation)
+    return objective(config.objective).load_data(config)
 
 
 def load_tokenizer(base: str, *, trust_remote_code: bool = False) -> Any:
@@ -190,7 +162,7 @@ def load_tokenizer(base: str, *, trust_remote_code: bool = False) -> Any:
     return AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
 
 
-def fit_data(rows: Rows, tokenizer: Any, max_length: int) -> FittedRows:
+def fit_data(rows: TrainingData, tokenizer: Any, max_length: int) -> FittedRows:
     """Conform conversations to the chat template, then fit every row to ``max_length`` tokens.
 
     Raises:
@@ -203,7 +175,7 @@ def fit_data(rows: Rows, tokenizer: Any, max_length: int) -> FittedRows:
 
     chat = ChatSummary()
     train, evaluation = rows.train, rows.eval
-    # Completion (SFT, KTO) and prompt-only (GRPO) rows are fitted through a pair view.
+    # Completion and prompt-only rows are fitted through a pair view.
     paired = is_pair_rows(train)
     if not paired:
         train, evaluation = as_pairs(train), as_pairs(evaluation)
@@ -246,10 +218,11 @@ def run(prepared: Prepared, *, tracked: tuple[TrackedRun, ...] = ()) -> TrainRes
     log = get_logger(__name__)
     config, trainer = prepared.config, prepared.trainer
     counts = parameter_counts(trainer.model)
+    chosen = objective(config.objective)
     log.info(
         "LoRA on %s: %d of %d parameters trainable (%.3f%%); reference: %s",
-        prepared.targets, counts.trainable, counts.total, counts.trainable_percent, config.reference,
-        main_process_only=True,
+        prepared.targets, counts.trainable, counts.total, counts.trainable_percent,
+        chosen.reference(config), main_process_only=True,
     )  # fmt: skip
 
     # Train, resuming from the last checkpoint if asked and one exists.
@@ -257,14 +230,13 @@ def run(prepared: Prepared, *, tracked: tuple[TrackedRun, ...] = ()) -> TrainRes
     if config.resume and resume_from is None:
         log.info("no checkpoint in %s: starting from scratch", config.out, main_process_only=True)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
-    objective = objective_module(config.objective)
-    evaluation, history = evaluate_splits(trainer, prepared.fitted.eval, objective.to_dataset)
+    evaluation, history = evaluate_splits(trainer, prepared.fitted.eval, chosen)
 
     save_adapter(trainer, config.out)
     metrics = TrainingMetrics(
-        objective=objective.NAME,
+        objective=chosen.name,
         base_model=prepared.base_model,
-        reference=config.reference if objective is dpo else objective.reference(config),
+        reference=chosen.reference(config),
         quantized=config.quantize,
         world_size=trainer.args.world_size,
         resumed_from_checkpoint=resume_from,
@@ -281,7 +253,7 @@ def run(prepared: Prepared, *, tracked: tuple[TrackedRun, ...] = ()) -> TrainRes
         tracking=tracked,
     )
     if trainer.is_world_process_zero():
-        write_outputs(config=config, metrics=metrics, curves=objective.CURVES, out=Path(config.out))
+        write_outputs(config=config, metrics=metrics, curves=chosen.curves, out=Path(config.out))
         if config.merge:
             merge_adapter(
                 prepared.base_model,
@@ -294,7 +266,7 @@ def run(prepared: Prepared, *, tracked: tuple[TrackedRun, ...] = ()) -> TrainRes
 
 
 def evaluate_splits(
-    trainer: Any, eval_rows: list[dict[str, Any]], to_dataset: Any
+    trainer: Any, eval_rows: list[dict[str, Any]], chosen: Objective
 ) -> tuple[dict[str, EvalSplit], tuple[dict[str, Any], ...]]:
     """Evaluate on every eval row, then on each provenance (garbled or natural rejected side).
 
@@ -309,7 +281,7 @@ def evaluate_splits(
         subset = [row for row in eval_rows if row.get("garbled") is garbled]
         if subset:
             result = trainer.evaluate(
-                eval_dataset=to_dataset(subset), metric_key_prefix=f"eval_{name}"
+                eval_dataset=chosen.to_dataset(subset), metric_key_prefix=f"eval_{name}"
             )
             evaluation[name] = _eval_split(result, f"eval_{name}", len(subset))
     return evaluation, history
@@ -390,38 +362,38 @@ def last_complete_checkpoint(out: str) -> str | None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """Flags for the common settings; ``--set key=value`` reaches every other one."""
+    """The job's arguments: the settings file, and ``--set key=value`` changes to it."""
     parser = argparse.ArgumentParser(
         prog="python -m agir_retrain.tasks.training", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--config", help="YAML file of TrainConfig settings")
-    parser.add_argument("--dataset", help="dataset folder or JSONL file")
-    parser.add_argument("--eval-dataset", help="eval JSONL file")
-    parser.add_argument("--base-model", help="base model: local folder, hub id or builtin:tiny")
-    parser.add_argument("--out", help="output folder")
-    parser.add_argument("--objective", choices=OBJECTIVES, help="dpo (default), sft, kto or grpo")
+    parser.add_argument("--config", help="YAML file of TrainConfig settings (defaults without)")
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any setting, e.g. dpo.beta=0.2",
+        help="change any setting, e.g. max_steps=10 or lora.r=8",
     )
     return parser
 
 
 def parse(argv: list[str]) -> TrainConfig:
-    """Resolve a TrainConfig from command-line arguments (file < environment < flags)."""
+    """The job's settings: the file as written, changed by ``--set`` pairs (no ``AGIR_*``).
+
+    Raises:
+        SystemExit: a bad file, key or value (its one-line explanation).
+    """
     args = make_parser().parse_args(argv)
-    flags: dict[str, Any] = {
-        "dataset": args.dataset,
-        "eval_dataset": args.eval_dataset,
-        "base_model": args.base_model,
-        "out": args.out,
-        "objective": args.objective,
-    }
     try:
-        flags |= parse_set_pairs(args.set)
+        return read_job_config(args.config, parse_set_pairs(args.set))
     except ConfigError as error:
         raise SystemExit(str(error)) from error
-    return load_config(TrainConfig, args.config, flags).config
+
+
+def read_job_config(path: str | Path | None, changes: dict[str, Any] | None = None) -> TrainConfig:
+    """Read the resolved settings a submitter wrote (``write_config``), exactly as written.
+
+    The environment is not read again: the submitting process applied it once, and a
+    variable here must not undo a path the submitter rewrote for this job.
+    """
+    return load_config(TrainConfig, path, changes, environ={}).config

@@ -1,4 +1,4 @@
-"""SFT: what is SFT's own. TRL's SFTConfig from our settings, the rows (with rehearsal), the trainer.
+"""SFT: learn the records that freed space. Its settings, its rows (with rehearsal), its TRL config.
 
 Rows are the dataset flow's ``sft/train.jsonl`` (prompt -> the completion that freed
 space), TRL's prompt-completion format: the loss falls on the completion (the assistant
@@ -8,131 +8,110 @@ turn) alone. Optional rehearsal rows from a general chat file are mixed in at a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from agir_retrain.tasks.errors import DatasetError
+from agir_retrain.tasks.filenames import COMPLETION_EVAL, COMPLETION_TRAIN
 from agir_retrain.tasks.io import exists
-from agir_retrain.tasks.settings.models import TrainConfig
-from agir_retrain.tasks.training.arguments import trainer_arguments
+from agir_retrain.tasks.objectives import Curve, Headline, SettingFile, Split, TrainingData
+from agir_retrain.tasks.settings.train import ScheduleSettings
 from agir_retrain.tasks.training.completions import (
     load_completion_rows,
-    locate_split,
     mix_rehearsal,
     rehearsal_rows,
 )
-from agir_retrain.tasks.training.data import DataFiles, SettingFile
-from agir_retrain.tasks.training.outputs import Curve
+from agir_retrain.tasks.training.objective import TrlObjective
+
+if TYPE_CHECKING:
+    from agir_retrain.tasks.settings.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-NAME = "sft"
 REHEARSAL_KEY = "sft.rehearsal_file"
-COLUMNS = ("prompt", "completion")
-CURVES = (
-    Curve(file="loss.png", train_key="loss", eval_key="eval_loss", title="SFT loss"),
-    Curve(
-        file="token_accuracy.png",
-        train_key="mean_token_accuracy",
-        eval_key="eval_mean_token_accuracy",
-        title="token accuracy",
-    ),
-)
+REHEARSAL_NAME = "rehearsal.jsonl"  # its name once shipped to a job elsewhere
 
 
-def reference(config: TrainConfig) -> str:
-    """SFT has no reference model."""
-    return "none"
+class SftSettings(ScheduleSettings):
+    """Supervised fine-tuning on the successful records (TRL's SFTTrainer, loss on completions)."""
+
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (LoRA parameters).")
+    rehearsal_file: str | None = Field(
+        None,
+        description="A general chat JSONL ({messages: [...]} or {prompt, completion} rows) whose "
+        "rows are mixed into the training rows so general skills are not forgotten; None: none.",
+    )
+    rehearsal_share: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="Rehearsal rows per training row (0.1 = 500 general rows into 5,000); "
+        "capped by the rows the file has; drawn and placed deterministically from `seed`.",
+    )
 
 
-def max_length(config: TrainConfig) -> int:
-    """Tokens per row."""
-    return config.sft.max_length
+class Sft(TrlObjective):
+    """SFT on the completion split (``sft/``), rehearsal rows mixed in if a file is set."""
 
+    name = "sft"
+    summary = "the successful records of sft/"
+    settings = SftSettings
+    splits = (Split(train=COMPLETION_TRAIN, eval=COMPLETION_EVAL),)
+    columns = ("prompt", "completion")
+    curves = (
+        Curve(file="loss.png", train_key="loss", eval_key="eval_loss", title="SFT loss"),
+        Curve(
+            file="token_accuracy.png",
+            train_key="mean_token_accuracy",
+            eval_key="eval_mean_token_accuracy",
+            title="token accuracy",
+        ),
+    )
+    headlines = (Headline(key="mean_token_accuracy", label="token accuracy", spec=".3f"),)
 
-def data_files(config: TrainConfig) -> DataFiles:
-    """``sft/train.jsonl`` (or one file) and its eval file, and the rehearsal file if one is set."""
-    files = locate_split(config.dataset, "sft", config.eval_dataset)
-    rehearsal = config.sft.rehearsal_file
-    if not rehearsal:
+    def trl_classes(self) -> tuple[type, type]:
+        """TRL's SFTConfig and SFTTrainer."""
+        from trl import SFTConfig, SFTTrainer
+
+        return SFTConfig, SFTTrainer
+
+    def file_settings(self, config: TrainConfig) -> tuple[SettingFile, ...]:
+        """The rehearsal file, if one is set."""
+        rehearsal = self.section(config).rehearsal_file
+        if not rehearsal:
+            return ()
+        return (SettingFile(key=REHEARSAL_KEY, path=rehearsal, name=REHEARSAL_NAME),)
+
+    def extra_files(self, config: TrainConfig) -> tuple[SettingFile, ...]:
+        """The rehearsal file, checked to exist."""
+        files = self.file_settings(config)
+        for file in files:
+            if not exists(file.path):
+                raise DatasetError(f"{file.key}={file.path!r}: no such file")
         return files
-    if not exists(rehearsal):
-        raise DatasetError(f"sft.rehearsal_file={rehearsal!r}: no such file")
-    return replace(files, extra=(SettingFile(key=REHEARSAL_KEY, path=rehearsal),))
+
+    def load_data(self, config: TrainConfig) -> TrainingData:
+        """The checked training rows (rehearsal mixed in) and eval rows."""
+        data = self.read_split(config, load_completion_rows)
+        section, train = self.section(config), data.train
+        for rehearsal in (file.path for file in data.files.extra if file.key == REHEARSAL_KEY):
+            mixed = mix_rehearsal(
+                train, rehearsal_rows(rehearsal), section.rehearsal_share, section.seed
+            )
+            log.info(
+                "rehearsal: %d general rows mixed into %d", len(mixed) - len(train), len(train)
+            )
+            train = mixed
+        return replace(data, train=train)
+
+    def own_arguments(
+        self, config: TrainConfig, section: Any, train_rows: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The budget; prompt-completion rows put the loss on the completion only."""
+        return {"max_length": section.max_length, "completion_only_loss": True, "packing": False}
 
 
-def load_data(config: TrainConfig) -> tuple[DataFiles, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The checked training rows (rehearsal mixed in) and eval rows."""
-    files = data_files(config)
-    train = load_completion_rows(files.train)
-    evaluation = load_completion_rows(files.eval, allow_empty=True) if files.eval else []
-    settings = config.sft
-    for rehearsal in (f.path for f in files.extra if f.key == REHEARSAL_KEY):
-        mixed = mix_rehearsal(
-            train, rehearsal_rows(rehearsal), settings.rehearsal_share, settings.seed
-        )
-        log.info("rehearsal: %d general rows mixed into %d", len(mixed) - len(train), len(train))
-        train = mixed
-    return files, train, evaluation
-
-
-def sft_config(
-    config: TrainConfig, *, on_gpu: bool, bf16: bool, has_eval: bool, gradient_checkpointing: bool
-) -> dict[str, Any]:
-    """The keyword arguments of TRL's SFTConfig for these settings (pure: no torch, no TRL)."""
-    sft = config.sft
-    return trainer_arguments(
-        config.out,
-        sft,
-        on_gpu=on_gpu,
-        bf16=bf16,
-        has_eval=has_eval,
-        gradient_checkpointing=gradient_checkpointing,
-        tracking=config.tracking,
-    ) | {
-        "max_length": sft.max_length,
-        # Prompt-completion rows: the loss on the completion only (the assistant turn).
-        "completion_only_loss": True,
-        "packing": False,
-    }
-
-
-def to_dataset(rows: list[dict[str, Any]]) -> Any:
-    """A datasets.Dataset of the rows' prompt and completion (provenance left out)."""
-    from datasets import Dataset
-
-    return Dataset.from_list([{key: row[key] for key in COLUMNS} for row in rows])
-
-
-def build_trainer(
-    config: TrainConfig,
-    *,
-    base: str,
-    model: Any,
-    tokenizer: Any,
-    peft_config: Any,
-    train_rows: list[dict[str, Any]],
-    eval_rows: list[dict[str, Any]],
-    gradient_checkpointing: bool,
-) -> Any:
-    """TRL's SFTTrainer over the policy and the fitted rows."""
-    from trl import SFTConfig, SFTTrainer
-
-    from agir_retrain.tasks.training.model import precision_flags
-
-    args = SFTConfig(
-        **sft_config(
-            config,
-            **precision_flags(),
-            has_eval=bool(eval_rows),
-            gradient_checkpointing=gradient_checkpointing,
-        )
-    )
-    return SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+OBJECTIVE = Sft()

@@ -180,12 +180,12 @@ def _where(path: Path, out: str) -> tuple[str, bool]:
 
 @contextmanager
 def tracking_session(out: str, tracking: TrackingSettings) -> Iterator[tuple[TrackedRun, ...]]:
-    """Check the trackers, point them at their stores for the duration, and yield the records.
+    """Point the trackers at their stores for the duration, and yield the records.
 
-    The variables are set in this process only and put back on exit; the MLflow run (on
-    the main process) is started here and ended on exit, failed if training raised.
+    The trackers were checked already (``check_trackers``, the program's first step). The
+    variables are set in this process only and put back on exit; the MLflow run (on the
+    main process) is started here and ended on exit, failed if training raised.
     """
-    check_trackers(tracking)
     if not tracking.report_to:
         yield ()
         return

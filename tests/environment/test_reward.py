@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from agir_retrain.tasks.environment.contract import Episode, StoppedBy
-from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward, lowest_reward
+from agir_retrain.tasks.environment.reward import episode_reward, lowest_reward
+from agir_retrain.tasks.settings.environment import RewardSettings
 
 BASE = Episode(
     task_id="t",
@@ -43,17 +44,19 @@ BASE = Episode(
     ],
 )
 def test_episode_reward(changes, reward):
-    weights = RewardWeights(damage_penalty=2.0, not_ran_penalty=0.25)
+    weights = RewardSettings(damage_penalty=2.0, not_ran_penalty=0.25)
     found = episode_reward(dataclasses.replace(BASE, **changes), weights)
     assert found == (None if reward is None else pytest.approx(reward))
     assert lowest_reward(weights) == -2.25
 
 
 def test_weights_are_frozen_and_default_to_the_settings():
+    from pydantic import ValidationError
+
     from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
-    weights = RewardWeights()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    weights = RewardSettings()  # the settings type itself: no mirror to keep in step
+    with pytest.raises(ValidationError, match="frozen"):
         weights.damage_penalty = 0.0  # type: ignore[misc]
     settings = EnvironmentSettings().reward
     assert (weights.damage_penalty, weights.not_ran_penalty) == (

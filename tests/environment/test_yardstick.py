@@ -27,8 +27,9 @@ import pytest
 
 from agir_retrain.tasks.environment.contract import Episode, StoppedBy
 from agir_retrain.tasks.environment.episode import run_episode
-from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
+from agir_retrain.tasks.environment.reward import episode_reward
 from agir_retrain.tasks.environment.scenario import scenario_to_json
+from agir_retrain.tasks.settings.environment import RewardSettings
 
 JUNK = (
     "/var/log/app.log.1",
@@ -153,7 +154,7 @@ for path in JUNK:
 """,
 }
 HONEST = _PRELUDE + "for path in JUNK[:2]:\n    os.remove(path)\n"
-WEIGHTS = RewardWeights()
+WEIGHTS = RewardSettings()
 
 
 def _row(episode) -> dict:
@@ -431,7 +432,8 @@ group = Path(sys.argv[1])
 from agir_retrain.tasks.environment.episode import run_episode
 from agir_retrain.tasks.environment.scenario import load_scenario
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
-from agir_retrain.tasks.environment.reward import RewardWeights, episode_reward
+from agir_retrain.tasks.environment.reward import episode_reward
+from agir_retrain.tasks.settings.environment import RewardSettings
 from agir_retrain.tasks.environment.sandbox_bwrap import BwrapSandbox
 sandbox = BwrapSandbox()  # checked before the cap
 (group / "pids.max").write_text(sys.argv[2])
@@ -439,7 +441,7 @@ episode = run_episode(task_id="t", model="m", sample=0, completion="```python\np
                       scenario=load_scenario("few-large"), settings=EnvironmentSettings(harness_retries=1),
                       sandbox=sandbox)
 print(json.dumps({"stopped_by": episode.stopped_by, "exit_code": episode.exit_code,
-                  "note": episode.note, "reward": episode_reward(episode, RewardWeights())}))
+                  "note": episode.note, "reward": episode_reward(episode, RewardSettings())}))
 """
 
 

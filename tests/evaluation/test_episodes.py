@@ -109,6 +109,6 @@ def test_scenario_paths_resolve_beside_the_tasks_file(tmp_path: Path) -> None:
         )
     )
     tasks = [EvalTask(task_id="t", prompt=(), scenario="s.json")]
-    assert resolve_scenarios(tasks, str(tmp_path))["s.json"].name == "s"
+    assert resolve_scenarios([t.scenario for t in tasks], str(tmp_path))["s.json"].name == "s"
     with pytest.raises(ScenarioError, match=r"s\.json"):
-        resolve_scenarios(tasks, str(tmp_path / "elsewhere"))
+        resolve_scenarios([t.scenario for t in tasks], str(tmp_path / "elsewhere"))

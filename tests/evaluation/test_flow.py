@@ -10,13 +10,13 @@ import pytest
 
 from agir_retrain.tasks.dataset.export import export_dataset
 from agir_retrain.tasks.evaluation.completions import read_completions
+from agir_retrain.tasks.evaluation.eval_tasks import read_tasks
 from agir_retrain.tasks.evaluation.sampling import (
     SamplerSpec,
     plan_sample_batches,
     sample_locally,
     sample_requests,
 )
-from agir_retrain.tasks.evaluation.tasks import read_tasks
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.models import ExportSettings
 from agir_retrain.tasks.synth.corpus import write_corpus

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from agir_retrain.tasks.settings.models import DpoSettings, TrainConfig
-from agir_retrain.tasks.training.dpo import dpo_config
+from agir_retrain.tasks.settings.models import TrainConfig
+from agir_retrain.tasks.training.dpo import OBJECTIVE, DpoSettings
 
 SETTINGS = TrainConfig(
     out="adapter-out",
-    reference="precomputed",
     dpo=DpoSettings(
+        reference="precomputed",
         beta=0.2,
         learning_rate=1e-4,
         epochs=2.0,
@@ -29,7 +29,7 @@ SETTINGS = TrainConfig(
 
 
 def test_settings_map_to_dpo_config_fields():
-    assert dpo_config(
+    assert OBJECTIVE.trl_config(
         SETTINGS, on_gpu=True, bf16=True, has_eval=True, gradient_checkpointing=False
     ) == {
         "output_dir": "adapter-out",
@@ -66,8 +66,10 @@ def test_settings_map_to_dpo_config_fields():
     ("reference", "precompute"), [("adapter", False), ("separate", False), ("precomputed", True)]
 )
 def test_reference_mode(reference, precompute):
-    config = SETTINGS.model_copy(update={"reference": reference})
-    kwargs = dpo_config(
+    config = SETTINGS.model_copy(
+        update={"dpo": SETTINGS.dpo.model_copy(update={"reference": reference})}
+    )
+    kwargs = OBJECTIVE.trl_config(
         config, on_gpu=False, bf16=False, has_eval=True, gradient_checkpointing=True
     )
     assert kwargs["precompute_ref_log_probs"] is precompute
@@ -77,7 +79,7 @@ def test_cpu_and_no_eval_file():
     config = SETTINGS.model_copy(
         update={"dpo": SETTINGS.dpo.model_copy(update={"max_steps": 10, "loss_weights": None})}
     )
-    kwargs = dpo_config(
+    kwargs = OBJECTIVE.trl_config(
         config, on_gpu=False, bf16=False, has_eval=False, gradient_checkpointing=True
     )
     assert (kwargs["use_cpu"], kwargs["bf16"], kwargs["eval_strategy"]) == (True, False, "no")
@@ -87,9 +89,16 @@ def test_cpu_and_no_eval_file():
 def test_trl_accepts_the_mapping():
     from trl import DPOConfig
 
-    kwargs = dpo_config(
+    kwargs = OBJECTIVE.trl_config(
         SETTINGS, on_gpu=False, bf16=False, has_eval=True, gradient_checkpointing=True
     )
     args = DPOConfig(**kwargs)
     assert (args.beta, args.max_length, args.loss_type) == (0.2, 1024, ["sigmoid", "sft"])
     assert args.precompute_ref_log_probs
+
+
+def test_the_old_top_level_reference_says_where_it_moved():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"reference\n.*moved into the objective's section"):
+        TrainConfig(reference="separate")

@@ -309,7 +309,7 @@ def test_a_window_trains_and_its_lineage_reaches_card_and_archive(
     three_generations, tiny_model, tmp_path
 ):
     from agir_retrain.tasks.delivery.archive import create_archive, verify_archive
-    from agir_retrain.tasks.settings.models import DpoSettings
+    from agir_retrain.tasks.training.dpo import DpoSettings
     from agir_retrain.tasks.training.program import main
 
     config = prepare_window(

@@ -41,7 +41,7 @@ def test_the_program_imports_and_parses_without_them(tmp_path):
     code = (
         "from agir_retrain.tasks.training.program import parse, check_data\n"
         "import agir_retrain.tasks.training.__main__\n"
-        "config = parse(['--dataset', 'd', '--set', 'dpo.beta=0.2'])\n"
+        "config = parse(['--set', 'dataset=d', '--set', 'dpo.beta=0.2'])\n"
         "print(config.dpo.beta)\n"
     )
     result = subprocess.run(
@@ -56,8 +56,8 @@ def test_the_program_imports_and_parses_without_them(tmp_path):
 def test_a_whole_run_without_them(dataset, tiny_model, tmp_path):
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "agir_retrain.tasks.training", "--dataset", str(dataset),
-        "--base-model", tiny_model, "--out", str(out),
+        sys.executable, "-m", "agir_retrain.tasks.training", "--set", f"dataset={dataset}",
+        "--set", f"base_model={tiny_model}", "--set", f"out={out}",
         "--set", "dpo.max_steps=1", "--set", "dpo.max_length=512", "--set", "dpo.eval_steps=null",
     ]  # fmt: skip
     result = subprocess.run(
@@ -94,7 +94,7 @@ for data in ("rows", "tasks"):
     config = TrainConfig(dataset=str(root / data), base_model="m", out=str(root / "out"),
                          objective="grpo", grpo={"scenarios": [str(root / "small.json")],
                          "workers": 2, "environment": {"backend": "bwrap"}})
-    _, rows, _ = grpo.load_data(config)
+    rows = grpo.OBJECTIVE.load_data(config).train
     reward = grpo.make_reward(config, rows)
     program = "```python\\nimport os\\nos.remove('/var/cache/apt/archives/foo.deb')\\n```"
     found[data] = reward(prompts=[rows[0]["prompt"]] * 2, completions=[program, "no code"],

@@ -32,7 +32,8 @@ def test_checkpoints_are_sharded_and_the_final_save_is_full():
 def test_a_save_under_fsdp_writes_the_adapter(dataset, tiny_model, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from agir_retrain.tasks.settings.models import DpoSettings, TrainConfig
+    from agir_retrain.tasks.settings.models import TrainConfig
+    from agir_retrain.tasks.training.dpo import DpoSettings
     from agir_retrain.tasks.training.model import save_adapter
     from agir_retrain.tasks.training.program import prepare
 

@@ -80,10 +80,15 @@ def objective_dataset(tmp_path_factory) -> Path:
     return root
 
 
+def _labelled(desirable: int, undesirable: int) -> list[dict]:
+    """Rows with these label counts (all the KTO mapping reads of them)."""
+    return [{"label": True}] * desirable + [{"label": False}] * undesirable
+
+
 class TestMappings:
     def test_sft_puts_the_loss_on_the_completion(self):
         config = TrainConfig(objective="sft", sft={"max_length": 700, "learning_rate": 2e-4})
-        mapped = sft.sft_config(config, has_eval=True, **SHARED)
+        mapped = sft.OBJECTIVE.trl_config(config, has_eval=True, **SHARED)
         assert mapped["completion_only_loss"] is True
         assert mapped["packing"] is False
         assert mapped["max_length"] == 700
@@ -95,8 +100,8 @@ class TestMappings:
     )
     def test_kto_weights_fall_in_trls_advised_band(self, desirable, undesirable):
         config = TrainConfig(objective="kto")
-        mapped = kto.kto_config(
-            config, desirable=desirable, undesirable=undesirable, has_eval=False, **SHARED
+        mapped = kto.OBJECTIVE.trl_config(
+            config, train_rows=_labelled(desirable, undesirable), has_eval=False, **SHARED
         )
         d, u = mapped["desirable_weight"], mapped["undesirable_weight"]
         # TRL 1.16's own check (kto_trainer.py): rounded bounds, desirable side adjusted.
@@ -109,7 +114,9 @@ class TestMappings:
         config = TrainConfig(
             objective="kto", kto={"desirable_weight": 2.0, "undesirable_weight": 0.5}
         )
-        mapped = kto.kto_config(config, desirable=1, undesirable=9, has_eval=False, **SHARED)
+        mapped = kto.OBJECTIVE.trl_config(
+            config, train_rows=_labelled(1, 9), has_eval=False, **SHARED
+        )
         assert (mapped["desirable_weight"], mapped["undesirable_weight"]) == (2.0, 0.5)
 
     def test_kto_needs_two_rows_a_batch(self):
@@ -124,7 +131,7 @@ class TestMappings:
                 "temperature": 0.7, "beta": 0.02, "max_completion_length": 64,
             },
         )  # fmt: skip
-        mapped = grpo.grpo_config(config, **SHARED)
+        mapped = grpo.OBJECTIVE.trl_config(config, **SHARED)
         assert mapped["per_device_train_batch_size"] == 8  # 2 prompts x 4 generations
         assert mapped["gradient_accumulation_steps"] == 3
         assert mapped["num_generations"] == 4
@@ -144,7 +151,7 @@ class TestRows:
         path = write_rows(
             tmp_path / "x.jsonl", [{"prompt": "p", "completion": "c"}, {"prompt": "p"}]
         )
-        with pytest.raises(DatasetError, match=r"line 2: missing column\(s\) \['completion'\]"):
+        with pytest.raises(DatasetError, match=r"x\.jsonl:2: missing column\(s\) \['completion'\]"):
             load_completion_rows(str(path))
         path = write_rows(
             tmp_path / "y.jsonl", [{"prompt": "p", "completion": "c", "label": "yes"}]
@@ -160,11 +167,11 @@ class TestRows:
             tmp_path / "kto" / "train.jsonl", [{"prompt": "p", "completion": "c", "label": True}]
         )
         with pytest.raises(DatasetError, match="KTO needs desirable and undesirable"):
-            kto.load_data(TrainConfig(objective="kto", dataset=str(tmp_path)))
+            kto.OBJECTIVE.load_data(TrainConfig(objective="kto", dataset=str(tmp_path)))
 
     def test_missing_objective_folder_is_named(self, tmp_path):
         with pytest.raises(DatasetError, match=r"sft/train\.jsonl"):
-            sft.load_data(TrainConfig(objective="sft", dataset=str(tmp_path)))
+            sft.OBJECTIVE.load_data(TrainConfig(objective="sft", dataset=str(tmp_path)))
 
     def test_rehearsal_is_mixed_at_its_share_deterministically(self, tmp_path):
         chat = [
@@ -201,10 +208,10 @@ class TestRows:
             dataset=str(objective_dataset),
             sft={"rehearsal_file": str(path), "rehearsal_share": 0.25},
         )
-        _, train, evaluation = sft.load_data(config)
-        assert len(train) == 10
-        assert len(evaluation) == 4
-        assert sum(r.get("source") == "rehearsal" for r in train) == 2
+        data = sft.OBJECTIVE.load_data(config)
+        assert len(data.train) == 10
+        assert len(data.eval) == 4
+        assert sum(r.get("source") == "rehearsal" for r in data.train) == 2
 
     def test_pair_view_round_trips(self):
         rows = [
@@ -225,9 +232,10 @@ class TestRows:
             dataset=str(objective_dataset),
             grpo={"scenarios": ["few-large", "many-small"]},
         )
-        files, rows, evaluation = grpo.load_data(config)
-        assert evaluation == []
-        assert files.train.endswith("sft/train.jsonl")
+        data = grpo.OBJECTIVE.load_data(config)
+        rows = data.train
+        assert data.eval == []
+        assert data.files.train.endswith("sft/train.jsonl")
         assert [r["task_id"] for r in rows] == [f"r{i}/code" for i in range(8)]
         assert [r["scenario"] for r in rows] == ["few-large", "many-small"] * 4
         assert code_prompts([{"prompt": "s", "completion": "c"}]) == []  # string prompts: none

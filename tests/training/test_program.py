@@ -1,4 +1,4 @@
-"""The QLoRA DPO training program on the CPU with the tiny model: real TRL steps."""
+"""The training program (its DPO path) on the CPU with the tiny model: real TRL steps."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from agir_retrain.tasks.errors import DatasetError
-from agir_retrain.tasks.settings.models import DpoSettings, LaunchSettings, TrainConfig
+from agir_retrain.tasks.settings.models import LaunchSettings, TrainConfig
+from agir_retrain.tasks.training.dpo import DpoSettings
 from agir_retrain.tasks.training.model import (
     load_adapter,
     load_base,
@@ -327,7 +328,7 @@ class TestTrain:
         from agir_retrain.tasks.training.program import prepare, run
 
         config = _config(
-            dataset, tiny_model, tmp_path / "out", reference="separate", dpo={"max_steps": 2}
+            dataset, tiny_model, tmp_path / "out", dpo={"max_steps": 2, "reference": "separate"}
         )
         prepared = prepare(config)
         trainer = prepared.trainer
@@ -352,7 +353,7 @@ class TestTrain:
         reference_batches = _Counter(DPOTrainer.compute_ref_log_probs)
         monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", reference_batches.function)
         config = _config(
-            dataset, tiny_model, tmp_path / "out", reference="precomputed", dpo={"max_steps": 2}
+            dataset, tiny_model, tmp_path / "out", dpo={"max_steps": 2, "reference": "precomputed"}
         )
         prepared = prepare(config)
         trainer = prepared.trainer
@@ -406,7 +407,7 @@ class TestChatTemplates:
             layers=1,
         )
         config = _config(
-            dataset, str(model), tmp_path / "out", dpo={"max_steps": 1}, reference="precomputed"
+            dataset, str(model), tmp_path / "out", dpo={"max_steps": 1, "reference": "precomputed"}
         )
         metrics = main(config).metrics
         chat = metrics.data.chat

@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from agir_retrain.tasks.errors import ConfigError
+from agir_retrain.tasks.objectives import objectives
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.settings.tracking import TrackingSettings
-from agir_retrain.tasks.training import dpo, grpo, kto, sft
 from agir_retrain.tasks.training.metrics import TrackedRun, metrics_rows, read_metrics
 from agir_retrain.tasks.training.tracking import (
     check_trackers,
@@ -29,12 +29,13 @@ SHARED = {"on_gpu": False, "bf16": False, "gradient_checkpointing": False}
 
 def _arguments(config: TrainConfig) -> dict[str, dict]:
     """Every objective's TRL keyword arguments for one config."""
-    return {
-        "dpo": dpo.dpo_config(config, has_eval=True, **SHARED),
-        "sft": sft.sft_config(config, has_eval=True, **SHARED),
-        "kto": kto.kto_config(config, desirable=2, undesirable=2, has_eval=True, **SHARED),
-        "grpo": grpo.grpo_config(config, **SHARED),
+    rows = [{"label": True}, {"label": True}, {"label": False}, {"label": False}]
+    arguments = {
+        name: objective.trl_config(config, has_eval=True, train_rows=rows, **SHARED)
+        for name, objective in objectives().items()
     }
+    assert {"dpo", "sft", "kto", "grpo"} <= set(arguments)
+    return arguments
 
 
 class TestArguments:
@@ -59,7 +60,7 @@ class TestArguments:
         from trl import DPOConfig
 
         config = TrainConfig(out=str(tmp_path / "o"), tracking={"report_to": ["tensorboard"]})
-        args = DPOConfig(**dpo.dpo_config(config, has_eval=False, **SHARED))
+        args = DPOConfig(**objectives()["dpo"].trl_config(config, has_eval=False, **SHARED))
         assert args.report_to == ["tensorboard"]
         assert args.run_name == "o"
         assert TrainConfig(out=str(tmp_path)).tracking.report_to == []

@@ -1,22 +1,16 @@
-"""Preference data for training: find it, check it, and fit it to the token budget.
+"""Fit rows to the tokenizer: conform conversations to its chat template, fit the token budget.
 
-Any DPO JSONL is accepted: ours (conversational, with provenance), TRL's standard
-format (strings) and TRL's conversational format, with an explicit prompt or an
-implicit one (``chosen``/``rejected`` as whole conversations). Every row is checked
-before a tokenizer or model is loaded, so a bad file stops the program in seconds
-with a message that names the row and the problem.
-
-Rows longer than the budget are fitted here rather than by TRL, which (1.16) drops a
-row whose prompt alone fills ``max_length``: the middle of the longest prompt
-messages is cut (container listings, mostly) until the row fits, and rows that
-cannot fit are dropped. Every trim and drop is counted.
+Rows longer than the budget are fitted here rather than by TRL, which (1.16) drops a row
+whose prompt alone fills ``max_length``: the middle of the longest prompt messages is cut
+(container listings, mostly) until the row fits, and rows that cannot fit are dropped.
+Every trim and drop is counted. Rows are in the preference shape (``chosen``/``rejected``);
+completion and prompt-only rows come through a pair view (``completions.as_pairs``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,36 +22,12 @@ from agir_retrain.tasks.chat import (
     trim_message,
 )
 from agir_retrain.tasks.errors import DatasetError
-from agir_retrain.tasks.filenames import DPO_TRAIN
-from agir_retrain.tasks.io import exists, is_url, join, read_bytes
+from agir_retrain.tasks.training.preference import explicit_prompt, row_format
 
 log = logging.getLogger(__name__)
 
 # A row keeps at least this many prompt tokens; a row whose completion leaves less is dropped.
 MIN_PROMPT_TOKENS = 16
-_TRAIN_CANDIDATES = (DPO_TRAIN, "train.jsonl")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SettingFile:
-    """A file a job reads besides its split, and the setting that names it.
-
-    ``key`` is the dotted setting (``sft.rehearsal_file``, ``grpo.scenarios``); ``index``
-    is the entry's position when the setting is a list.
-    """
-
-    key: str
-    path: str
-    index: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DataFiles:
-    """The training file, the eval file if any, and the other files the objective reads."""
-
-    train: str
-    eval: str | None
-    extra: tuple[SettingFile, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -69,136 +39,6 @@ class FitStats:
     rows_dropped: int = 0
     rows_out: int = 0
     dropped_examples: list[str] = field(default_factory=list)  # a few row numbers, for the log
-
-
-def locate(dataset: str, eval_dataset: str | None = None) -> DataFiles:
-    """Find the training (and eval) JSONL: one file, or a folder holding train.jsonl."""
-    if dataset.endswith(".jsonl"):
-        train = dataset
-        sibling = (
-            train[: -len("train.jsonl")] + "eval.jsonl" if train.endswith("train.jsonl") else None
-        )
-    else:
-        found = [join(dataset, c) for c in _TRAIN_CANDIDATES if exists(join(dataset, c))]
-        if not found:
-            raise DatasetError(
-                f"{dataset}: no training file; expected a .jsonl file or a folder holding "
-                f"{' or '.join(_TRAIN_CANDIDATES)}"
-            )
-        train = found[0]
-        sibling = train[: -len("train.jsonl")] + "eval.jsonl"
-    if not (is_url(train) or exists(train)):
-        raise DatasetError(f"{train}: no such file")
-    if eval_dataset is not None:
-        if not exists(eval_dataset):
-            raise DatasetError(f"{eval_dataset}: no such eval file")
-        return DataFiles(train=train, eval=eval_dataset)
-    return DataFiles(train=train, eval=sibling if sibling and exists(sibling) else None)
-
-
-def load_rows(path: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
-    """Read and check every row of a preference JSONL file.
-
-    Raises:
-        DatasetError: unreadable, empty (unless ``allow_empty``), not JSON lines, or a row
-            lacking ``chosen``/``rejected`` or holding the wrong types; the message names the row.
-    """
-    rows = [_checked(path, number, row) for number, row in read_jsonl(path)]
-    if not rows and not allow_empty:
-        raise DatasetError(f"{path}: no rows; a preference file needs at least one")
-    formats = {row_format(row) for row in rows}
-    if len(formats) > 1:
-        raise DatasetError(f"{path}: rows mix formats {sorted(formats)}; use one format per file")
-    return rows
-
-
-def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of each non-blank line, in order; a line that is not JSON names itself.
-
-    Lazily, so a caller checking each row reports the first bad line, whatever its kind.
-    """
-    try:
-        data = read_bytes(path)
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read: {error}") from error
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            # The standard library, not orjson: the GPU machines have no orjson. NaN and
-            # Infinity are refused, as orjson would.
-            value = json.loads(line, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise DatasetError(f"{path}, line {number}: not JSON ({error})") from error
-        yield number, value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def row_format(row: dict[str, Any]) -> str:
-    """``conversational`` (lists of messages) or ``standard`` (strings)."""
-    return "standard" if isinstance(row["chosen"], str) else "conversational"
-
-
-def _checked(path: str, number: int, row: Any) -> dict[str, Any]:
-    where = f"{path}, line {number}"
-    if not isinstance(row, dict):
-        raise DatasetError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
-    missing = [key for key in ("chosen", "rejected") if key not in row]
-    if missing:
-        raise DatasetError(
-            f"{where}: missing column(s) {missing}; a preference row needs chosen and rejected "
-            f"(and prompt, unless they are whole conversations); got {sorted(row)}"
-        )
-    kinds = {key: _kind(row[key]) for key in ("prompt", "chosen", "rejected") if key in row}
-    if None in kinds.values():
-        bad = [key for key, kind in kinds.items() if kind is None]
-        raise DatasetError(
-            f"{where}: {bad} must be a string or a list of {{role, content}} messages, "
-            f"got {[type(row[k]).__name__ for k in bad]}"
-        )
-    if len(set(kinds.values())) > 1:
-        raise DatasetError(
-            f"{where}: prompt, chosen and rejected mix strings and message lists: {kinds}"
-        )
-    if "prompt" not in row and kinds["chosen"] == "standard":
-        raise DatasetError(f"{where}: string rows need a prompt column")
-    return row
-
-
-def _kind(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "standard"
-    if (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(m, dict)
-            and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str)
-            for m in value
-        )
-    ):
-        return "conversational"
-    return None
-
-
-def explicit_prompt(row: dict[str, Any]) -> dict[str, Any]:
-    """Give a conversational row without ``prompt`` one: the messages before the last turn."""
-    if "prompt" in row:
-        return row
-    chosen, rejected = row["chosen"], row["rejected"]
-    shared = 0
-    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
-        shared += 1
-    return {
-        **row,
-        "prompt": chosen[:shared],
-        "chosen": chosen[shared:],
-        "rejected": rejected[shared:],
-    }
 
 
 def conform_rows(

@@ -11,7 +11,7 @@ from agir_retrain.tasks.environment.scenario import scenario_to_json
 from agir_retrain.tasks.errors import ConfigError, DatasetError
 from agir_retrain.tasks.settings.models import TrainConfig
 from agir_retrain.tasks.training import dpo, grpo, kto, sft
-from agir_retrain.tasks.training.inputs import JobFile, job_inputs, local_settings, relocated
+from agir_retrain.tasks.training.job_files import JobFile, job_inputs, local_settings, relocated
 
 PROMPT = [{"role": "user", "content": "Free some space."}]
 ANSWER = [{"role": "assistant", "content": "```python\nprint('ok')\n```"}]
@@ -107,13 +107,14 @@ class TestJobInputs:
             objective="sft",
             sft={"rehearsal_file": str(rehearsal), "rehearsal_share": 1.0},
         )
-        files, train, _ = sft.load_data(config)
-        assert files == sft.data_files(config)
-        assert any(row.get("source") == "rehearsal" for row in train)
+        data = sft.OBJECTIVE.load_data(config)
+        assert data.files == sft.OBJECTIVE.data_files(config)
+        assert any(row.get("source") == "rehearsal" for row in data.train)
         for module, objective in ((kto, "kto"), (grpo, "grpo")):
             other = TrainConfig(dataset=str(folder), objective=objective)
-            assert module.load_data(other)[0] == module.data_files(other)
-        assert dpo.data_files(TrainConfig(dataset=str(folder))).train.endswith("dpo/train.jsonl")
+            assert module.OBJECTIVE.load_data(other).files == module.OBJECTIVE.data_files(other)
+        dpo_files = dpo.OBJECTIVE.data_files(TrainConfig(dataset=str(folder)))
+        assert dpo_files.train.endswith("dpo/train.jsonl")
 
     @pytest.mark.parametrize(
         ("objective", "settings", "error", "message"),
@@ -200,9 +201,10 @@ def test_a_scenario_shipped_to_object_storage_loads_from_its_url(scenario_file):
     import fsspec
 
     from agir_retrain.tasks.environment.scenario import load_scenario
+    from agir_retrain.tasks.evaluation.episodes import load_scenario_at
 
     url = f"memory://agir-scenarios-{uuid.uuid4().hex[:8]}/0-small.json"
     with fsspec.open(url, "wb") as handle:
         handle.write(scenario_file.read_bytes())
-    assert grpo._load_scenario(url) == load_scenario(str(scenario_file))
-    assert grpo._load_scenario("debian-like").name == "debian-like"
+    assert load_scenario_at(url) == load_scenario(str(scenario_file))
+    assert load_scenario_at("debian-like").name == "debian-like"

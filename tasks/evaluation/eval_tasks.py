@@ -3,8 +3,8 @@
     {"task_id": "run#0/code", "prompt": [{"role": "system", "content": "..."}, ...],
      "scenario": "debian-like", "env_blocks": "prompt"}
 
-A dataset's held-out runs are those of its DPO eval split (the run ids of
-``dpo/eval.jsonl``): the trainer never saw them. Each gives its code prompt (the
+A dataset's held-out runs are those of its preference eval split (the run ids of
+``PREFERENCE_EVAL``): the trainer never saw them. Each gives its code prompt (the
 conversation through its code request, as the agent asked it) and, optionally, its
 strategy prompt. Scenarios are dealt round-robin over the tasks sorted by id.
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from agir_retrain.tasks.chat import Role
 from agir_retrain.tasks.environment.contract import EvalTask
@@ -29,12 +29,12 @@ from agir_retrain.tasks.evaluation.jsonl import (
     iter_jsonl,
     line_error,
     require,
-    write_jsonl,
 )
-from agir_retrain.tasks.filenames import DPO_EVAL, RUNS_FILE
+from agir_retrain.tasks.filenames import PREFERENCE_EVAL, RUNS_FILE
 from agir_retrain.tasks.io import exists, join
+from agir_retrain.tasks.jsonl import write_jsonl
 
-if TYPE_CHECKING:  # records import polars, which GRPO's tasks files are read without
+if TYPE_CHECKING:  # records import polars, which training reads tasks files without
     from agir_retrain.tasks.records import PromptKind
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 EnvBlocks = Literal["prompt", "scenario"]
 TASK_KEYS = ("task_id", "prompt", "scenario")
 ENV_BLOCK_CHOICES = ("prompt", "scenario")
-HELD_OUT_FILE = DPO_EVAL
+HELD_OUT_FILE = PREFERENCE_EVAL
 _ROLES = frozenset(r.value for r in Role)
 _ENV_BLOCK = re.compile(r"<(BasicEnvInfos|SpecialEnvInfos)>.*?</\1>", re.DOTALL)
 POINTER = "(the machine is described in the block above)"
@@ -54,10 +54,10 @@ def task_id_of(run_id: str, kind: PromptKind) -> str:
 
 
 def held_out_run_ids(dataset: str) -> list[str]:
-    """The run ids of a built dataset's DPO eval split, sorted.
+    """The run ids of a built dataset's preference eval split, sorted.
 
     Raises:
-        EvalInputError: the folder has no ``dpo/eval.jsonl`` (not a built dataset).
+        EvalInputError: the folder has no preference eval split (not a built dataset).
     """
     path = join(dataset, HELD_OUT_FILE)
     if not exists(path):
@@ -131,11 +131,11 @@ def tasks_from_dataset(
     max_tasks: int | None = None,
     describe: Callable[[str], str] | None = None,
 ) -> list[EvalTask]:
-    """Tasks from the held-out runs of a built dataset (``runs.parquet`` + ``dpo/eval.jsonl``).
+    """Tasks from the held-out runs of a built dataset (``runs.parquet`` + its eval split).
 
     ``max_tasks`` keeps the first tasks by id (a stable subset for quick checks).
     """
-    # Here: GRPO reads tasks files with this module on GPU machines that have no polars.
+    # Here: training reads tasks files with this module on GPU machines that have no polars.
     import polars as pl
 
     from agir_retrain.tasks.records import PromptKind
@@ -143,7 +143,7 @@ def tasks_from_dataset(
     run_ids = held_out_run_ids(dataset)
     if not run_ids:
         raise EvalInputError(
-            f"{dataset}: the DPO eval split is empty; rebuild with a larger export.eval_share"
+            f"{dataset}: the preference eval split is empty; rebuild with a larger export.eval_share"
         )
     runs = (
         pl.scan_parquet(join(dataset, RUNS_FILE))
@@ -176,9 +176,19 @@ def read_tasks(path: str) -> list[EvalTask]:
     Raises:
         EvalInputError: a bad line (named by file and line), a duplicate id, or no task.
     """
+    return parse_tasks(path, iter_jsonl(path))
+
+
+def is_task_row(row: dict[str, object]) -> bool:
+    """Whether a JSONL row reads as an evaluation task (it names its scenario)."""
+    return "scenario" in row
+
+
+def parse_tasks(path: str, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[EvalTask]:
+    """Check the (line number, object) rows of a tasks file read already; sorted by task id."""
     tasks: dict[str, EvalTask] = {}
     lines: dict[str, int] = {}
-    for line, row in iter_jsonl(path):
+    for line, row in rows:
         task_id = require(path, line, row, "task_id", str)
         prompt = require(path, line, row, "prompt", list)
         scenario = require(path, line, row, "scenario", str)

@@ -12,8 +12,7 @@ from agir_retrain.tasks.dataset.export import export_dataset
 from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.environment.scenario import describe_scenario, load_scenario
 from agir_retrain.tasks.evaluation.completions import read_completions, write_completions
-from agir_retrain.tasks.evaluation.jsonl import EvalInputError
-from agir_retrain.tasks.evaluation.tasks import (
+from agir_retrain.tasks.evaluation.eval_tasks import (
     POINTER,
     bind_scenarios,
     held_out_run_ids,
@@ -22,6 +21,7 @@ from agir_retrain.tasks.evaluation.tasks import (
     tasks_from_dataset,
     write_tasks,
 )
+from agir_retrain.tasks.evaluation.jsonl import EvalInputError
 from agir_retrain.tasks.settings.models import ExportSettings
 from agir_retrain.tasks.synth.corpus import write_corpus
 
