@@ -1,5 +1,9 @@
 """Records to polars frames (always with the schema named in ``records.py``) and back.
 
+A stage's own record types (a run format's pending records) and ``Run``, whose
+``file_schema`` enum lists the registered run formats, get their schema through
+``register_table``.
+
 Conversion is column-wise through pyarrow, which builds nested list/struct columns
 from Python objects in C++; row-by-row polars construction was several times slower.
 """
@@ -7,7 +11,7 @@ from Python objects in C++; row-by-row polars construction was several times slo
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,8 @@ from agir_retrain.tasks.records import (
     GARBLE_RESULT_SCHEMA,
     PAIR_SCHEMA,
     QUARANTINE_SCHEMA,
-    RUN_SCHEMA,
     SCORED_SCHEMA,
-    V5_RECORD_SCHEMA,
     Attempt,
-    FileSchema,
     GarbleMethod,
     GarbleRequest,
     GarbleResult,
@@ -38,12 +39,9 @@ from agir_retrain.tasks.records import (
     QuarantineReason,
     ResponseKind,
     Role,
-    Run,
     RunClass,
     ScoredRecord,
     UnitConvention,
-    V5Record,
-    V5RecordType,
 )
 
 # zstd level 1 compresses chat text ~6x at ~430 MB/s; statistics on megabyte-long strings cost
@@ -61,12 +59,29 @@ BULKY_TEXT = frozenset(
 SCHEMAS: dict[type, pl.Schema] = {
     GarbleRequest: GARBLE_REQUEST_SCHEMA,
     GarbleResult: GARBLE_RESULT_SCHEMA,
-    Run: RUN_SCHEMA,
     ScoredRecord: SCORED_SCHEMA,
     Pair: PAIR_SCHEMA,
     Quarantined: QUARANTINE_SCHEMA,
-    V5Record: V5_RECORD_SCHEMA,
-}
+}  # and Run, from the run-format registry (``runs/formats/registry.py``)
+
+
+def register_table(
+    record_type: type,
+    schema: pl.Schema,
+    *,
+    enums: dict[str, type[StrEnum]] | None = None,
+    nested: dict[str, Callable[[Any], Any]] | None = None,
+) -> None:
+    """Name the schema a record type is stored with (again: the last one wins).
+
+    Args:
+        enums: columns read back as these enums, beyond the shared ones below.
+        nested: columns read back through these functions (a list column as a tuple).
+    """
+    SCHEMAS[record_type] = schema
+    _EXTRA_READERS[record_type] = {**(enums or {}), **(nested or {})}
+    for cached in (_arrow_schema, _statistics_columns, _readers):
+        cached.cache_clear()
 
 
 def to_arrow(records: Sequence[Any], record_type: type) -> pa.Table:
@@ -131,7 +146,6 @@ def _column(values: list[Any], dtype: pl.DataType, arrow_type: pa.DataType) -> p
 _ENUMS: dict[str, type[StrEnum]] = {
     "role": Role,
     "outcome": Outcome,
-    "file_schema": FileSchema,
     "unit_convention": UnitConvention,
     "run_class": RunClass,
     "prompt_kind": PromptKind,
@@ -139,7 +153,6 @@ _ENUMS: dict[str, type[StrEnum]] = {
     "rule": PairRule,
     "garble_method": GarbleMethod,
     "reason": QuarantineReason,
-    "record_type": V5RecordType,
 }
 
 
@@ -156,13 +169,7 @@ def _attempts(rows: list[dict] | None) -> tuple[Attempt, ...]:
     )
 
 
-def _strings(values: list[str] | None) -> tuple[str, ...]:
-    return tuple(values or ())
-
-
 _NESTED_READERS = {
-    "special_env_info_hashes": _strings,
-    "strategies": _strings,
     "conversation": _messages,
     "prompt": _messages,
     "env_getter_prompt": _messages,
@@ -170,15 +177,34 @@ _NESTED_READERS = {
 }
 
 
+_EXTRA_READERS: dict[type, dict[str, Callable[[Any], Any]]] = {}
+
+
+@functools.cache
+def _readers(record_type: type) -> dict[str, tuple[Callable[[Any], Any], bool]]:
+    """Each column's reader, and whether it also takes None (nested ones do)."""
+    readers: dict[str, tuple[Callable[[Any], Any], bool]] = {}
+    extra = _EXTRA_READERS.get(record_type, {})
+    for name in SCHEMAS[record_type].names():
+        if name in extra:
+            reader = extra[name]
+            readers[name] = (reader, not isinstance(reader, type))
+        elif name in _NESTED_READERS:
+            readers[name] = (_NESTED_READERS[name], True)
+        elif name in _ENUMS:
+            readers[name] = (_ENUMS[name], False)
+    return readers
+
+
 def from_frame(frame: pl.DataFrame, record_type: type) -> Iterator[Any]:
     """Yield records of one type from a frame that has that type's schema."""
     names = list(SCHEMAS[record_type].names())
+    readers = _readers(record_type)
     for row in frame.select(names).iter_rows(named=True):
-        for name, value in row.items():
-            if name in _NESTED_READERS:
-                row[name] = _NESTED_READERS[name](value)
-            elif name in _ENUMS and value is not None:
-                row[name] = _ENUMS[name](value)
+        for name, (reader, takes_none) in readers.items():
+            value = row[name]
+            if takes_none or value is not None:
+                row[name] = reader(value)
         yield record_type(**row)
 
 
