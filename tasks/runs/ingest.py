@@ -250,9 +250,10 @@ def ingest(
 
     Writes ``runs.parquet``, ``scored.parquet``, ``pairs.parquet``,
     ``quarantine.jsonl`` and ``report.json``, as one set (``io.output_set``); runs formed
-    post-shard (v5 chains) come after every shard's, format by format. A file byte-identical to an earlier one (by sorted
-    path) is quarantined as ``duplicate_file``. ``on_plan`` is called once the shards
-    are known and the workers are up; ``on_shard_done`` as each shard is gathered.
+    post-shard (v5 chains) come after every shard's, format by format. A file
+    byte-identical to an earlier one (by sorted path) is quarantined as
+    ``duplicate_file``. ``on_plan`` is called once the shards are known and the workers
+    are up; ``on_shard_done`` as each shard is gathered.
 
     Raises:
         DuplicateRunIdError: two runs share an id (see ``gather.DatasetWriter``).

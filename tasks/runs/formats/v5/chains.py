@@ -43,7 +43,8 @@ def chain_runs(records: Iterable[V5Record], counts: V5Counts | None = None) -> l
     """Form and classify the chains of one agent run's records (same version and run_id).
 
     What forming them finds beyond the runs (lost attempts, unlinked prompts) is added
-    to ``counts``. Runs come out in a stable order (by run id), whatever order the records came in.
+    to ``counts``. Runs come out in a stable order (by run id), whatever order the
+    records came in.
     """
     counts = counts if counts is not None else V5Counts()
     chains: dict[tuple[str, str], list[V5Record]] = {}
