@@ -95,9 +95,9 @@ def test_every_command_has_help():
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_demo_runs_the_whole_job(tmp_path, tiny_model, monkeypatch, prefect_server):
-    # On the session's Prefect server: the embedded one is tested by the next tests and by
-    # tests/flows/test_prefect_database.py.
+def test_demo_runs_the_whole_job(tmp_path, tiny_model, monkeypatch, prefect_server, local_ray):
+    # On the session's Prefect server and Ray: the embedded server is tested by the next
+    # tests and by tests/flows/test_prefect_database.py, a Ray of a flow's own by them too.
     monkeypatch.setenv("AGIR_CACHE_DIR", str(tmp_path / "cache"))
     result = runner.invoke(
         app, ["demo", "--out", str(tmp_path / "demo"), "--runs", "30"], terminal_width=200
