@@ -77,8 +77,7 @@ for k in range(8):
 _CHAINS = """
 import sys
 from pathlib import Path
-from agir_retrain.tasks.runs.formats.v5.format import V5Format
-from agir_retrain.tasks.runs.formats.v5.record_parts import ChainStep
+from agir_retrain.tasks.runs.formats.v5.format import ChainStep, V5Format
 from agir_retrain.tasks.runs.ingest import ingest_post_shard
 parts = sorted(str(p) for p in Path(sys.argv[1]).glob("*.parquet"))
 v5 = V5Format()

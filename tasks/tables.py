@@ -1,8 +1,7 @@
 """Records to polars frames (always with the schema named in ``records.py``) and back.
 
-A stage's own record types (a run format's pending records) and ``Run``, whose
-``file_schema`` enum lists the registered run formats, get their schema through
-``register_table``.
+Each record type's schema is looked up in ``schemas.py``, where a stage registers the
+types it owns (``Run``'s ``file_schema`` enum lists the registered run formats).
 
 Conversion is column-wise through pyarrow, which builds nested list/struct columns
 from Python objects in C++; row-by-row polars construction was several times slower.
@@ -21,28 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agir_retrain.tasks.records import (
-    GARBLE_REQUEST_SCHEMA,
-    GARBLE_RESULT_SCHEMA,
-    PAIR_SCHEMA,
-    QUARANTINE_SCHEMA,
-    SCORED_SCHEMA,
     Attempt,
     GarbleMethod,
-    GarbleRequest,
-    GarbleResult,
     Message,
     Outcome,
-    Pair,
     PairRule,
     PromptKind,
-    Quarantined,
     QuarantineReason,
     ResponseKind,
     Role,
     RunClass,
-    ScoredRecord,
     UnitConvention,
 )
+from agir_retrain.tasks.schemas import EXTRA_READERS, SCHEMAS, schema_version
 
 # zstd level 1 compresses chat text ~6x at ~430 MB/s; statistics on megabyte-long strings cost
 # time and help no query, so only flat, short columns get them. No page index: its absolute
@@ -55,33 +45,6 @@ PARQUET_OPTIONS: dict[str, Any] = {
 BULKY_TEXT = frozenset(
     {"strategy", "response", "chosen", "rejected", "class_detail", "detail", "raw_response", "code"}
 )
-
-SCHEMAS: dict[type, pl.Schema] = {
-    GarbleRequest: GARBLE_REQUEST_SCHEMA,
-    GarbleResult: GARBLE_RESULT_SCHEMA,
-    ScoredRecord: SCORED_SCHEMA,
-    Pair: PAIR_SCHEMA,
-    Quarantined: QUARANTINE_SCHEMA,
-}  # and Run, from the run-format registry (``runs/formats/registry.py``)
-
-
-def register_table(
-    record_type: type,
-    schema: pl.Schema,
-    *,
-    enums: dict[str, type[StrEnum]] | None = None,
-    nested: dict[str, Callable[[Any], Any]] | None = None,
-) -> None:
-    """Name the schema a record type is stored with (again: the last one wins).
-
-    Args:
-        enums: columns read back as these enums, beyond the shared ones below.
-        nested: columns read back through these functions (a list column as a tuple).
-    """
-    SCHEMAS[record_type] = schema
-    _EXTRA_READERS[record_type] = {**(enums or {}), **(nested or {})}
-    for cached in (_arrow_schema, _statistics_columns, _readers):
-        cached.cache_clear()
 
 
 def to_arrow(records: Sequence[Any], record_type: type) -> pa.Table:
@@ -108,9 +71,13 @@ def to_frame(records: Sequence[Any], record_type: type) -> pl.DataFrame:
     return pl.from_arrow(to_arrow(records, record_type))  # type: ignore[return-value]
 
 
-@functools.cache
 def _arrow_schema(record_type: type) -> pa.Schema:
     """The arrow schema polars exports for a record type (enums carry polars' metadata)."""
+    return _arrow_schema_at(record_type, schema_version())
+
+
+@functools.cache
+def _arrow_schema_at(record_type: type, _version: int) -> pa.Schema:
     return pl.DataFrame(schema=SCHEMAS[record_type]).to_arrow().schema
 
 
@@ -177,14 +144,11 @@ _NESTED_READERS = {
 }
 
 
-_EXTRA_READERS: dict[type, dict[str, Callable[[Any], Any]]] = {}
-
-
 @functools.cache
-def _readers(record_type: type) -> dict[str, tuple[Callable[[Any], Any], bool]]:
+def _readers(record_type: type, _version: int) -> dict[str, tuple[Callable[[Any], Any], bool]]:
     """Each column's reader, and whether it also takes None (nested ones do)."""
     readers: dict[str, tuple[Callable[[Any], Any], bool]] = {}
-    extra = _EXTRA_READERS.get(record_type, {})
+    extra = EXTRA_READERS.get(record_type, {})
     for name in SCHEMAS[record_type].names():
         if name in extra:
             reader = extra[name]
@@ -199,7 +163,7 @@ def _readers(record_type: type) -> dict[str, tuple[Callable[[Any], Any], bool]]:
 def from_frame(frame: pl.DataFrame, record_type: type) -> Iterator[Any]:
     """Yield records of one type from a frame that has that type's schema."""
     names = list(SCHEMAS[record_type].names())
-    readers = _readers(record_type)
+    readers = _readers(record_type, schema_version())
     for row in frame.select(names).iter_rows(named=True):
         for name, (reader, takes_none) in readers.items():
             value = row[name]
@@ -238,7 +202,7 @@ class ParquetSink:
             self._writer = pq.ParquetWriter(
                 self.path,
                 table.schema,
-                write_statistics=_statistics_columns(self.record_type),
+                write_statistics=_statistics_columns(self.record_type, schema_version()),
                 **PARQUET_OPTIONS,
             )
         if table.num_rows:
@@ -261,7 +225,7 @@ class ParquetSink:
 
 
 @functools.cache
-def _statistics_columns(record_type: type) -> list[str]:
+def _statistics_columns(record_type: type, _version: int) -> list[str]:
     schema = SCHEMAS[record_type]
     return [
         name

@@ -13,7 +13,8 @@ import pytest
 
 from agir_retrain.tasks.dataset.export import export_dataset
 from agir_retrain.tasks.runs.formats.registry import format_named
-from agir_retrain.tasks.runs.formats.v5.record_parts import ChainStep, write_part
+from agir_retrain.tasks.runs.formats.v5.format import ChainStep
+from agir_retrain.tasks.runs.formats.v5.record_parts import write_part
 from agir_retrain.tasks.runs.ingest import ingest, ingest_post_shard
 from agir_retrain.tasks.runs.reader import ReadLimits, read_run_file
 from agir_retrain.tasks.settings.models import ExportSettings

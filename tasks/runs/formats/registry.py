@@ -22,7 +22,7 @@ from agir_retrain.tasks.runs.fields import json_type
 from agir_retrain.tasks.runs.formats.base import RunFormat
 from agir_retrain.tasks.runs.formats.v4.format import Legacy2024Format, V4Format
 from agir_retrain.tasks.runs.formats.v5.format import V5Format
-from agir_retrain.tasks.tables import register_table
+from agir_retrain.tasks.schemas import register_table
 
 # The report's own keys (runs/report.py), which no format's counts may take.
 _REPORT_KEYS = frozenset(

@@ -27,36 +27,10 @@ from agir_retrain.tasks.tables import ParquetSink, from_frame
 
 log = logging.getLogger(__name__)
 
-V5_RECORDS_FILE = "v5_records.parquet"
 # Record data (arrow, uncompressed) formed into chains at a time; decoded into Python objects
 # it takes about 6x as much memory (measured: benchmarks/v5_ingest_throughput.py).
 RANGE_BYTES = 16 << 20
 _HASH_SPACE = 1 << 64
-
-
-class ChainStep:
-    """Form chains from every shard's part (``base.PostShardStep``)."""
-
-    name = "chains"
-    version = "1"  # bump when forming chains changes its outputs for the same records
-    part_file = V5_RECORDS_FILE
-
-    def __init__(self, range_bytes: int = RANGE_BYTES) -> None:
-        self.range_bytes = range_bytes
-
-    def write_part(self, records: Sequence[V5Record], path: Path) -> None:
-        """Write one shard's records, sorted by agent run then file."""
-        write_part(records, path)
-
-    def has_records(self, path: str) -> bool:
-        """Whether a shard's part exists and holds records."""
-        return part_rows(path) > 0
-
-    def form_runs(self, parts: Sequence[str], counts: V5Counts | None) -> Iterator[Run]:
-        """Every chain of the parts' records (lost attempts, unlinked prompts to ``counts``)."""
-        return iter_chain_runs(
-            parts, counts if counts is not None else V5Counts(), self.range_bytes
-        )
 
 
 def write_part(records: Sequence[V5Record], path: Path) -> int:

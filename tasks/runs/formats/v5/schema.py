@@ -13,9 +13,10 @@ from enum import StrEnum
 import polars as pl
 
 from agir_retrain.tasks.records import MESSAGES_DTYPE, Message, Outcome
-from agir_retrain.tasks.tables import register_table
+from agir_retrain.tasks.schemas import register_table
 
 FORMAT_NAME = "v5"  # the format's name: Run.file_schema of every chain
+PART_FILE = "v5_records.parquet"  # each shard's records, in this table (record_parts.py)
 
 
 class V5RecordType(StrEnum):
