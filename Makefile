@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 test-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not integration"

@@ -65,21 +65,24 @@ def run_ingest(folder: Path, out: Path) -> tuple[float, int, float]:
 _PARTS = """
 import sys
 from pathlib import Path
-from agir_retrain.tasks.runs.chain_parts import write_part
+from agir_retrain.tasks.runs.formats.v5.record_parts import write_part
 from agir_retrain.tasks.runs.reader import read_run_file
 files, out = sorted(Path(sys.argv[1]).iterdir()), Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 step = len(files) // 8 + 1  # eight parts, as eight shards would write
 for k in range(8):
     chunk = files[k * step : (k + 1) * step]
-    write_part([r for f in chunk for r in read_run_file(str(f)).v5_records], out / f"{k}.parquet")
+    write_part([r for f in chunk for r in read_run_file(str(f)).pending], out / f"{k}.parquet")
 """
 _CHAINS = """
 import sys
 from pathlib import Path
-from agir_retrain.tasks.runs.ingest import ingest_chains
+from agir_retrain.tasks.runs.formats.v5.format import ChainStep, V5Format
+from agir_retrain.tasks.runs.ingest import ingest_post_shard
 parts = sorted(str(p) for p in Path(sys.argv[1]).glob("*.parquet"))
-ingest_chains(parts, sys.argv[2], range_bytes=int(sys.argv[3]))
+v5 = V5Format()
+v5.post_shard = ChainStep(range_bytes=int(sys.argv[3]))
+ingest_post_shard(v5, parts, sys.argv[2])
 """
 
 

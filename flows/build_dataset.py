@@ -26,7 +26,7 @@ from prefect.artifacts import (
 from agir_retrain.flows.runtime import ray_task_runner
 from agir_retrain.tasks.dataset.build import ShardManifest
 from agir_retrain.tasks.dataset.build_report import BuildReport, build_rows, write_build_report
-from agir_retrain.tasks.dataset.chains import build_chains
+from agir_retrain.tasks.dataset.post_shard import build_post_shard
 from agir_retrain.tasks.lineage import producer_of, write_producer
 from agir_retrain.tasks.prefect_tasks import (
     assemble_dataset_task,
@@ -35,6 +35,7 @@ from agir_retrain.tasks.prefect_tasks import (
     plan_dataset_task,
 )
 from agir_retrain.tasks.rendering import markdown_table
+from agir_retrain.tasks.runs.formats.registry import post_shard_formats
 from agir_retrain.tasks.settings.models import BuildDatasetConfig
 from agir_retrain.tasks.synth.tiny_model import resolve_model
 
@@ -84,11 +85,20 @@ def build_dataset(config: BuildDatasetConfig) -> BuildDatasetResult:
         sum(not m.cached for m in manifests),
         sum(m.cached for m in manifests),
     )
-    with _timed(timing, "chains"):  # v5 chains: their records may sit in any shard
-        chains = build_chains(manifests, work_dir)
-    if chains is not None:
-        manifests.append(chains)
-        logger.info("v5 chains: %d runs%s", chains.runs, " (unchanged)" if chains.cached else "")
+    # Runs spread over files (v5 chains): their records may sit in any shard.
+    for run_format in post_shard_formats():
+        step_name = run_format.post_shard.name  # type: ignore[union-attr]
+        with _timed(timing, step_name):
+            formed = build_post_shard(run_format, manifests, work_dir)
+        if formed is not None:
+            manifests.append(formed)
+            logger.info(
+                "%s %s: %d runs%s",
+                run_format.name,
+                step_name,
+                formed.runs,
+                " (unchanged)" if formed.cached else "",
+            )
 
     with _timed(timing, "garble"):
         model = resolve_model(config.base_model)

@@ -3,8 +3,10 @@
 With no Prefect server configured, a flow would start a temporary server in this
 process, and every Ray worker would start its own (about 10 s each). ``prefect_api``
 starts one temporary server here instead and pins its URL in the settings that
-Prefect sends with each task, so workers report to it. With ``PREFECT_API_URL``
-set, it does nothing: the configured server is used.
+Prefect sends with each task, so workers report to it. Its database is the project's
+own unless the user's Prefect settings name one, and is checked before the server
+starts (``prefect_database``). With ``PREFECT_API_URL`` set, it does nothing: the
+configured server is used.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import inspect
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +29,30 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "agir_retrain")
 def prefect_api() -> Iterator[str]:
     """Yield the Prefect API URL flows in this block use, starting a local server if none is set."""
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from agir_retrain.flows.prefect_database import check_database, embedded_database
 
     configured = PREFECT_API_URL.value()
     if configured:
         yield configured
         return
+    database = embedded_database()
+    check_database(database)  # a database it cannot open fails here, in one line
+    if database.ours and database.sqlite_path is not None:
+        database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     server = SubprocessASGIServer()
-    server.start()
+    # The server process takes its database from the settings in force when it starts.
+    with (
+        temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: database.url})
+        if database.ours
+        else nullcontext()
+    ):
+        server.start()
     log.info("started a local Prefect server at %s", server.api_url)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):

@@ -8,6 +8,7 @@ schema named here, never inferred.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -24,7 +25,7 @@ class Outcome(StrEnum):
     CONTAINER_FAIL = "container_fail"
     DELETION_FAIL = "deletion_fail"
     SUCCESS = "success"
-    # v5 attempt records (agir-run-format.md, "v5 records"): the stage that failed.
+    # Formats that record which stage failed (v5 attempt records, agir-run-format.md).
     EXTRACT_FAIL = "extract_fail"  # no code could be extracted from the reply
     VALIDATION_FAIL = "validation_fail"  # offline validation (parse/compile) failed
     RUN_FAIL = "run_fail"  # running it in the container failed
@@ -43,14 +44,6 @@ class RunClass(StrEnum):
     MIXED = "mixed"
     FIRST_TRY = "first_try"
     INCONSISTENT = "inconsistent"
-
-
-class FileSchema(StrEnum):
-    """Which writer produced a run file."""
-
-    V4 = "v4"
-    LEGACY_2024_12 = "legacy_2024_12"
-    V5 = "v5"  # one file per attempt record; a run is a chain of strategy_code records
 
 
 class UnitConvention(StrEnum):
@@ -115,7 +108,7 @@ class QuarantineReason(StrEnum):
     BAD_HISTORY_ENTRY = "bad_history_entry"
     BAD_MESSAGE = "bad_message"
     UNKNOWN_OUTCOME = "unknown_outcome"
-    BAD_ATTEMPT_NUMBER = "bad_attempt_number"  # a v5 current_attempt/max_attempts below 1
+    BAD_ATTEMPT_NUMBER = "bad_attempt_number"  # an attempt numbered below 1
     MESSAGE_TOO_LARGE = "message_too_large"
     UNEXPECTED_ERROR = "unexpected_error"  # a bug in the reader: the detail holds the exception
     SHARD_FAILED = "shard_failed"  # the worker reading the file's shard died, retries spent
@@ -159,7 +152,7 @@ class Run:
     run_id: str  # "<file stem>#<copy index>@<content digest>" (run_ids.make_run_id)
     source: str  # the file's path or URL
     copy_index: int
-    file_schema: FileSchema
+    file_schema: str  # the name of the run format that read it (``runs/formats``)
     model_name: str | None
     strategy: str
     # The copy agent's chat up to its code request, a repeated strategy block dropped.
@@ -176,10 +169,10 @@ class Run:
     run_class: RunClass
     class_reason: str  # a short stable code, counted in the report ("no_attempt_ran")
     class_detail: str  # the same for a person, with the figures ("2 ast_fail, 1 compile_fail")
-    # v5 chains hold P_s and P_c as two separate lists, stored back to back:
-    # P_c = conversation[code_prompt_start:code_turns]; 0 (a prefix) for v4 and 2024-12.
+    # Formats that keep P_s and P_c as two separate lists store them back to back:
+    # P_c = conversation[code_prompt_start:code_turns]; 0 where P_c extends P_s (v4, 2024-12).
     code_prompt_start: int = 0
-    attempts_missing: int = 0  # v5: attempt numbers below the highest present that no file holds
+    attempts_missing: int = 0  # attempt numbers below the highest present that no file holds
 
     @property
     def strategy_prompt(self) -> tuple[Message, ...]:
@@ -200,29 +193,35 @@ class Run:
         return self.env_getter_prompt
 
 
-RUN_SCHEMA = pl.Schema(
-    {
-        "run_id": pl.String,
-        "source": pl.String,
-        "copy_index": pl.Int32,
-        "file_schema": _enum(FileSchema),
-        "model_name": pl.String,
-        "strategy": pl.String,
-        "conversation": MESSAGES_DTYPE,
-        "strategy_turns": pl.Int32,
-        "code_turns": pl.Int32,
-        "env_getter_prompt": MESSAGES_DTYPE,
-        "attempts": pl.List(ATTEMPT_DTYPE),
-        "space_freed_raw": pl.Float64,
-        "space_freed_bytes": pl.Float64,
-        "unit_convention": _enum(UnitConvention),
-        "run_class": _enum(RunClass),
-        "class_reason": pl.String,
-        "class_detail": pl.String,
-        "code_prompt_start": pl.Int32,
-        "attempts_missing": pl.Int32,
-    }
-)
+def run_schema(file_schemas: Sequence[str]) -> pl.Schema:
+    """``Run``'s schema, whose ``file_schema`` enum holds the registered run formats' names.
+
+    The run-format registry (``runs/formats/registry.py``) names them, built-in formats
+    first, so a new format needs no edit here (``tables.register_table``).
+    """
+    return pl.Schema(
+        {
+            "run_id": pl.String,
+            "source": pl.String,
+            "copy_index": pl.Int32,
+            "file_schema": pl.Enum(list(file_schemas)),
+            "model_name": pl.String,
+            "strategy": pl.String,
+            "conversation": MESSAGES_DTYPE,
+            "strategy_turns": pl.Int32,
+            "code_turns": pl.Int32,
+            "env_getter_prompt": MESSAGES_DTYPE,
+            "attempts": pl.List(ATTEMPT_DTYPE),
+            "space_freed_raw": pl.Float64,
+            "space_freed_bytes": pl.Float64,
+            "unit_convention": _enum(UnitConvention),
+            "run_class": _enum(RunClass),
+            "class_reason": pl.String,
+            "class_detail": pl.String,
+            "code_prompt_start": pl.Int32,
+            "attempts_missing": pl.Int32,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -365,71 +364,5 @@ GARBLE_RESULT_SCHEMA = pl.Schema(
         "draws": pl.Int32,
         "seed": pl.Int64,
         "new_tokens": pl.Int32,
-    }
-)
-
-
-class V5RecordType(StrEnum):
-    """The three kinds of v5 attempt record (the ``{type}`` in their file names)."""
-
-    ENV_GETTER_CODE = "special_environment_getter_code"
-    STRATEGY_LIST = "strategy_list"
-    STRATEGY_CODE = "strategy_code"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class V5Record:
-    """One validated v5 attempt record, kept until its chain can be formed.
-
-    Shards read files independently, so a chain's records may be read in different
-    shards: each shard writes its records to a table, and chains are formed when every
-    shard is done (``agir_retrain.tasks.runs.chains``). ``group_hash`` hashes
-    (version, run_id): every record of one agent run shares it, so the assembly can
-    take the records in hash ranges and hold one range at a time.
-    """
-
-    group_hash: int  # u64
-    source: str
-    record_type: V5RecordType
-    version: str
-    agent_run_id: str  # the agent's own run_id (one agent run, many chains)
-    current_attempt: int
-    max_attempts: int
-    prompt: tuple[Message, ...]
-    raw_response: str
-    # strategy_code: the spec's outcome; getters: SUCCESS (output), else the failing stage;
-    # strategy_list: SUCCESS (a list was extracted) or EXTRACT_FAIL.
-    outcome: Outcome
-    code: str | None  # extract_result_if_ok, else the first ```python block of raw_response
-    strategy: str | None  # strategy_code only
-    strategies_hash: str | None  # strategy_code only
-    special_env_info_hashes: tuple[str, ...]
-    strategies: tuple[str, ...]  # strategy_list: the strategies extracted
-    # getter: run_result_if_ok_hash (sha256 of its output); strategy_list:
-    # extract_result_if_ok_hash (sha256 of the strategies joined with commas);
-    # strategy_code: run_result_if_ok_hash (sha256 of the code).
-    result_hash: str | None
-    space_change_kib: float | None  # strategy_code: this_code_space_change_kb
-
-
-V5_RECORD_SCHEMA = pl.Schema(
-    {
-        "group_hash": pl.UInt64,
-        "source": pl.String,
-        "record_type": _enum(V5RecordType),
-        "version": pl.String,
-        "agent_run_id": pl.String,
-        "current_attempt": pl.Int64,
-        "max_attempts": pl.Int64,
-        "prompt": MESSAGES_DTYPE,
-        "raw_response": pl.String,
-        "outcome": _enum(Outcome),
-        "code": pl.String,
-        "strategy": pl.String,
-        "strategies_hash": pl.String,
-        "special_env_info_hashes": pl.List(pl.String),
-        "strategies": pl.List(pl.String),
-        "result_hash": pl.String,
-        "space_change_kib": pl.Float64,
     }
 )

@@ -1,5 +1,8 @@
 """Records to polars frames (always with the schema named in ``records.py``) and back.
 
+Each record type's schema is looked up in ``schemas.py``, where a stage registers the
+types it owns (``Run``'s ``file_schema`` enum lists the registered run formats).
+
 Conversion is column-wise through pyarrow, which builds nested list/struct columns
 from Python objects in C++; row-by-row polars construction was several times slower.
 """
@@ -7,7 +10,7 @@ from Python objects in C++; row-by-row polars construction was several times slo
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,34 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agir_retrain.tasks.records import (
-    GARBLE_REQUEST_SCHEMA,
-    GARBLE_RESULT_SCHEMA,
-    PAIR_SCHEMA,
-    QUARANTINE_SCHEMA,
-    RUN_SCHEMA,
-    SCORED_SCHEMA,
-    V5_RECORD_SCHEMA,
     Attempt,
-    FileSchema,
     GarbleMethod,
-    GarbleRequest,
-    GarbleResult,
     Message,
     Outcome,
-    Pair,
     PairRule,
     PromptKind,
-    Quarantined,
     QuarantineReason,
     ResponseKind,
     Role,
-    Run,
     RunClass,
-    ScoredRecord,
     UnitConvention,
-    V5Record,
-    V5RecordType,
 )
+from agir_retrain.tasks.schemas import EXTRA_READERS, SCHEMAS, schema_version
 
 # zstd level 1 compresses chat text ~6x at ~430 MB/s; statistics on megabyte-long strings cost
 # time and help no query, so only flat, short columns get them. No page index: its absolute
@@ -57,16 +45,6 @@ PARQUET_OPTIONS: dict[str, Any] = {
 BULKY_TEXT = frozenset(
     {"strategy", "response", "chosen", "rejected", "class_detail", "detail", "raw_response", "code"}
 )
-
-SCHEMAS: dict[type, pl.Schema] = {
-    GarbleRequest: GARBLE_REQUEST_SCHEMA,
-    GarbleResult: GARBLE_RESULT_SCHEMA,
-    Run: RUN_SCHEMA,
-    ScoredRecord: SCORED_SCHEMA,
-    Pair: PAIR_SCHEMA,
-    Quarantined: QUARANTINE_SCHEMA,
-    V5Record: V5_RECORD_SCHEMA,
-}
 
 
 def to_arrow(records: Sequence[Any], record_type: type) -> pa.Table:
@@ -93,9 +71,13 @@ def to_frame(records: Sequence[Any], record_type: type) -> pl.DataFrame:
     return pl.from_arrow(to_arrow(records, record_type))  # type: ignore[return-value]
 
 
-@functools.cache
 def _arrow_schema(record_type: type) -> pa.Schema:
     """The arrow schema polars exports for a record type (enums carry polars' metadata)."""
+    return _arrow_schema_at(record_type, schema_version())
+
+
+@functools.cache
+def _arrow_schema_at(record_type: type, _version: int) -> pa.Schema:
     return pl.DataFrame(schema=SCHEMAS[record_type]).to_arrow().schema
 
 
@@ -131,7 +113,6 @@ def _column(values: list[Any], dtype: pl.DataType, arrow_type: pa.DataType) -> p
 _ENUMS: dict[str, type[StrEnum]] = {
     "role": Role,
     "outcome": Outcome,
-    "file_schema": FileSchema,
     "unit_convention": UnitConvention,
     "run_class": RunClass,
     "prompt_kind": PromptKind,
@@ -139,7 +120,6 @@ _ENUMS: dict[str, type[StrEnum]] = {
     "rule": PairRule,
     "garble_method": GarbleMethod,
     "reason": QuarantineReason,
-    "record_type": V5RecordType,
 }
 
 
@@ -156,13 +136,7 @@ def _attempts(rows: list[dict] | None) -> tuple[Attempt, ...]:
     )
 
 
-def _strings(values: list[str] | None) -> tuple[str, ...]:
-    return tuple(values or ())
-
-
 _NESTED_READERS = {
-    "special_env_info_hashes": _strings,
-    "strategies": _strings,
     "conversation": _messages,
     "prompt": _messages,
     "env_getter_prompt": _messages,
@@ -170,15 +144,31 @@ _NESTED_READERS = {
 }
 
 
+@functools.cache
+def _readers(record_type: type, _version: int) -> dict[str, tuple[Callable[[Any], Any], bool]]:
+    """Each column's reader, and whether it also takes None (nested ones do)."""
+    readers: dict[str, tuple[Callable[[Any], Any], bool]] = {}
+    extra = EXTRA_READERS.get(record_type, {})
+    for name in SCHEMAS[record_type].names():
+        if name in extra:
+            reader = extra[name]
+            readers[name] = (reader, not isinstance(reader, type))
+        elif name in _NESTED_READERS:
+            readers[name] = (_NESTED_READERS[name], True)
+        elif name in _ENUMS:
+            readers[name] = (_ENUMS[name], False)
+    return readers
+
+
 def from_frame(frame: pl.DataFrame, record_type: type) -> Iterator[Any]:
     """Yield records of one type from a frame that has that type's schema."""
     names = list(SCHEMAS[record_type].names())
+    readers = _readers(record_type, schema_version())
     for row in frame.select(names).iter_rows(named=True):
-        for name, value in row.items():
-            if name in _NESTED_READERS:
-                row[name] = _NESTED_READERS[name](value)
-            elif name in _ENUMS and value is not None:
-                row[name] = _ENUMS[name](value)
+        for name, (reader, takes_none) in readers.items():
+            value = row[name]
+            if takes_none or value is not None:
+                row[name] = reader(value)
         yield record_type(**row)
 
 
@@ -212,7 +202,7 @@ class ParquetSink:
             self._writer = pq.ParquetWriter(
                 self.path,
                 table.schema,
-                write_statistics=_statistics_columns(self.record_type),
+                write_statistics=_statistics_columns(self.record_type, schema_version()),
                 **PARQUET_OPTIONS,
             )
         if table.num_rows:
@@ -235,7 +225,7 @@ class ParquetSink:
 
 
 @functools.cache
-def _statistics_columns(record_type: type) -> list[str]:
+def _statistics_columns(record_type: type, _version: int) -> list[str]:
     schema = SCHEMAS[record_type]
     return [
         name

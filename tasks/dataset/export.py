@@ -25,7 +25,8 @@ from agir_retrain.tasks.filenames import (
     SCORED_FILE,
 )
 from agir_retrain.tasks.io import atomic_output, join
-from agir_retrain.tasks.records import GarbleMethod, PairRule, PromptKind, RunClass
+from agir_retrain.tasks.records import GarbleMethod, PromptKind, RunClass
+from agir_retrain.tasks.runs.pairing import borrowed_chosen_pairs, cross_run_pairs
 from agir_retrain.tasks.settings.models import ExportSettings
 
 log = logging.getLogger(__name__)
@@ -86,105 +87,6 @@ def prompt_column() -> pl.Expr:
 def assistant_column(column: str) -> pl.Expr:
     """A text column as a one-message assistant turn (TRL's conversational completion)."""
     return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col(column)))
-
-
-def borrowed_chosen_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
-    """Pair each failed attempt of a never_freed run with the best success of its strategy."""
-    success = pl.col("attempts").list.last().struct.field("message")
-    donors = (
-        runs.filter(pl.col("run_class").is_in([RunClass.MIXED.value, RunClass.FIRST_TRY.value]))
-        .select(
-            "strategy",
-            success.alias("chosen"),
-            pl.col("space_freed_bytes").alias("score_chosen"),
-            "run_id",
-        )
-        .sort(["score_chosen", "run_id"], descending=[True, False])
-        .unique(subset="strategy", keep="first", maintain_order=True)
-        .drop("run_id")
-    )
-    failed = (
-        runs.filter(pl.col("run_class") == RunClass.NEVER_FREED.value)
-        .select("run_id", "source", "strategy", "attempts")
-        .explode("attempts")
-        .select(
-            "run_id",
-            "source",
-            "strategy",
-            pl.col("attempts").struct.field("message").alias("rejected"),
-            pl.col("attempts").struct.field("index").alias("rejected_attempt_index"),
-        )
-    )
-    return (
-        failed.join(donors, on="strategy", how="inner", maintain_order="left")
-        .filter(pl.col("chosen") != pl.col("rejected"))
-        .select(
-            _natural_pair(
-                PairRule.BORROWED_CHOSEN, PromptKind.CODE, pl.col("rejected_attempt_index")
-            )
-        )
-    )
-
-
-def cross_run_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
-    """Strategy pairs across runs sharing a strategy prompt, env figures normalised.
-
-    Each run that freed nothing is paired with the best run of its group that freed
-    space and pursued another strategy; the prompt is the freed run's own ``P_s``.
-    """
-    normalised = (
-        pl.col("conversation")
-        .list.head(pl.col("strategy_turns"))
-        .list.eval(pl.element().struct.field("content").str.replace_all(r"\d+(\.\d+)?", "#"))
-        .list.join("\x1f")
-        .alias("group")
-    )
-    keyed = runs.filter(pl.col("strategy_turns") > 0).select(
-        "run_id", "source", "strategy", "run_class", "space_freed_bytes", normalised
-    )
-    freed = (
-        keyed.filter(pl.col("run_class").is_in([RunClass.MIXED.value, RunClass.FIRST_TRY.value]))
-        .sort(["space_freed_bytes", "run_id"], descending=[True, False])
-        .select(
-            "group",
-            "run_id",
-            "source",
-            pl.col("strategy").alias("chosen"),
-            pl.col("space_freed_bytes").alias("score_chosen"),
-        )
-    )
-    unfreed = keyed.filter(pl.col("run_class") == RunClass.NEVER_FREED.value).select(
-        "group", pl.col("strategy").alias("rejected"), pl.col("run_id").alias("rejected_run")
-    )
-    return (
-        unfreed.join(freed, on="group", how="inner")
-        .filter(pl.col("chosen") != pl.col("rejected"))
-        .sort(["rejected_run", "score_chosen", "run_id"], descending=[False, True, False])
-        .unique(subset="rejected_run", keep="first", maintain_order=True)
-        .select(
-            _natural_pair(
-                PairRule.CROSS_RUN_STRAT, PromptKind.STRATEGY, pl.lit(None, dtype=pl.Int32)
-            )
-        )
-    )
-
-
-def _natural_pair(
-    rule: PairRule, prompt_kind: PromptKind, rejected_index: pl.Expr
-) -> list[pl.Expr]:
-    """The pairs-table columns of an extra rule's pairs (a natural rejected side, score 0)."""
-    return [
-        pl.col("run_id"),
-        pl.col("source"),
-        pl.lit(rule.value).alias("rule"),
-        pl.lit(prompt_kind.value).alias("prompt_kind"),
-        pl.col("chosen"),
-        pl.col("rejected"),
-        pl.col("score_chosen"),
-        pl.lit(0.0).alias("score_rejected"),
-        pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
-        rejected_index.alias("rejected_attempt_index"),
-    ]
 
 
 def export_dataset(folder: str, out: str, settings: ExportSettings) -> ExportReport:

@@ -1,1 +1,1 @@
-"""Reading run files (one module per format), scoring, pairing, the ingest report, shards, ingest."""
+"""Reading run files (one package per format, ``formats/``), scoring, pairing, the report, ingest."""

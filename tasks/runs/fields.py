@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agir_retrain.tasks.errors import RunFileError
-from agir_retrain.tasks.records import Quarantined, QuarantineReason, Run, V5Record
+from agir_retrain.tasks.records import Quarantined, QuarantineReason, Run
 from agir_retrain.tasks.settings.build import ReadSettings
 
 
@@ -26,7 +26,7 @@ class ReadLimits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFileResult:
-    """What one run file gave: its runs, and what of it was quarantined."""
+    """What one run file gave: its runs, what of it was quarantined, and pending records."""
 
     source: str
     size_bytes: int
@@ -34,8 +34,10 @@ class RunFileResult:
     quarantined: tuple[Quarantined, ...] = ()
     runs_found: int = 0  # copy agents seen, read or quarantined
     file_quarantined: bool = False
-    # A v5 file's one attempt record: its runs (chains) are formed once every shard is read.
-    v5_records: tuple[V5Record, ...] = ()
+    file_format: str | None = None  # the run format that read it (None: not read)
+    # Records whose runs are formed once every shard is read, by the format's post-shard
+    # step (a v5 file's one attempt record, which joins a chain of other files' records).
+    pending: tuple[Any, ...] = ()
 
 
 def require(

@@ -2,7 +2,10 @@
 
 ``ingest_shard`` is the unit of work the flows fan out (on Ray); ``ingest`` runs the
 same units in a local process pool for the ``agir-retrain ingest`` command, and a
-``DatasetWriter`` appends each finished shard to the outputs in shard order.
+``DatasetWriter`` appends each finished shard to the outputs in shard order. A format
+whose runs span files (``formats.base.PostShardStep``) gets its pending records written
+beside each shard's outputs, and its runs formed after every shard
+(``ingest_post_shard``), scored, paired and gathered like one more shard.
 """
 
 from __future__ import annotations
@@ -30,20 +33,9 @@ from agir_retrain.tasks.filenames import (
 )
 from agir_retrain.tasks.inputs import InputFile, expand_inputs, mark_duplicates
 from agir_retrain.tasks.io import output_set, write_json_atomic
-from agir_retrain.tasks.records import (
-    GarbleRequest,
-    Quarantined,
-    QuarantineReason,
-    Run,
-    V5Record,
-)
-from agir_retrain.tasks.runs.chain_parts import (
-    RANGE_BYTES,
-    V5_RECORDS_FILE,
-    iter_chain_runs,
-    write_part,
-)
-from agir_retrain.tasks.runs.chains import ChainStats
+from agir_retrain.tasks.records import GarbleRequest, Quarantined, QuarantineReason, Run
+from agir_retrain.tasks.runs.formats.base import RunFormat
+from agir_retrain.tasks.runs.formats.registry import format_named, post_shard_formats
 from agir_retrain.tasks.runs.gather import TABLE_FILES, DatasetWriter, read_shard_report
 from agir_retrain.tasks.runs.pairing import garble_requests, pair_run
 from agir_retrain.tasks.runs.reader import ReadLimits, RunFileResult, read_run_file
@@ -63,7 +55,7 @@ __all__ = [
     "TABLE_FILES",
     "DatasetWriter",
     "ingest",
-    "ingest_chains",
+    "ingest_post_shard",
     "ingest_shard",
     "read_shard_report",
 ]
@@ -96,12 +88,13 @@ def ingest_shard(
     report = Report()
     sinks = _open_sinks(staging, with_garble_requests)
     pending_bytes = 0
-    v5_records: list[V5Record] = []
+    pending: dict[str, list[object]] = {}  # by format: records its post-shard step forms
     with open(staging / QUARANTINE_FILE, "wb") as quarantine:
         for file in files:
             result = _read_guarded(file, limits)
             report.add_file(result)
-            v5_records.extend(result.v5_records)
+            if result.pending:
+                pending.setdefault(result.file_format or "", []).extend(result.pending)
             for entry in result.quarantined:
                 quarantine.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
             for run in result.runs:
@@ -111,10 +104,13 @@ def ingest_shard(
                 for sink in sinks.values():
                     sink.flush()
                 pending_bytes = 0
-    # v5 runs are chains across files, maybe across shards: formed by `ingest_chains`. A shard
-    # without v5 records writes no part (readers take a missing part as empty).
-    if v5_records:
-        write_part(v5_records, staging / V5_RECORDS_FILE)
+    # Runs spread over files, maybe over shards, are formed by `ingest_post_shard`. A shard
+    # without a format's pending records writes no part (a missing part reads as empty).
+    for name, records in pending.items():
+        step = format_named(name).post_shard
+        if step is None:
+            raise ValueError(f"run format {name!r} left pending records but has no post_shard")
+        step.write_part(records, staging / step.part_file)
     _finish_folder(sinks, report, staging, final)
     log.info(
         "shard %s: %d files, %d runs, %d quarantined %s",
@@ -127,35 +123,37 @@ def ingest_shard(
     return report
 
 
-def ingest_chains(
+def ingest_post_shard(
+    run_format: RunFormat,
     parts: Sequence[str],
     directory: str,
     *,
     with_garble_requests: bool = False,
-    range_bytes: int = RANGE_BYTES,
 ) -> Report:
-    """Form the v5 chains of every shard's record part, then score and pair them like a shard.
+    """Form a format's runs from every shard's part, then score and pair them like a shard.
 
     ``directory`` gets the files of a shard folder (no file is counted in its report:
-    the shards counted them; its runs are the chains), so it is gathered like one.
+    the shards counted them; its runs are the formed ones), so it is gathered like one.
     """
+    step = run_format.post_shard
+    if step is None:
+        raise ValueError(f"run format {run_format.name!r} has no post-shard step")
     final = Path(directory)
     staging = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     report = Report()
-    stats = ChainStats()
     sinks = _open_sinks(staging, with_garble_requests)
     (staging / QUARANTINE_FILE).write_bytes(b"")
-    for run in iter_chain_runs(parts, stats, range_bytes):
+    for run in step.form_runs(parts, report.format_counts.get(run_format.name)):
         report.runs_in += 1
         _emit_run(run, sinks, report, with_garble_requests)
-    report.add_chain_stats(stats)
     _finish_folder(sinks, report, staging, final)
     log.info(
-        "v5 chains: %d runs, %d attempts missing, by class %s",
+        "%s %s: %d runs, by class %s",
+        run_format.name,
+        step.name,
         report.runs_in,
-        report.attempts_missing,
         {k: v for k, v in report.runs_by_class.items() if v},
     )
     return report
@@ -251,10 +249,11 @@ def ingest(
     """Read, score and pair run files into ``out`` with a local process pool.
 
     Writes ``runs.parquet``, ``scored.parquet``, ``pairs.parquet``,
-    ``quarantine.jsonl`` and ``report.json``, as one set (``io.output_set``); v5 chains
-    come after every shard's runs. A file byte-identical to an earlier one (by sorted
-    path) is quarantined as ``duplicate_file``. ``on_plan`` is called once the shards
-    are known and the workers are up; ``on_shard_done`` as each shard is gathered.
+    ``quarantine.jsonl`` and ``report.json``, as one set (``io.output_set``); runs formed
+    post-shard (v5 chains) come after every shard's, format by format. A file
+    byte-identical to an earlier one (by sorted path) is quarantined as
+    ``duplicate_file``. ``on_plan`` is called once the shards are known and the workers
+    are up; ``on_shard_done`` as each shard is gathered.
 
     Raises:
         DuplicateRunIdError: two runs share an id (see ``gather.DatasetWriter``).
@@ -292,13 +291,16 @@ def ingest(
                 for shard, directory, future in zip(shards, directories, futures, strict=True):
                     future.result()  # in shard order: the dataset's row order never varies
                     _gathered(writer, shard, directory, on_shard_done)
-            # v5 chains last: their records may come from any shard. Without any v5 record the
-            # step is skipped: its first arrow table alone costs ~0.8 s (pyarrow imports pandas).
-            parts = [os.path.join(d, V5_RECORDS_FILE) for d in directories]
-            if any(os.path.exists(part) for part in parts):
-                chains = os.path.join(scratch, "v5-chains")
-                ingest_chains(parts, chains)
-                writer.add(chains)
+            # Runs formed post-shard last: their records may come from any shard. A format with
+            # no part is skipped (v5's first arrow table alone costs ~0.8 s: pyarrow imports
+            # pandas).
+            for run_format in post_shard_formats():
+                step = run_format.post_shard
+                parts = [os.path.join(d, step.part_file) for d in directories]
+                if any(os.path.exists(part) for part in parts):
+                    formed = os.path.join(scratch, f"{run_format.name}-{step.name}")
+                    ingest_post_shard(run_format, parts, formed)
+                    writer.add(formed)
         except BaseException:
             writer.abort()
             raise
@@ -312,8 +314,9 @@ def _gathered(
     on_shard_done: Callable[[Shard], None] | None,
 ) -> None:
     writer.add(directory)
-    for path in Path(directory).iterdir():  # keep only the v5 records, for `ingest_chains`
-        if path.name != V5_RECORDS_FILE:
+    keep = {f.post_shard.part_file for f in post_shard_formats()}  # for `ingest_post_shard`
+    for path in Path(directory).iterdir():
+        if path.name not in keep:
             path.unlink()
     if on_shard_done:
         on_shard_done(shard)

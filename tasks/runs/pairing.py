@@ -1,14 +1,23 @@
-"""Pair runs into preference rows by the seed's table 2.
+"""Every pairing rule (the seed's table 2, and the two that look across runs), in one place.
 
-``mixed`` runs give natural pairs (success code over each failed code);
-``first_try`` runs give two garble requests, whose rejected side the garbling
-stage samples from the base model. Every other class gives nothing.
+Within a run (``pair_run``, at ingest, one run at a time): ``mixed`` runs give natural
+pairs (success code over each failed code); ``first_try`` runs give two garble
+requests, whose rejected side the garbling stage samples from the base model. Every
+other class gives nothing.
+
+Across runs (``borrowed_chosen_pairs``, ``cross_run_pairs``, polars lazy frames over a
+whole ``runs.parquet``, applied by the export when its settings ask): a
+``never_freed`` run's failed attempts borrow a chosen side from the best success of
+their strategy, and a strategy that freed nothing is paired under another run's
+strategy prompt with the best strategy that did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import polars as pl
 
 from agir_retrain.tasks.chat import trim_message
 from agir_retrain.tasks.records import (
@@ -130,4 +139,103 @@ def garble_requests(
             chosen=chosen,
         )
         for kind, chosen in pending
+    ]
+
+
+def borrowed_chosen_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
+    """Pair each failed attempt of a never_freed run with the best success of its strategy."""
+    success = pl.col("attempts").list.last().struct.field("message")
+    donors = (
+        runs.filter(pl.col("run_class").is_in([RunClass.MIXED.value, RunClass.FIRST_TRY.value]))
+        .select(
+            "strategy",
+            success.alias("chosen"),
+            pl.col("space_freed_bytes").alias("score_chosen"),
+            "run_id",
+        )
+        .sort(["score_chosen", "run_id"], descending=[True, False])
+        .unique(subset="strategy", keep="first", maintain_order=True)
+        .drop("run_id")
+    )
+    failed = (
+        runs.filter(pl.col("run_class") == RunClass.NEVER_FREED.value)
+        .select("run_id", "source", "strategy", "attempts")
+        .explode("attempts")
+        .select(
+            "run_id",
+            "source",
+            "strategy",
+            pl.col("attempts").struct.field("message").alias("rejected"),
+            pl.col("attempts").struct.field("index").alias("rejected_attempt_index"),
+        )
+    )
+    return (
+        failed.join(donors, on="strategy", how="inner", maintain_order="left")
+        .filter(pl.col("chosen") != pl.col("rejected"))
+        .select(
+            _natural_pair(
+                PairRule.BORROWED_CHOSEN, PromptKind.CODE, pl.col("rejected_attempt_index")
+            )
+        )
+    )
+
+
+def cross_run_pairs(runs: pl.LazyFrame) -> pl.LazyFrame:
+    """Strategy pairs across runs sharing a strategy prompt, env figures normalised.
+
+    Each run that freed nothing is paired with the best run of its group that freed
+    space and pursued another strategy; the prompt is the freed run's own ``P_s``.
+    """
+    normalised = (
+        pl.col("conversation")
+        .list.head(pl.col("strategy_turns"))
+        .list.eval(pl.element().struct.field("content").str.replace_all(r"\d+(\.\d+)?", "#"))
+        .list.join("\x1f")
+        .alias("group")
+    )
+    keyed = runs.filter(pl.col("strategy_turns") > 0).select(
+        "run_id", "source", "strategy", "run_class", "space_freed_bytes", normalised
+    )
+    freed = (
+        keyed.filter(pl.col("run_class").is_in([RunClass.MIXED.value, RunClass.FIRST_TRY.value]))
+        .sort(["space_freed_bytes", "run_id"], descending=[True, False])
+        .select(
+            "group",
+            "run_id",
+            "source",
+            pl.col("strategy").alias("chosen"),
+            pl.col("space_freed_bytes").alias("score_chosen"),
+        )
+    )
+    unfreed = keyed.filter(pl.col("run_class") == RunClass.NEVER_FREED.value).select(
+        "group", pl.col("strategy").alias("rejected"), pl.col("run_id").alias("rejected_run")
+    )
+    return (
+        unfreed.join(freed, on="group", how="inner")
+        .filter(pl.col("chosen") != pl.col("rejected"))
+        .sort(["rejected_run", "score_chosen", "run_id"], descending=[False, True, False])
+        .unique(subset="rejected_run", keep="first", maintain_order=True)
+        .select(
+            _natural_pair(
+                PairRule.CROSS_RUN_STRAT, PromptKind.STRATEGY, pl.lit(None, dtype=pl.Int32)
+            )
+        )
+    )
+
+
+def _natural_pair(
+    rule: PairRule, prompt_kind: PromptKind, rejected_index: pl.Expr
+) -> list[pl.Expr]:
+    """The pairs-table columns of an extra rule's pairs (a natural rejected side, score 0)."""
+    return [
+        pl.col("run_id"),
+        pl.col("source"),
+        pl.lit(rule.value).alias("rule"),
+        pl.lit(prompt_kind.value).alias("prompt_kind"),
+        pl.col("chosen"),
+        pl.col("rejected"),
+        pl.col("score_chosen"),
+        pl.lit(0.0).alias("score_rejected"),
+        pl.lit(GarbleMethod.NONE.value).alias("garble_method"),
+        rejected_index.alias("rejected_attempt_index"),
     ]

@@ -2,9 +2,9 @@
 
 ``read_run_file`` never raises on bad input: a file that cannot be parsed is one
 ``Quarantined`` entry, a malformed copy agent is another, and the file's valid runs
-are kept. This module reads the bytes, parses the JSON and hands the document to
-the reader of its format (``v4.py`` for v4 and 2024-12 files, ``v5.py`` for a v5
-attempt record, whose runs are formed later from every shard's records, ``chains.py``). See
+are kept. This module reads the bytes, parses the JSON and hands the document to the
+registered format that claims it (``formats/registry.py``); a format whose runs span
+files returns pending records instead, formed into runs after every shard. See
 ``docs/run-format.md`` for the formats and their quirks.
 """
 
@@ -19,17 +19,11 @@ import orjson
 
 from agir_retrain.tasks.errors import RunFileError
 from agir_retrain.tasks.inputs import BrokenLinkError, NotARegularFileError, read_run_bytes
-from agir_retrain.tasks.records import (
-    FileSchema,
-    Quarantined,
-    QuarantineReason,
-)
-from agir_retrain.tasks.run_ids import content_digest
-from agir_retrain.tasks.runs.fields import ReadLimits, RunFileResult, json_type
-from agir_retrain.tasks.runs.v4 import read_agents_document
-from agir_retrain.tasks.runs.v5 import looks_like_v5, read_v5_record
+from agir_retrain.tasks.records import Quarantined, QuarantineReason
+from agir_retrain.tasks.runs.fields import ReadLimits, RunFileResult
+from agir_retrain.tasks.runs.formats.registry import detect_format
 
-__all__ = ["ReadLimits", "RunFileResult", "detect_schema", "parse_json", "read_run_file"]
+__all__ = ["ReadLimits", "RunFileResult", "parse_json", "read_run_file"]
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +54,7 @@ def read_run_file(
                 f"{size} bytes > max_file_bytes={limits.max_file_bytes}",
             )
         document = parse_json(source, data)
-        file_schema = detect_schema(source, document)
-        if file_schema is FileSchema.V5:
-            record = read_v5_record(source, document, limits)
-            return RunFileResult(source=source, size_bytes=len(data), v5_records=(record,))
-        return read_agents_document(
-            source, len(data), document, file_schema, limits, content_digest(data)
-        )
+        return detect_format(source, document).read(source, data, document, limits)
     except RunFileError as error:
         return _quarantined_file(source, size, error)
     except NotARegularFileError as error:
@@ -87,30 +75,6 @@ def _quarantined_file(source: str, size: int, error: RunFileError) -> RunFileRes
     entry = Quarantined(source=source, run_id=None, reason=error.reason, detail=error.detail)
     return RunFileResult(
         source=source, size_bytes=size, quarantined=(entry,), file_quarantined=True
-    )
-
-
-def detect_schema(source: str, document: Any) -> FileSchema:
-    """Tell which run format a parsed document is written in.
-
-    Raises:
-        RunFileError: not an object, or no known format.
-    """
-    if not isinstance(document, dict):
-        raise RunFileError(
-            source,
-            QuarantineReason.NOT_AN_OBJECT,
-            f"top level is a JSON {json_type(document)}, expected an object",
-        )
-    if "copy_strat_agents" in document or "main_strat_agent" in document:
-        return FileSchema.V4
-    if "strat_agents" in document:
-        return FileSchema.LEGACY_2024_12
-    if looks_like_v5(document):
-        return FileSchema.V5
-    keys = ", ".join(sorted(map(str, document))[:8])
-    raise RunFileError(
-        source, QuarantineReason.UNKNOWN_SCHEMA, f"not an AGIR run file; keys: {keys}"
     )
 
 

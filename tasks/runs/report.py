@@ -2,7 +2,8 @@
 
 ``files_in = files_read + files_quarantined`` and
 ``runs_in = sum(runs_by_class) + runs_quarantined`` always hold; ``check_balance``
-says so or raises.
+says so or raises. Each registered run format may keep counts of its own
+(``formats.base.FormatCounts``), which follow the shared keys in ``to_dict``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agir_retrain.tasks.records import PairRule, Run, RunClass
-from agir_retrain.tasks.runs.chains import ChainStats
+from agir_retrain.tasks.runs.fields import RunFileResult
+from agir_retrain.tasks.runs.formats.base import FormatCounts
+from agir_retrain.tasks.runs.formats.registry import run_formats
 from agir_retrain.tasks.runs.pairing import RunPairs
-from agir_retrain.tasks.runs.reader import RunFileResult
 
 _TOTALS = (
     "files_in", "files_read", "files_quarantined", "bytes_in", "runs_in", "runs_quarantined",
     "scored_records", "pairs_skipped_identical", "garble_requests",
-    "attempts_missing", "v5_strategy_prompt_missing", "v5_env_getter_prompt_missing",
 )  # fmt: skip
 _COUNTERS = (
     "runs_by_class",
@@ -27,13 +28,16 @@ _COUNTERS = (
     "file_schemas",
     "pairs_by_rule",
     "quarantine_reasons",
-    "v5_records",
-    "chains_by_attempts_missing",
 )
 
 
 def _zeros(members: type) -> Counter[str]:
     return Counter(dict.fromkeys((m.value for m in members), 0))
+
+
+def _format_counts() -> dict[str, FormatCounts]:
+    """Empty counts for every registered format that keeps some, in registry order."""
+    return {f.name: f.counts_type() for f in run_formats() if f.counts_type is not None}
 
 
 @dataclass(slots=True)
@@ -55,13 +59,8 @@ class Report:
     pairs_skipped_identical: int = 0
     garble_requests: int = 0
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
-    # v5: records read by type; attempt numbers lost (in total, and chains by how many they
-    # lost); chains whose strategy_list or getter records are not in the corpus.
-    v5_records: Counter[str] = field(default_factory=Counter)
-    attempts_missing: int = 0
-    chains_by_attempts_missing: Counter[str] = field(default_factory=Counter)
-    v5_strategy_prompt_missing: int = 0
-    v5_env_getter_prompt_missing: int = 0
+    # Each format's own counts, by format name (a post-shard step adds to its format's).
+    format_counts: dict[str, FormatCounts] = field(default_factory=_format_counts)
 
     def add_file(self, result: RunFileResult) -> None:
         """Count one file's outcome: read or quarantined, and its runs found."""
@@ -72,8 +71,9 @@ class Report:
         else:
             self.files_read += 1
         self.runs_in += result.runs_found
-        for record in result.v5_records:
-            self.v5_records[record.record_type.value] += 1
+        counts = self.format_counts.get(result.file_format or "")
+        if counts is not None:
+            counts.add_file(result)
         for entry in result.quarantined:
             self.quarantine_reasons[entry.reason.value] += 1
             if entry.run_id is not None:
@@ -84,19 +84,16 @@ class Report:
         self.runs_by_class[run.run_class.value] += 1
         self.runs_by_reason.setdefault(run.run_class.value, Counter())[run.class_reason] += 1
         self.unit_conventions[run.unit_convention.value] += 1
-        self.file_schemas[run.file_schema.value] += 1
+        self.file_schemas[run.file_schema] += 1
         self.scored_records += scored
         self.pairs_skipped_identical += run_pairs.skipped_identical
         for pair in run_pairs.pairs:
             self.pairs_by_rule[pair.rule.value] += 1
             self.garble_requests += pair.rejected is None
 
-    def add_chain_stats(self, stats: ChainStats) -> None:
-        """Count what forming v5 chains found: lost attempts and unlinked prompts."""
-        self.attempts_missing += stats.attempts_missing
-        self.chains_by_attempts_missing.update(stats.chains_by_attempts_missing)
-        self.v5_strategy_prompt_missing += stats.strategy_prompt_missing
-        self.v5_env_getter_prompt_missing += stats.env_getter_prompt_missing
+    def counts_of(self, format_name: str) -> FormatCounts:
+        """One format's own counts (``KeyError`` if it keeps none)."""
+        return self.format_counts[format_name]
 
     def merge(self, other: Report) -> None:
         """Add another report's counts into this one."""
@@ -106,6 +103,8 @@ class Report:
             getattr(self, name).update(getattr(other, name))
         for run_class, reasons in other.runs_by_reason.items():
             self.runs_by_reason.setdefault(run_class, Counter()).update(reasons)
+        for name, counts in other.format_counts.items():
+            self.format_counts.setdefault(name, type(counts)()).merge(counts)
 
     def check_balance(self) -> None:
         """Raise if any input is unaccounted for."""
@@ -125,8 +124,8 @@ class Report:
             raise ValueError("report does not balance: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain JSON-ready values, keys in a stable order."""
-        return {
+        """The report as plain JSON-ready values, keys in a stable order (formats' last)."""
+        shared = {
             "files_in": self.files_in,
             "files_read": self.files_read,
             "files_quarantined": self.files_quarantined,
@@ -144,14 +143,10 @@ class Report:
             "pairs_skipped_identical": self.pairs_skipped_identical,
             "garble_requests": self.garble_requests,
             "quarantine_reasons": dict(sorted(self.quarantine_reasons.items())),
-            "v5_records": dict(sorted(self.v5_records.items())),
-            "attempts_missing": self.attempts_missing,
-            "chains_by_attempts_missing": dict(
-                sorted(self.chains_by_attempts_missing.items(), key=lambda kv: int(kv[0]))
-            ),
-            "v5_strategy_prompt_missing": self.v5_strategy_prompt_missing,
-            "v5_env_getter_prompt_missing": self.v5_env_getter_prompt_missing,
         }
+        for counts in self.format_counts.values():
+            shared |= counts.to_dict()
+        return shared
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -162,4 +157,9 @@ class Report:
         for name in _COUNTERS:
             getattr(report, name).update(data.get(name, {}))
         report.runs_by_reason = {k: Counter(v) for k, v in data["runs_by_reason"].items()}
+        report.format_counts = {
+            f.name: f.counts_type.from_dict(data)
+            for f in run_formats()
+            if f.counts_type is not None
+        }
         return report

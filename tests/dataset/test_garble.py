@@ -142,7 +142,6 @@ class TestRedraws:
 def _run(run_id="f#0"):
     from agir_retrain.tasks.records import (
         Attempt,
-        FileSchema,
         Outcome,
         Run,
         RunClass,
@@ -151,7 +150,7 @@ def _run(run_id="f#0"):
 
     prompt = (Message(role=Role.USER, content="do it"),)
     return Run(
-        run_id=run_id, source="f.json", copy_index=0, file_schema=FileSchema.V4, model_name=None,
+        run_id=run_id, source="f.json", copy_index=0, file_schema="v4", model_name=None,
         strategy="s", conversation=prompt, strategy_turns=1, code_turns=1, env_getter_prompt=(),
         attempts=(Attempt(index=0, outcome=Outcome.SUCCESS, message="chosen text", code=None),),
         space_freed_raw=1.0, space_freed_bytes=1024.0, unit_convention=UnitConvention.KIB_NEW_MINUS_OLD,

@@ -95,7 +95,9 @@ def test_every_command_has_help():
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_demo_runs_the_whole_job(tmp_path, tiny_model, monkeypatch):
+def test_demo_runs_the_whole_job(tmp_path, tiny_model, monkeypatch, prefect_server, local_ray):
+    # On the session's Prefect server and Ray: the embedded server is tested by the next
+    # tests and by tests/flows/test_prefect_database.py, a Ray of a flow's own by them too.
     monkeypatch.setenv("AGIR_CACHE_DIR", str(tmp_path / "cache"))
     result = runner.invoke(
         app, ["demo", "--out", str(tmp_path / "demo"), "--runs", "30"], terminal_width=200
@@ -200,7 +202,9 @@ def test_sigterm_mid_ingest_leaves_no_temporary_folder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_a_failed_flow_ends_with_its_cause(tmp_path):
+def test_a_failed_flow_ends_with_its_cause(tmp_path, prefect_server):
+    # prefect_server: the embedded server it starts opens the session's PREFECT_HOME, whose
+    # database is already migrated.
     """Before: the output ended with Prefect's "Error logging to API", the server being gone."""
     import subprocess
     import sys

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agir_retrain.tasks.records import (
-    FileSchema,
     Outcome,
     QuarantineReason,
     Role,
@@ -67,7 +66,7 @@ class TestReadV4:
         assert first.space_freed_bytes == 2048 * KIB
         assert mixed.space_freed_bytes == 512 * KIB
         assert first.model_name == "qwen"
-        assert first.file_schema is FileSchema.V4
+        assert first.file_schema == "v4"
 
     def test_attempts_in_order_with_outcome_and_code(self, data_file):
         mixed = read_run_file(data_file("v4_kib.json")).runs[1]
@@ -151,7 +150,7 @@ class TestLegacy:
     def test_2024_12_file_reads_with_its_own_tags(self, data_file):
         result = read_run_file(data_file("legacy_2024_12.json"))
         mixed, no_runnable = result.runs
-        assert mixed.file_schema is FileSchema.LEGACY_2024_12
+        assert mixed.file_schema == "legacy_2024_12"
         assert [a.outcome for a in mixed.attempts] == [Outcome.COMPILE_FAIL, Outcome.SUCCESS]
         assert mixed.strategy_prompt[-1].content.startswith("Generate a few specific")
         assert no_runnable.run_class is RunClass.NO_RUNNABLE

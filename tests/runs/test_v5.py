@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 
 from agir_retrain.tasks.records import (
-    FileSchema,
     Message,
     Outcome,
     QuarantineReason,
@@ -18,10 +17,9 @@ from agir_retrain.tasks.records import (
     Run,
     RunClass,
     UnitConvention,
-    V5Record,
-    V5RecordType,
 )
-from agir_retrain.tasks.runs.chains import classify_chain, missing_attempts
+from agir_retrain.tasks.runs.formats.v5.chains import classify_chain, missing_attempts
+from agir_retrain.tasks.runs.formats.v5.schema import V5Record, V5RecordType
 from agir_retrain.tasks.runs.ingest import ingest
 from agir_retrain.tasks.runs.reader import ReadLimits, read_run_file
 from agir_retrain.tasks.tables import from_frame
@@ -91,7 +89,7 @@ class TestReadRecord:
         result = read_run_file(str(DATA / f"{PREFIX}_strategy_code_2025-06-03-10-00-14.json"))
         assert not result.file_quarantined
         assert (result.runs, result.runs_found) == ((), 0)
-        (record,) = result.v5_records
+        (record,) = result.pending
         assert record.record_type is V5RecordType.STRATEGY_CODE
         assert (record.current_attempt, record.outcome, record.space_change_kib) == (3, S, 2048.0)
         assert record.code == "import os\nos.remove('/var/log/syslog.1')"
@@ -99,7 +97,7 @@ class TestReadRecord:
     def test_recognised_by_content_not_name(self, tmp_path):
         renamed = tmp_path / "full_agent_data_2025_06_03_10_00_14.json"
         shutil.copy(DATA / f"{PREFIX}_strategy_list_2025-06-03-10-00-05.json", renamed)
-        (record,) = read_run_file(str(renamed)).v5_records
+        (record,) = read_run_file(str(renamed)).pending
         assert record.record_type is V5RecordType.STRATEGY_LIST
         assert record.strategies == ("Remove rotated logs in /var/log", "Clear the apt cache")
 
@@ -107,9 +105,9 @@ class TestReadRecord:
         renamed = tmp_path / f"{PREFIX}_strategy_code_2025-06-03-10-00-14.json"
         shutil.copy(data_file("v4_kib.json"), renamed)
         result = read_run_file(str(renamed))
-        assert result.v5_records == ()
+        assert result.pending == ()
         assert result.runs
-        assert {run.file_schema for run in result.runs} == {FileSchema.V4}
+        assert {run.file_schema for run in result.runs} == {"v4"}
 
     def test_code_from_the_reply_when_not_extracted(self, tmp_path):
         document = json.loads(
@@ -118,7 +116,7 @@ class TestReadRecord:
         document["extract_result_if_ok"] = None
         path = tmp_path / "x.json"
         path.write_text(json.dumps(document, indent=4))
-        (record,) = read_run_file(str(path)).v5_records
+        (record,) = read_run_file(str(path)).pending
         assert record.code == "import os\nos.remove('/var/log/syslog.1')\n"
 
     @pytest.mark.parametrize("space_kb", [1e308, 10**400])
@@ -134,7 +132,7 @@ class TestReadRecord:
             )
         )
         result = read_run_file(str(path))
-        assert result.v5_records == ()
+        assert result.pending == ()
         assert [q.reason for q in result.quarantined] == [QuarantineReason.NON_FINITE_NUMBER]
 
     @pytest.mark.parametrize(
@@ -150,7 +148,7 @@ class TestReadRecord:
     def test_malformed_records_are_quarantined(self, name, reason):
         result = read_run_file(str(DATA / name))
         assert result.file_quarantined
-        assert result.v5_records == ()
+        assert result.pending == ()
         assert [(q.run_id, q.reason) for q in result.quarantined] == [(None, reason)]
         assert result.quarantined[0].detail
 
@@ -173,13 +171,14 @@ class TestChainsThroughIngest:
         assert report.files_in == 10 == report.files_read + report.files_quarantined
         assert report.files_quarantined == 5
         assert report.runs_in == 2 == sum(report.runs_by_class.values())
-        assert report.v5_records == {
+        counts = report.counts_of("v5")
+        assert counts.records == {
             "special_environment_getter_code": 1,
             "strategy_list": 1,
             "strategy_code": 3,
         }
-        assert report.attempts_missing == 2  # chain A lost attempt 2, chain B attempt 1
-        assert report.chains_by_attempts_missing == {"1": 2}
+        assert counts.attempts_missing == 2  # chain A lost attempt 2, chain B attempt 1
+        assert counts.chains_by_attempts_missing == {"1": 2}
         assert report.runs_by_reason["inconsistent"] == {"attempts_missing": 1}
         assert report.pairs_by_rule["mixed"] == 1
         assert report.unit_conventions == {UnitConvention.KIB_FREED_V5.value: 2}
@@ -189,7 +188,7 @@ class TestChainsThroughIngest:
         run = runs["Remove rotated logs in /var/log"]
         assert (run.run_class, run.file_schema, run.attempts_missing) == (
             RunClass.MIXED,
-            FileSchema.V5,
+            "v5",
             1,
         )
         assert run.run_id.startswith(f"{PREFIX}#")

@@ -15,7 +15,6 @@ from typing import Any
 from agir_retrain.tasks.errors import RunFileError
 from agir_retrain.tasks.records import (
     Attempt,
-    FileSchema,
     Message,
     Quarantined,
     QuarantineReason,
@@ -33,20 +32,22 @@ from agir_retrain.tasks.runs.fields import (
     require,
     require_finite_bytes,
 )
-from agir_retrain.tasks.runs.history import (
+from agir_retrain.tasks.runs.formats.v4.history import (
     Entry,
     code_attempts,
     drop_repeated_strategy_block,
     parse_entry,
     turns_through,
 )
-from agir_retrain.tasks.runs.legacy import attribute_legacy_total
+from agir_retrain.tasks.runs.formats.v4.legacy import attribute_legacy_total
 from agir_retrain.tasks.runs.scoring import classify_run, normalise_space_freed
 from agir_retrain.tasks.runs.text import TAG_CODE_REQUEST, TAG_STRATS_REQUESTS
 
 log = logging.getLogger(__name__)
 
-AGENTS_KEY = {FileSchema.V4: "copy_strat_agents", FileSchema.LEGACY_2024_12: "strat_agents"}
+V4 = "v4"  # the formats' names: Run.file_schema of their runs
+LEGACY_2024_12 = "legacy_2024_12"
+AGENTS_KEY = {V4: "copy_strat_agents", LEGACY_2024_12: "strat_agents"}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -65,7 +66,7 @@ def read_agents_document(
     source: str,
     size: int,
     document: dict[str, Any],
-    file_schema: FileSchema,
+    file_schema: str,
     limits: ReadLimits,
     digest: str,
 ) -> RunFileResult:
@@ -87,13 +88,11 @@ def read_agents_document(
     )
     getter_codes = optional(source, env_agent, "special_env_info_getter_codes", list, "env_agent")
     env_getter_prompt = _env_getter_prompt(source, getter_codes or [])
-    if file_schema is FileSchema.V4:
+    if file_schema == V4:
         require(source, document, "main_strat_agent", dict, "top level")
     agents = require(source, document, AGENTS_KEY[file_schema], list, "top level")
     # Only 2024-12 files need the file total; in v4 it is the sum over copy agents.
-    file_space_freed = (
-        _legacy_total(source, document) if file_schema is FileSchema.LEGACY_2024_12 else None
-    )
+    file_space_freed = _legacy_total(source, document) if file_schema == LEGACY_2024_12 else None
 
     stem = PurePosixPath(source).stem
     parsed: list[ParsedAgent] = []
@@ -106,7 +105,7 @@ def read_agents_document(
             quarantined[index] = Quarantined(
                 source=source, run_id=run_id, reason=error.reason, detail=error.detail
             )
-    if file_schema is FileSchema.LEGACY_2024_12:
+    if file_schema == LEGACY_2024_12:
         attribute_legacy_total(parsed, file_space_freed)
     runs: list[Run] = []
     for agent in parsed:
@@ -126,11 +125,12 @@ def read_agents_document(
         runs=tuple(runs),
         quarantined=tuple(quarantined[index] for index in sorted(quarantined)),
         runs_found=len(agents),
+        file_format=file_schema,
     )
 
 
 def _parse_copy_agent(
-    source: str, run_id: str, index: int, agent: Any, file_schema: FileSchema, limits: ReadLimits
+    source: str, run_id: str, index: int, agent: Any, file_schema: str, limits: ReadLimits
 ) -> ParsedAgent:
     where = f"copy agent {index}"
     if not isinstance(agent, dict):
@@ -144,7 +144,7 @@ def _parse_copy_agent(
     history = require(source, agent, "tagged_chat_history", list, where, run_id)
     entries = [parse_entry(source, run_id, i, item, limits) for i, item in enumerate(history)]
     space_freed_raw = None
-    if file_schema is FileSchema.V4:
+    if file_schema == V4:
         space_freed_raw = optional_number(source, agent, "space_freed", where, run_id)
         if space_freed_raw is None:
             raise RunFileError(
@@ -164,7 +164,7 @@ def _parse_copy_agent(
 def _build_run(
     source: str,
     agent: ParsedAgent,
-    file_schema: FileSchema,
+    file_schema: str,
     model_name: str | None,
     convention: UnitConvention,
     env_getter_prompt: tuple[Message, ...],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agir_retrain.tasks.runs.v4 import ParsedAgent
+    from agir_retrain.tasks.runs.formats.v4.agents import ParsedAgent
 
 
 def attribute_legacy_total(agents: list[ParsedAgent], file_total: float | None) -> None:

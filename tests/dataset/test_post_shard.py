@@ -1,4 +1,5 @@
-"""The build's v5 step: chains from every shard, garbled and assembled like a shard, cached."""
+"""The build's post-shard step for v5: chains from every shard, garbled and assembled like a
+shard, cached."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from agir_retrain.tasks.dataset.build import (
     plan_dataset,
     save_garbled,
 )
-from agir_retrain.tasks.dataset.chains import build_chains
 from agir_retrain.tasks.dataset.garble import corrupt
+from agir_retrain.tasks.dataset.post_shard import build_post_shard
 from agir_retrain.tasks.records import GarbleMethod, GarbleResult
+from agir_retrain.tasks.runs.formats.registry import format_named
 from agir_retrain.tasks.settings.models import ExportSettings, ReadSettings
 from agir_retrain.tasks.synth.v5 import write_mixed_corpus
 
@@ -29,7 +31,7 @@ def _build(corpus: Path, work: Path, out: Path):
     # Small shards: a chain's records land in several of them.
     planned = plan_dataset([str(corpus / "runs")], str(work), 1 << 16, read)
     manifests = [build_shard(p, read) for p in planned]
-    chains = build_chains(manifests, str(work))
+    chains = build_post_shard(format_named("v5"), manifests, str(work))
     assert chains is not None
     manifests.append(chains)
     requests, owner = pending_garble_requests(manifests, KEY)

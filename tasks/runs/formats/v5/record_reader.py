@@ -19,8 +19,6 @@ from agir_retrain.tasks.records import (
     QuarantineReason,
     Role,
     UnitConvention,
-    V5Record,
-    V5RecordType,
 )
 from agir_retrain.tasks.runs.fields import (
     ReadLimits,
@@ -28,6 +26,7 @@ from agir_retrain.tasks.runs.fields import (
     optional_number,
     require_finite_bytes,
 )
+from agir_retrain.tasks.runs.formats.v5.schema import V5Record, V5RecordType
 from agir_retrain.tasks.runs.scoring import normalise_space_freed
 from agir_retrain.tasks.runs.text import extract_code
 

@@ -14,31 +14,19 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from agir_retrain.tasks.records import (
     Attempt,
-    FileSchema,
     Message,
     Outcome,
     Role,
     Run,
     RunClass,
     UnitConvention,
-    V5Record,
-    V5RecordType,
 )
+from agir_retrain.tasks.runs.formats.v5.counts import V5Counts
+from agir_retrain.tasks.runs.formats.v5.schema import FORMAT_NAME, V5Record, V5RecordType
 from agir_retrain.tasks.runs.scoring import RunVerdict, normalise_space_freed
-
-
-@dataclass(slots=True)
-class ChainStats:
-    """What forming chains found beyond the runs: lost attempts and unlinked prompts."""
-
-    attempts_missing: int = 0
-    chains_by_attempts_missing: Counter[str] = field(default_factory=Counter)
-    strategy_prompt_missing: int = 0  # chains whose strategy_list record is not in the corpus
-    env_getter_prompt_missing: int = 0  # chains none of whose getter records is in the corpus
 
 
 def chain_run_id(version: str, agent_run_id: str, strategies_hash: str, strategy: str) -> str:
@@ -51,12 +39,14 @@ def chain_run_id(version: str, agent_run_id: str, strategies_hash: str, strategy
     return f"{version}_{agent_run_id}#{digest}"
 
 
-def chain_runs(records: Iterable[V5Record], stats: ChainStats | None = None) -> list[Run]:
+def chain_runs(records: Iterable[V5Record], counts: V5Counts | None = None) -> list[Run]:
     """Form and classify the chains of one agent run's records (same version and run_id).
 
-    Runs come out in a stable order (by run id), whatever order the records came in.
+    What forming them finds beyond the runs (lost attempts, unlinked prompts) is added
+    to ``counts``. Runs come out in a stable order (by run id), whatever order the
+    records came in.
     """
-    stats = stats if stats is not None else ChainStats()
+    counts = counts if counts is not None else V5Counts()
     chains: dict[tuple[str, str], list[V5Record]] = {}
     getters: dict[str, tuple[tuple[int, str], str]] = {}
     lists: dict[str, tuple[tuple[int, str], V5Record]] = {}
@@ -77,7 +67,7 @@ def chain_runs(records: Iterable[V5Record], stats: ChainStats | None = None) -> 
             sorted(attempts, key=lambda r: (r.current_attempt, r.source)),
             {h: code for h, (_, code) in getters.items()},
             {h: record for h, (_, record) in lists.items()},
-            stats,
+            counts,
         )
         for attempts in chains.values()
     ]
@@ -88,20 +78,20 @@ def _chain_run(
     attempts: list[V5Record],
     getters: dict[str, str],
     lists: dict[str, V5Record],
-    stats: ChainStats,
+    counts: V5Counts,
 ) -> Run:
     first = attempts[0]
     strategy = first.strategy or ""
     verdict, missing = classify_chain(attempts)
-    stats.attempts_missing += len(missing)
-    stats.chains_by_attempts_missing[str(len(missing))] += 1
+    counts.attempts_missing += len(missing)
+    counts.chains_by_attempts_missing[str(len(missing))] += 1
 
     listed = lists.get(first.strategies_hash or "")
     strategy_prompt = listed.prompt if listed is not None else ()
-    stats.strategy_prompt_missing += listed is None
+    counts.strategy_prompt_missing += listed is None
     codes = [getters[h] for h in first.special_env_info_hashes if h in getters]
     env_getter_prompt = (Message(role=Role.USER, content="\n\n".join(codes)),) if codes else ()
-    stats.env_getter_prompt_missing += bool(first.special_env_info_hashes) and not codes
+    counts.env_getter_prompt_missing += bool(first.special_env_info_hashes) and not codes
 
     runnable = [a for a in attempts if a.outcome.ran]
     space_raw = runnable[-1].space_change_kib if runnable else None
@@ -115,7 +105,7 @@ def _chain_run(
             if listed is not None and strategy in listed.strategies
             else -1
         ),
-        file_schema=FileSchema.V5,
+        file_schema=FORMAT_NAME,
         model_name=None,  # v5 records do not name the model
         strategy=strategy,
         conversation=strategy_prompt + first.prompt,

@@ -1,4 +1,4 @@
-"""Carry v5 records from the shards to the step that forms chains, in bounded memory.
+"""v5's post-shard step: records carried from the shards to the chains, in bounded memory.
 
 A chain's records can be read in different shards (shards are cut by file name and
 size, and v5 files are recognised by content), so each shard writes its v5 records
@@ -19,13 +19,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from agir_retrain.tasks.records import Run, V5Record
-from agir_retrain.tasks.runs.chains import ChainStats, chain_runs
+from agir_retrain.tasks.records import Run
+from agir_retrain.tasks.runs.formats.v5.chains import chain_runs
+from agir_retrain.tasks.runs.formats.v5.counts import V5Counts
+from agir_retrain.tasks.runs.formats.v5.schema import V5Record
 from agir_retrain.tasks.tables import ParquetSink, from_frame
 
 log = logging.getLogger(__name__)
 
-V5_RECORDS_FILE = "v5_records.parquet"
 # Record data (arrow, uncompressed) formed into chains at a time; decoded into Python objects
 # it takes about 6x as much memory (measured: benchmarks/v5_ingest_throughput.py).
 RANGE_BYTES = 16 << 20
@@ -55,7 +56,7 @@ def _ranges(parts: Sequence[str], range_bytes: int) -> int:
 
 
 def iter_chain_runs(
-    parts: Sequence[str], stats: ChainStats, range_bytes: int = RANGE_BYTES
+    parts: Sequence[str], counts: V5Counts, range_bytes: int = RANGE_BYTES
 ) -> Iterator[Run]:
     """Yield every chain of the records in ``parts``, in a stable order (agent run hash, run id).
 
@@ -80,11 +81,11 @@ def iter_chain_runs(
         group: list[V5Record] = []
         for record in from_frame(frame, V5Record):
             if group and _agent_run(group[0]) != _agent_run(record):
-                yield from chain_runs(group, stats)
+                yield from chain_runs(group, counts)
                 group = []
             group.append(record)
         if group:
-            yield from chain_runs(group, stats)
+            yield from chain_runs(group, counts)
         del frame
 
 
