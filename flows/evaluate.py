@@ -93,8 +93,8 @@ def sample_completions(config: EvaluateConfig, tasks: Sequence[EvalTask]) -> lis
         plan_sample_batches,
         sample_requests,
     )
+    from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.ray_pool import sample_on_actor_pool
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
 
     spec = SamplerSpec.from_config(config, resolve_model(config.base_model))
     requests = sample_requests(tasks, config.model_labels(), config.samples)

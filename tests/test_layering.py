@@ -17,14 +17,20 @@ TASKS = ROOT / "tasks"
 # Foundations import no stage; the edges (prefect_tasks, ray_pool) may import any stage.
 ALLOWED_STAGES: dict[str, set[str]] = {
     "synth": set(),
+    # Resolving, loading and sampling base models. builtin:tiny is synth's tiny model (made
+    # there: it is synthetic data), so models may reach synth, which imports no stage.
+    "models": {"synth"},
     "runs": set(),
-    "dataset": {"runs"},
+    "dataset": {"runs", "models"},
     "environment": set(),
-    "evaluation": {"environment", "dataset", "runs"},
+    "evaluation": {"environment", "dataset", "runs", "models"},
     # GRPO binds tasks to scenarios and fans episodes out as evaluation does; compare reads
     # evaluation's metrics.
-    "training": {"environment", "evaluation", "synth"},
-    "delivery": {"training", "synth"},
+    "training": {"environment", "evaluation", "synth", "models"},
+    # Submitting resolves the base on this machine (a GGUF file is converted here, once).
+    "delivery": {"training", "synth", "models"},
+    # The agent's loop (collect), played by a model in the sandbox.
+    "agent": {"environment", "models"},
 }
 EDGES = {"prefect_tasks", "ray_pool"}
 # The training program runs outside any flow (under accelerate), so GRPO reaches Ray for its

@@ -172,7 +172,7 @@ def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, obj
     ``/out``. The second value is the settings update (``config.model_copy(update=...)``)
     naming them inside. A hub id is fetched inside, which needs ``submit.network``.
     """
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.training.inputs import job_inputs, relocated
 
     if is_url(config.out) or is_url(config.dataset) or is_url(config.eval_dataset or ""):

@@ -112,7 +112,7 @@ def main(config: TrainConfig) -> TrainResult:
 
 def prepare(config: TrainConfig) -> Prepared:
     """Check and fit the data, load the base (4-bit) and LoRA, and build the objective's trainer."""
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.training.model import load_policy, lora_config, lora_targets
 
     log = start_process_group()

@@ -1,0 +1,2 @@
+"""Models: resolving a base model, loading it, and the seeded sampler that garbling, evaluation
+and collecting share."""
