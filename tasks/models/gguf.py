@@ -154,11 +154,13 @@ def check_supported(path: Path) -> None:
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{path}: cannot read it as GGUF: {_first_line(exc)}") from exc
     architecture = _field_text(reader, "general.architecture")
-    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+    # The mapping's keys are architectures plus two metadata sections.
+    architectures = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+    if architecture not in architectures:
         raise ConfigError(
             f"{path}: GGUF architecture {architecture!r} is not supported by transformers' GGUF "
-            f"loader (it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); convert the "
-            "model to a Hugging Face folder another way and give that folder"
+            f"loader (it reads {', '.join(architectures)}); convert the model to a Hugging Face "
+            "folder another way and give that folder"
         )
     unreadable: dict[str, str] = {}
     for tensor in reader.tensors:
@@ -201,7 +203,7 @@ def convert(source: GgufSource, folder: Path) -> None:
         loaded = AutoModelForCausalLM.from_pretrained(
             directory, gguf_file=name, dtype=torch.float32
         )
-    except (ValueError, NotImplementedError, KeyError, TypeError) as exc:
+    except (ValueError, NotImplementedError, KeyError, TypeError, IndexError, RuntimeError) as exc:
         raise ConfigError(
             f"{source.path}: transformers' GGUF loader cannot read it: {_first_line(exc)}"
         ) from exc
@@ -209,8 +211,10 @@ def convert(source: GgufSource, folder: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
-    model = type(loaded)(config)
-    model.load_state_dict(loaded.state_dict())
+    with torch.device("meta"):  # no second copy of the weights: the loaded tensors are taken
+        model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()  # assign replaced the tied parameters one by one
     model.generation_config = loaded.generation_config
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
