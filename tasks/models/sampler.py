@@ -8,7 +8,9 @@ float32, the CPU's default: ``tasks/models/loading.py``).
 
 Rows that repeat a prompt (k samples of one task) share its prefill: the distinct prompts
 go through the model once and their KV cache is copied out to every row asking for them,
-which turns k prefills into one (``docs/benchmarks.md``, "Sampler speed").
+which turns k prefills into one. Rows that finish (EOS or budget) leave the batch, so the
+longest sample no longer carries the finished ones through every step
+(``docs/benchmarks.md``, "Sampler speed").
 
 Where the time went before (CPU, tiny model, batches of 16, 512-token prompts): about
 half in ``torch.cat`` growing the KV cache at every step (the whole cache copied per
@@ -96,8 +98,10 @@ class Sampler:
         self.tokenizer = tokenizer
         self.device = device
         self.max_prompt_tokens = max_prompt_tokens
-        # Rows repeating a prompt share its prefill; off only to measure what that saves.
+        # Rows repeating a prompt share its prefill, and finished rows leave the batch; each
+        # can be turned off only to measure what it saves (samples are the same either way).
         self.share_prefill = True
+        self.drop_finished = True
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
 
@@ -207,8 +211,6 @@ class Sampler:
         positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
         limits = torch.tensor(budgets, device=self.device)
         out = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=self.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        pad = torch.full((batch,), self.pad_id, dtype=torch.long, device=self.device)
         cache = preallocated_cache(self.model.config, width + steps)
         # Without padding the mask is all ones: leaving it out lets attention run its
         # causal kernel (half the prefill time) and spares building a mask at every step.
@@ -223,17 +225,26 @@ class Sampler:
             index = torch.tensor(owner, device=self.device)
             cache.batch_select_indices(index)
             logits = logits.index_select(0, index)
+        live = torch.arange(batch, device=self.device)  # the rows the model still runs
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)  # of the live rows
         finished = 0
         for step in range(steps):
-            token = torch.where(done, pad, _draw(logits, uniforms[:, step], temperature))
-            out[:, step] = token
-            done |= (token == self.eos_id) | (step + 1 >= limits)
-            now = int(done.sum())
+            token = _draw(logits, uniforms[live, step], temperature).masked_fill(done, self.pad_id)
+            out[live, step] = token
+            done |= (token == self.eos_id) | (step + 1 >= limits[live])
+            now = batch - len(live) + int(done.sum())
             if on_done is not None and now > finished:
                 on_done(now - finished)
             finished = now
             if finished == batch:  # always so by the last step: no row's budget passes it
                 break
+            if self.drop_finished and bool(done.any()):
+                # Finished rows leave the batch (their cache rows too): the rows still
+                # sampling no longer carry them through every step.
+                keep = (~done).nonzero().squeeze(-1)
+                live, token, done = live[keep], token[keep], done[keep]
+                attention, positions = attention[keep], positions[keep]
+                cache.batch_select_indices(keep)
             positions = positions[:, -1:] + 1
             logits = self._last_logits(
                 token[:, None],

@@ -104,13 +104,19 @@ class TestSampler:
         finally:
             hook.remove()
         assert shapes[0][0] == 3  # three distinct prompts prefilled, once each
-        assert all(shape == (len(rows), 1) for shape in shapes[1:])  # then every row decodes
+        # Then every row decodes, each leaving the batch once its budget is spent (row r
+        # draws its step-k token from the pass of step k - 1; none samples EOS here).
+        assert shapes[1:] == [
+            (sum(budget > step for budget in budgets), 1) for step in range(1, max(budgets))
+        ]
         alone = [
             sampler.sample([row], [seed], [budget], 2.0)[0]
             for row, seed, budget in zip(rows, seeds, budgets, strict=True)
         ]
         assert together == alone
         assert len({s.token_ids for s in together[:4]}) == 4  # k different samples of one prompt
+        sampler.share_prefill = sampler.drop_finished = False  # the plain way: the same samples
+        assert sampler.sample(rows, seeds, budgets, 2.0) == together
 
     def test_the_cache_gives_what_recomputing_every_step_gives(self, garbler):
         """Left-padded, cached and batched sampling against the plainest loop: one row at a
