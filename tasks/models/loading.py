@@ -4,9 +4,9 @@ transformers 5.x loads a checkpoint in the dtype it was saved in unless told oth
 bf16 folder stays bf16 on the CPU), so the dtype is always passed here, from the
 ``dtype`` setting of each use (garbling, evaluation, collecting). ``auto`` picks per
 device: bfloat16 on a GPU, float32 on the CPU. On this project's CPU (AMD EPYC with
-avx512_bf16; docs/benchmarks.md, "Model dtypes") bfloat16 prefills about 2x faster and
-decodes about as fast, but its matrix kernels round differently for different batch
-shapes: the same prompt and seed gave other text batched than alone, which breaks the
+avx512_bf16; docs/benchmarks.md, "Model dtypes") bfloat16 prefilled 2.9x and decoded 1.9x
+faster, but its matrix kernels round differently for different batch shapes: the same
+prompt and seed gave other text batched than alone (3 of 4), which breaks the
 sampler's contract (a sample does not depend on its batch, the actor count, or prefill
 sharing). float32 keeps it, so it is the CPU's default; ``bfloat16`` stays a choice.
 """

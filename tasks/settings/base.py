@@ -13,7 +13,7 @@ SectionT = TypeVar("SectionT", bound=BaseModel)
 SamplingDtype = Literal["auto", "float32", "bfloat16"]
 SAMPLING_DTYPE_HELP = (
     "Dtype the base model is sampled in: auto = bfloat16 on a GPU, float32 on the CPU, where "
-    "float32 keeps every sample independent of its batch (bfloat16 prefills about 2x faster "
+    "float32 keeps every sample independent of its batch (bfloat16 samples about 2x faster "
     "there but its samples change with batch size, actor count and prefill sharing); "
     "float32 or bfloat16 forces one. Samples depend on it."
 )
