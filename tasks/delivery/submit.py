@@ -145,8 +145,13 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
     are uploaded file by file.
     """
     from agir_retrain.tasks.filenames import CONFIG_FILE
+    from agir_retrain.tasks.models.resolve import converts_gguf, resolve_model
     from agir_retrain.tasks.training.outputs import write_config
 
+    if converts_gguf(config.base_model):
+        # Converted here, once, before any rank starts: a file transformers cannot read
+        # stops the command in one line, and the ranks load the folder.
+        config = config.model_copy(update={"base_model": resolve_model(config.base_model)})
     if is_url(config.out):
         with tempfile.TemporaryDirectory(prefix="agir-train-") as staging:
             result = submit_local(config.model_copy(update={"out": staging}), on_line)

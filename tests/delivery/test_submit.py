@@ -174,6 +174,21 @@ class TestRemoteConfig:
         assert "must see it at the same path" in caplog.text
 
 
+def test_a_local_job_converts_a_gguf_base_before_launching(monkeypatch, tmp_path):
+    """A GGUF file transformers cannot read stops the submission in one line: no rank starts,
+    nothing is written."""
+    from agir_retrain.tasks.delivery.submit import submit_local
+    from agir_retrain.tasks.synth.tiny_gguf import make_tiny_gguf
+
+    monkeypatch.setenv("AGIR_CACHE_DIR", str(tmp_path / "cache"))
+    bad = make_tiny_gguf(tmp_path / "rwkv.gguf", architecture="rwkv7")
+    config = TrainConfig(dataset=str(tmp_path), base_model=str(bad), out=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="architecture 'rwkv7' is not supported") as error:
+        submit_local(config)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def model_folder(tmp_path) -> str:
     """A local model folder (its contents do not matter to what is mounted)."""
