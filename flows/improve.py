@@ -124,8 +124,8 @@ def sample_heldout(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]
         plan_sample_batches,
         sample_requests,
     )
+    from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.ray_pool import ray_session, sample_on_actor_pool
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
 
     here = plan.paths(config, number)
     target = join(here.eval, MODEL_COMPLETIONS)

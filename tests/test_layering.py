@@ -18,18 +18,22 @@ TASKS = ROOT / "tasks"
 # Foundations import no stage; the edges (prefect_tasks, ray_pool) may import any stage.
 ALLOWED_STAGES: dict[str, set[str]] = {
     "synth": set(),
+    # Resolving, loading and sampling base models. builtin:tiny is synth's tiny model (made
+    # there: it is synthetic data), so models may reach synth, which imports no stage.
+    "models": {"synth"},
     "runs": set(),
-    "dataset": {"runs"},
+    "dataset": {"runs", "models"},
     "environment": set(),
-    "evaluation": {"environment", "dataset", "runs"},
+    "evaluation": {"environment", "dataset", "runs", "models"},
     # GRPO binds tasks to scenarios and fans episodes out as evaluation does; compare reads
     # evaluation's metrics.
-    "training": {"environment", "evaluation", "synth"},
-    "delivery": {"training", "synth"},
+    "training": {"environment", "evaluation", "synth", "models"},
+    # Submitting resolves the base on this machine (a GGUF file is converted here, once).
+    "delivery": {"training", "synth", "models"},
     # The agent's loop plays in the environment and samples as evaluation does.
-    "agent": {"environment", "evaluation"},
+    "agent": {"environment", "evaluation", "models"},
     # Generations chain the stages and read what each left (reports, metrics, evaluations).
-    "improve": {"agent", "environment", "evaluation", "dataset", "runs", "training"},
+    "improve": {"agent", "environment", "evaluation", "dataset", "runs", "training", "models"},
 }
 EDGES = {"prefect_tasks", "ray_pool"}
 # Episodes fan out on Ray or local processes through one chooser (evaluation/episodes.py),

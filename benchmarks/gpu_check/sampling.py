@@ -1,6 +1,6 @@
 """Part 3: sampling throughput, the project's batched sampler against ``generate``.
 
-Garbling and evaluation both draw with ``tasks/dataset/sampler.py``'s ``Sampler`` (seeded
+Garbling and evaluation both draw with ``tasks/models/sampler.py``'s ``Sampler`` (seeded
 per row, KV cache filled in place); the garbler adds only redraws and fallbacks around
 it. It is timed through its public API, ``Sampler.load`` and ``Sampler.sample``, against
 transformers' ``generate`` on the same loaded model. Every prompt gets the same number of
@@ -73,7 +73,7 @@ def sample_throughput(plan: Plan, model: Path, *, quantize: bool) -> dict[str, A
     """Tokens/s of the sampler, one-at-a-time generate and batched generate, one model load."""
     import torch
 
-    from agir_retrain.tasks.dataset.sampler import Sampler
+    from agir_retrain.tasks.models.sampler import Sampler
 
     release_gpu()
     sampler = Sampler.load(

@@ -7,8 +7,8 @@ they finish in. An empty sample, or one equal to the chosen text, is drawn again
 the next seed; what still fails gets a model-free corruption of the chosen text, and
 the result records which method made it.
 
-``Garbler`` is plain Python holding one model in a ``Sampler`` (``sampler.py``: the batched
-seeded sampling, shared with evaluation); ``tasks/ray_pool.py`` puts it on actors.
+``Garbler`` is plain Python holding one model in a ``Sampler`` (``tasks/models/sampler.py``:
+the batched seeded sampling, shared with evaluation); ``tasks/ray_pool.py`` puts it on actors.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agir_retrain.tasks.chat import render_prompt, trim_message
-from agir_retrain.tasks.dataset.sampler import Sampler
+from agir_retrain.tasks.models.sampler import Sampler
 from agir_retrain.tasks.records import (
     GarbleMethod,
     GarbleRequest,
@@ -107,6 +107,7 @@ class Garbler:
             cpus=settings.cpus_per_actor,
             load_in_4bit=settings.load_in_4bit,
             max_prompt_tokens=settings.max_prompt_tokens,
+            dtype=settings.dtype,
         )
         # Called with how many requests of a batch were settled (sampled, or fallen back).
         self.on_progress = on_progress

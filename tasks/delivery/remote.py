@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.io import copy_file_atomic, is_url, join, local_path
+from agir_retrain.tasks.models.resolve import converts_gguf, resolve_model
 from agir_retrain.tasks.settings.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,14 @@ def remote_config(config: TrainConfig, shared: str | None) -> TrainConfig:
         update |= relocated(
             config, inputs, lambda file: _upload(file.path, join(shared, "dataset", file.name))
         )
-    if Path(local_path(config.base_model)).is_dir():
+    base = config.base_model
+    if converts_gguf(base):  # converted here, once: the job loads the folder, never the file
+        base = update["base_model"] = resolve_model(base)
+    if Path(local_path(base)).is_dir():
         log.warning(
             "base_model %s is a local folder: the remote job must see it at the same path "
             "(a shared filesystem); a hub id is fetched there",
-            config.base_model,
+            base,
         )
     return config.model_copy(update=update)
 

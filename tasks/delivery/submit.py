@@ -146,8 +146,13 @@ def submit_local(config: TrainConfig, on_line: Callable[[str], None] | None = No
     are uploaded file by file.
     """
     from agir_retrain.tasks.filenames import CONFIG_FILE
+    from agir_retrain.tasks.models.resolve import converts_gguf, resolve_model
     from agir_retrain.tasks.training.outputs import write_config
 
+    if converts_gguf(config.base_model):
+        # Converted here, once, before any rank starts: a file transformers cannot read
+        # stops the command in one line, and the ranks load the folder.
+        config = config.model_copy(update={"base_model": resolve_model(config.base_model)})
     if is_url(config.out):
         with tempfile.TemporaryDirectory(prefix="agir-train-") as staging:
             result = submit_local(config.model_copy(update={"out": staging}), on_line)
@@ -173,7 +178,7 @@ def docker_mounts(config: TrainConfig) -> tuple[tuple[Mount, ...], dict[str, obj
     ``/out``. The second value is the settings update (``config.model_copy(update=...)``)
     naming them inside. A hub id is fetched inside, which needs ``submit.network``.
     """
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.training.job_files import job_inputs, relocated
 
     if is_url(config.out) or is_url(config.dataset) or is_url(config.eval_dataset or ""):

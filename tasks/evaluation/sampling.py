@@ -22,6 +22,7 @@ from typing import Any
 from agir_retrain.tasks.dataset.garble import Garbler
 from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.records import GarbleRequest, Message, PromptKind, Role
+from agir_retrain.tasks.settings.base import SamplingDtype
 from agir_retrain.tasks.settings.evaluation import EvaluateConfig
 from agir_retrain.tasks.settings.models import GarbleSettings
 
@@ -55,6 +56,7 @@ class SamplerSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     load_in_4bit: bool = False
+    dtype: SamplingDtype = "auto"
 
     @classmethod
     def from_config(cls, config: EvaluateConfig, base_model: str) -> SamplerSpec:
@@ -71,6 +73,7 @@ class SamplerSpec:
             cpus=config.sampling.cpus_per_actor,
             gpus=config.sampling.gpus_per_actor,
             load_in_4bit=config.sampling.load_in_4bit,
+            dtype=config.sampling.dtype,
         )
 
     def garble_settings(self) -> GarbleSettings:
@@ -87,6 +90,7 @@ class SamplerSpec:
             cpus_per_actor=self.cpus,
             gpus_per_actor=self.gpus,
             load_in_4bit=self.load_in_4bit,
+            dtype=self.dtype,
         )
 
 

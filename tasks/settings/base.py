@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
+
+# The dtype a base model is sampled in (garbling, evaluation): auto is bfloat16 on a GPU and
+# float32 on the CPU (tasks/models/loading.py says why; figures in docs/benchmarks.md).
+SamplingDtype = Literal["auto", "float32", "bfloat16"]
+SAMPLING_DTYPE_HELP = (
+    "Dtype the base model is sampled in: auto = bfloat16 on a GPU, float32 on the CPU, where "
+    "float32 keeps every sample independent of its batch (bfloat16 samples about 2x faster "
+    "there but its samples change with batch size, actor count and prefill sharing); "
+    "float32 or bfloat16 forces one. Samples depend on it."
+)
 
 
 class Section(BaseModel):

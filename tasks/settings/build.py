@@ -7,7 +7,7 @@ import os
 from pydantic import Field, PositiveInt, model_validator
 
 from agir_retrain.tasks.io import default_cache_dir
-from agir_retrain.tasks.settings.base import Section
+from agir_retrain.tasks.settings.base import SAMPLING_DTYPE_HELP, SamplingDtype, Section
 
 
 class ReadSettings(Section):
@@ -89,6 +89,7 @@ class GarbleSettings(Section):
     load_in_4bit: bool = Field(
         False, description="Load the base model in 4-bit NF4 (bitsandbytes); meant for GPUs."
     )
+    dtype: SamplingDtype = Field("auto", description=SAMPLING_DTYPE_HELP)
 
     def sampling_key(self) -> dict[str, object]:
         """The settings that change what is sampled (batching and placement do not)."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from agir_retrain.tasks.settings.base import Section
+from agir_retrain.tasks.settings.base import SAMPLING_DTYPE_HELP, SamplingDtype, Section
 from agir_retrain.tasks.settings.environment import EnvironmentSettings
 
 
@@ -25,6 +25,7 @@ class SamplingPoolSettings(Section):
     load_in_4bit: bool = Field(
         False, description="Load the base model in 4-bit NF4 (bitsandbytes); meant for GPUs."
     )
+    dtype: SamplingDtype = Field("auto", description=SAMPLING_DTYPE_HELP)
     max_prompt_tokens: PositiveInt = Field(
         1536,
         description="Prompt tokens kept: the end of the rendered prompt, which holds the code "

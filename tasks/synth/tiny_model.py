@@ -10,16 +10,13 @@ random text, which is all garbling and a few DPO steps need.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from pathlib import Path
 
-from agir_retrain.tasks.io import default_cache_dir
 from agir_retrain.tasks.synth import text
 
-# `builtin:tiny` names this model in settings; it is made on first use under the cache dir.
-BUILTIN_TINY = "builtin:tiny"
+# `builtin:tiny` names this model in settings (tasks/models/resolve.py makes it on first use).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
@@ -179,21 +176,6 @@ def _classes(architecture: str) -> tuple[type, type]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     return LlamaConfig, LlamaForCausalLM
-
-
-def resolve_model(name: str) -> str:
-    """Turn ``builtin:tiny`` into a local folder (made once); other names pass through."""
-    if name != BUILTIN_TINY:
-        return name
-    folder = default_cache_dir() / "tiny-model"
-    if not (folder / "config.json").exists():
-        staging = folder.with_name(f".tiny-model.{os.getpid()}")
-        make_tiny_model(staging)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process made it first; theirs is as good
-            pass
-    return str(folder)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def prepare(config: TrainConfig, rows: TrainingData | None = None) -> Prepared:
 
     ``rows``: what ``check_data`` returned, when the caller checked already.
     """
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.training.model import load_policy, lora_config, lora_targets
 
     log = start_process_group()

@@ -190,6 +190,23 @@ class TestTinyModel:
         assert garbler.sample([request], [2]) != first
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("load_in_4bit", [False, True])
+def test_a_gguf_base_garbles(gguf_base, data_file, load_in_4bit):
+    """A .gguf base_model, resolved (converted once) as the flow does, garbles as a folder does."""
+    from agir_retrain.tasks.models.resolve import resolve_model
+
+    requests = _requests(data_file)[:3]
+    settings = GarbleSettings(max_new_tokens=12, load_in_4bit=load_in_4bit)
+    garbler = Garbler(resolve_model(gguf_base), settings)
+    if load_in_4bit:
+        assert "Linear4bit" in {type(m).__name__ for m in garbler.model.modules()}
+    results = garbler.garble(requests)
+    assert [r.garble_method for r in results] == [GarbleMethod.MODEL] * 3
+    assert all(r.rejected.strip() and 0 < r.new_tokens <= 12 for r in results)
+    assert garbler.garble(requests) == results  # seeded
+
+
 def _within(seconds: float, call):
     """Run ``call`` on a daemon thread; return its result or raise its error, and fail (not hang)
     if it has not returned in time: the hang is the bug these tests guard against."""

@@ -159,6 +159,35 @@ class TestRemoteConfig:
             "local",
         )
 
+    def test_a_gguf_base_is_converted_here_and_the_job_gets_the_folder(self, gguf_base, caplog):
+        """The remote job never reads the GGUF file (nor needs gguf): it loads the folder made
+        here, which, like any local folder, it must see at the same path."""
+        from agir_retrain.tasks.models.resolve import resolve_model
+
+        config = TrainConfig(
+            dataset="s3://b/d", out="s3://b/o", base_model=gguf_base, submit={"backend": "prefect"}
+        )
+        with caplog.at_level("WARNING"):
+            remote = remote_config(config, None)
+        assert remote.base_model == resolve_model(gguf_base)
+        assert Path(remote.base_model, "model.safetensors").is_file()
+        assert "must see it at the same path" in caplog.text
+
+
+def test_a_local_job_converts_a_gguf_base_before_launching(monkeypatch, tmp_path):
+    """A GGUF file transformers cannot read stops the submission in one line: no rank starts,
+    nothing is written."""
+    from agir_retrain.tasks.delivery.submit import submit_local
+    from agir_retrain.tasks.synth.tiny_gguf import make_tiny_gguf
+
+    monkeypatch.setenv("AGIR_CACHE_DIR", str(tmp_path / "cache"))
+    bad = make_tiny_gguf(tmp_path / "rwkv.gguf", architecture="rwkv7")
+    config = TrainConfig(dataset=str(tmp_path), base_model=str(bad), out=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="architecture 'rwkv7' is not supported") as error:
+        submit_local(config)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
 
 @pytest.fixture
 def model_folder(tmp_path) -> str:
@@ -200,6 +229,15 @@ class TestDockerMounts:
         mounts, _ = docker_mounts(config)
         assert str(dataset) not in {str(m.host) for m in mounts}
         assert {m.host.name for m in mounts if m.read_only} >= {"train.jsonl", "eval.jsonl"}
+
+    def test_a_gguf_base_mounts_its_converted_folder(self, dataset, gguf_base, tmp_path):
+        from agir_retrain.tasks.models.resolve import resolve_model
+
+        config = TrainConfig(dataset=str(dataset), base_model=gguf_base, out=str(tmp_path / "o"))
+        mounts, inside = docker_mounts(config)
+        model = {str(m.host): m.container for m in mounts if m.container == "/model"}
+        assert model == {str(Path(resolve_model(gguf_base)).resolve()): "/model"}
+        assert inside["base_model"] == "/model"
 
     def test_a_hub_id_needs_the_network_and_says_so(self, dataset, tmp_path):
         config = TrainConfig(dataset=str(dataset), base_model="org/model", out=str(tmp_path / "o"))

@@ -109,6 +109,22 @@ def test_adapter_is_applied_and_base_is_bare(tiny_model: str, adapter: str) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("load_in_4bit", [False, True])
+def test_a_gguf_base_samples_completions(gguf_base, load_in_4bit) -> None:
+    """evaluate --base-model x.gguf: the flow resolves it to its converted folder, actors sample."""
+    import dataclasses
+
+    from agir_retrain.tasks.models.resolve import resolve_model
+
+    requests = sample_requests(TASKS, ["base"], samples=2)
+    held = dataclasses.replace(spec(resolve_model(gguf_base)), load_in_4bit=load_in_4bit)
+    first = by_key(sample_locally(held, plan_sample_batches(requests, 8)))
+    assert len(first) == 6
+    assert len(set(first.values())) == 6  # each (task, sample) its own text
+    assert by_key(sample_locally(held, plan_sample_batches(requests, 1))) == first
+
+
+@pytest.mark.slow
 def test_unknown_model_is_refused(tiny_model: str) -> None:
     sampler = CompletionSampler(spec(tiny_model))
     (request,) = sample_requests(TASKS[:1], ["other"], samples=1)

@@ -1,9 +1,16 @@
-"""Seeded batched sampling from one causal LM: what garbling and evaluation both draw with.
+"""Seeded batched sampling from one causal LM: what garbling, evaluation and collecting draw with.
 
 ``Sampler.sample(prompts, seeds, max_new_tokens, temperature)`` gives one ``Sampled``
 per prompt. Each row's noise comes from its own seed (one uniform per step, drawn from a
 generator seeded with it, inverting the row's CDF), so a prompt's sample does not depend
-on which prompts share its batch, how many processes sample, or in what order.
+on which prompts share its batch, how many processes sample, or in what order (in
+float32, the CPU's default: ``tasks/models/loading.py``).
+
+Rows that repeat a prompt (k samples of one task) share its prefill: the distinct prompts
+go through the model once and their KV cache is copied out to every row asking for them,
+which turns k prefills into one. Rows that finish (EOS or budget) leave the batch, so the
+longest sample no longer carries the finished ones through every step
+(``docs/benchmarks.md``, "Sampler speed").
 
 Where the time went before (CPU, tiny model, batches of 16, 512-token prompts): about
 half in ``torch.cat`` growing the KV cache at every step (the whole cache copied per
@@ -17,11 +24,13 @@ slow on most GPUs).
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from agir_retrain.tasks.models.kv_cache import preallocated_cache
+from agir_retrain.tasks.models.loading import SamplingDtype, load_model
 
 if TYPE_CHECKING:
     import torch
@@ -47,39 +56,6 @@ class Sampled:
     def new_tokens(self) -> int:
         """How many new tokens the sample has."""
         return len(self.token_ids)
-
-
-def load_model(
-    model_name: str, *, gpus: float = 0.0, cpus: float = 1.0, load_in_4bit: bool = False
-) -> tuple[Any, Any, torch.device]:
-    """Load (model, tokenizer, device) for sampling: bf16 on a GPU, float32 on the CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    use_gpu = gpus > 0 and torch.cuda.is_available()
-    device = torch.device("cuda" if use_gpu else "cpu")
-    if not use_gpu:
-        # One process per reserved CPU: more threads only fight the other processes.
-        torch.set_num_threads(max(1, int(cpus)))
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
-    load: dict[str, Any] = {}
-    if load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        load["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if use_gpu else torch.float32,
-        )
-        load["device_map"] = {"": device.index or 0} if use_gpu else "cpu"
-    elif use_gpu:
-        load["dtype"] = torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(model_name, **load)
-    if not load_in_4bit:
-        model.to(device)
-    model.eval()
-    return model, tokenizer, device
 
 
 def encode_tails(
@@ -122,6 +98,10 @@ class Sampler:
         self.tokenizer = tokenizer
         self.device = device
         self.max_prompt_tokens = max_prompt_tokens
+        # Rows repeating a prompt share its prefill, and finished rows leave the batch; each
+        # can be turned off only to measure what it saves (samples are the same either way).
+        self.share_prefill = True
+        self.drop_finished = True
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
 
@@ -134,10 +114,11 @@ class Sampler:
         cpus: float = 1.0,
         load_in_4bit: bool = False,
         max_prompt_tokens: int = 512,
+        dtype: SamplingDtype = "auto",
     ) -> Sampler:
-        """A sampler holding ``model_name`` (a folder or hub id)."""
+        """A sampler holding ``model_name`` (a resolved folder or hub id), in ``dtype``."""
         model, tokenizer, device = load_model(
-            model_name, gpus=gpus, cpus=cpus, load_in_4bit=load_in_4bit
+            model_name, gpus=gpus, cpus=cpus, load_in_4bit=load_in_4bit, dtype=dtype
         )
         log.info("sampler ready: %s on %s", model_name, device)
         return cls(model, tokenizer, device, max_prompt_tokens=max_prompt_tokens)
@@ -192,16 +173,32 @@ class Sampler:
         temperature: float,
         on_done: Callable[[int], None] | None,
     ) -> list[list[int]]:
-        """Left-padded batched sampling with a preallocated KV cache and per-row noise."""
+        """Left-padded batched sampling with a preallocated KV cache and per-row noise.
+
+        Rows with the same prompt share its prefill: the distinct prompts go through the
+        model once, and their cache and last logits are copied out to every row that
+        asked for them before the first draw. Each row's prefill is what it would be alone
+        (a row's values do not depend on its batch), so sharing changes no sample.
+        """
         import torch
 
         batch, width, steps = len(rows), max(map(len, rows)), max(budgets)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        # The first row asking for each distinct prompt, and which of them each row takes.
+        distinct_rows: list[int] = []
+        owner: list[int] = []
+        seen: dict[tuple[int, ...], int] = {}
+        for i, ids in enumerate(rows):
+            if tuple(ids) not in seen or not self.share_prefill:
+                seen[tuple(ids)] = len(distinct_rows)
+                distinct_rows.append(i)
+            owner.append(seen[tuple(ids)])
+        input_ids = torch.full((len(distinct_rows), width), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(distinct_rows):
+            input_ids[i, width - len(rows[row]) :] = torch.tensor(rows[row])
         # The whole mask up front: padding is 0, prompt and every future token 1; step s
         # reads its first width + s columns.
         attention = torch.ones((batch, width + steps), dtype=torch.long)
         for i, ids in enumerate(rows):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
             attention[i, : width - len(ids)] = 0
         # Each row's uniforms come from its own generator, as many as its own budget: the
         # same numbers whatever the batch.
@@ -214,34 +211,65 @@ class Sampler:
         positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
         limits = torch.tensor(budgets, device=self.device)
         out = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=self.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        pad = torch.full((batch,), self.pad_id, dtype=torch.long, device=self.device)
-        cache = _preallocated_cache(self.model.config, width + steps)
+        cache = preallocated_cache(self.model.config, width + steps)
         # Without padding the mask is all ones: leaving it out lets attention run its
         # causal kernel (half the prefill time) and spares building a mask at every step.
         padded = any(len(ids) < width for ids in rows)
-        current, finished = input_ids, 0
+        logits = self._last_logits(
+            input_ids,
+            attention[distinct_rows, :width] if padded else None,
+            positions[distinct_rows] if padded else None,
+            cache,
+        )
+        if len(distinct_rows) < batch:  # copy each prompt's cache and logits to its rows
+            index = torch.tensor(owner, device=self.device)
+            cache.batch_select_indices(index)
+            logits = logits.index_select(0, index)
+        live = torch.arange(batch, device=self.device)  # the rows the model still runs
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)  # of the live rows
+        finished = 0
         for step in range(steps):
-            logits = self.model(
-                input_ids=current,
-                attention_mask=attention[:, : width + step] if padded else None,
-                position_ids=positions if padded else None,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
-            token = torch.where(done, pad, _draw(logits, uniforms[:, step], temperature))
-            out[:, step] = token
-            done |= (token == self.eos_id) | (step + 1 >= limits)
-            now = int(done.sum())
+            token = _draw(logits, uniforms[live, step], temperature).masked_fill(done, self.pad_id)
+            out[live, step] = token
+            done |= (token == self.eos_id) | (step + 1 >= limits[live])
+            now = batch - len(live) + int(done.sum())
             if on_done is not None and now > finished:
                 on_done(now - finished)
             finished = now
-            if finished == batch:
+            if finished == batch:  # always so by the last step: no row's budget passes it
                 break
-            current = token[:, None]
+            if self.drop_finished and bool(done.any()):
+                # Finished rows leave the batch (their cache rows too): the rows still
+                # sampling no longer carry them through every step.
+                keep = (~done).nonzero().squeeze(-1)
+                live, token, done = live[keep], token[keep], done[keep]
+                attention, positions = attention[keep], positions[keep]
+                cache.batch_select_indices(keep)
             positions = positions[:, -1:] + 1
+            logits = self._last_logits(
+                token[:, None],
+                attention[:, : width + step + 1] if padded else None,
+                positions if padded else None,
+                cache,
+            )
         return out.tolist()
+
+    def _last_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention: torch.Tensor | None,
+        positions: torch.Tensor | None,
+        cache: Any,
+    ) -> torch.Tensor:
+        """The next-token logits of each row (the prefill keeps the last position's only)."""
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
 
 
 def _draw(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -255,63 +283,3 @@ def _draw(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> to
         uniform[:, None] * total, torch.nextafter(total, torch.zeros_like(total))
     )
     return torch.searchsorted(cdf, target, right=True).squeeze(-1)
-
-
-def _preallocated_cache(config: Any, capacity: int) -> Any:
-    """A KV cache whose full-attention layers are allocated once, at ``capacity`` tokens.
-
-    transformers' ``DynamicLayer`` grows by ``torch.cat``, copying the whole cache at every
-    step; these layers write each step in place and hand attention a view of what is
-    filled. Sliding-window and other layer kinds keep transformers' own classes.
-    """
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    layer_class = _preallocated_layer_class()
-    cache = DynamicCache(config=config)
-    if cache.layers:
-        cache.layers = [
-            layer_class(capacity) if type(layer) is DynamicLayer else layer
-            for layer in cache.layers
-        ]
-    else:  # no per-layer types known: every layer is made on first use
-        cache.layer_class_to_replicate = functools.partial(layer_class, capacity)
-    return cache
-
-
-@functools.cache
-def _preallocated_layer_class() -> type:
-    """The cache layer class (made on first use: transformers is imported only when sampling)."""
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(self, capacity: int) -> None:
-            super().__init__()
-            self.capacity = capacity
-            self.length = 0
-
-        def lazy_initialization(self, key_states: torch.Tensor, value_states: Any) -> None:
-            self.dtype, self.device = key_states.dtype, key_states.device
-            batch, heads, _, dim = key_states.shape
-            self._keys = key_states.new_empty((batch, heads, self.capacity, dim))
-            self._values = value_states.new_empty(
-                (batch, heads, self.capacity, value_states.shape[-1])
-            )
-            self.is_initialized = True
-
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            self._keys[:, :, self.length : end] = key_states
-            self._values[:, :, self.length : end] = value_states
-            self.length = end
-            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-    return PreallocatedLayer

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agir_retrain.tasks.dataset.garble import Garbler, garble_requests
-from agir_retrain.tasks.dataset.sampler import Sampler, _draw, encode_tails
+from agir_retrain.tasks.models.sampler import Sampler, _draw, encode_tails
 from agir_retrain.tasks.runs.pairing import pair_run
 from agir_retrain.tasks.runs.reader import read_run_file
 from agir_retrain.tasks.settings.models import GarbleSettings
@@ -86,6 +86,37 @@ class TestSampler:
         assert reordered[::-1] == together
         assert [s.new_tokens for s in together] == budgets  # no EOS from this model here
         assert len({s.text for s in together}) == len(prompts)
+
+    def test_rows_sharing_a_prompt_share_its_prefill_and_sample_as_alone(self, garbler, prompts):
+        """k samples of one prompt (and a mix with other prompts) are what each row gives alone,
+        while the model sees the shared prompt once."""
+        sampler = Sampler(garbler.model, garbler.tokenizer, garbler.device, max_prompt_tokens=64)
+        rows = [prompts[0]] * 4 + [prompts[-2], prompts[0], prompts[-1], prompts[-2]]
+        seeds = [100 + i for i in range(len(rows))]
+        budgets = [5, 9, 7, 9, 6, 8, 9, 4]
+        shapes: list[tuple[int, ...]] = []  # of the input ids of every model call
+        hook = garbler.model.register_forward_pre_hook(
+            lambda _module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+            with_kwargs=True,
+        )
+        try:
+            together = sampler.sample(rows, seeds, budgets, 2.0)
+        finally:
+            hook.remove()
+        assert shapes[0][0] == 3  # three distinct prompts prefilled, once each
+        # Then every row decodes, each leaving the batch once its budget is spent (row r
+        # draws its step-k token from the pass of step k - 1; none samples EOS here).
+        assert shapes[1:] == [
+            (sum(budget > step for budget in budgets), 1) for step in range(1, max(budgets))
+        ]
+        alone = [
+            sampler.sample([row], [seed], [budget], 2.0)[0]
+            for row, seed, budget in zip(rows, seeds, budgets, strict=True)
+        ]
+        assert together == alone
+        assert len({s.token_ids for s in together[:4]}) == 4  # k different samples of one prompt
+        sampler.share_prefill = sampler.drop_finished = False  # the plain way: the same samples
+        assert sampler.sample(rows, seeds, budgets, 2.0) == together
 
     def test_the_cache_gives_what_recomputing_every_step_gives(self, garbler):
         """Left-padded, cached and batched sampling against the plainest loop: one row at a
