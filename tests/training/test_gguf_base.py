@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agir_retrain.tasks.environment.records import FileKind, Scenario, ScenarioFile
+from agir_retrain.tasks.environment.contract import FileKind, Scenario, ScenarioFile
 from agir_retrain.tasks.settings.models import TrainConfig
 
 PROGRAM = "```python\nimport os\nos.remove('/var/cache/apt/archives/foo.deb')\n```"
