@@ -132,7 +132,10 @@ class Dpo(TrlObjective):
 
         return {
             "ref_model": load_base(
-                base, quantize=config.quantize, trust_remote_code=config.trust_remote_code
+                base,
+                quantize=config.quantize,
+                trust_remote_code=config.trust_remote_code,
+                dtype=config.dtype,
             )
         }
 

@@ -41,16 +41,23 @@ def use_fsdp() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def compute_dtype() -> torch.dtype:
-    """bf16 on GPUs that support it, fp32 otherwise (the CPU)."""
+def compute_dtype(setting: str = "auto") -> torch.dtype:
+    """The ``dtype`` setting as a torch dtype: auto is bf16 on GPUs that support it, else fp32."""
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if setting == "float32":
+        return torch.float32
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
 
 
-def precision_flags() -> dict[str, bool]:
-    """The Trainer's device keywords every objective's config takes: ``on_gpu`` and ``bf16``."""
-    return {"on_gpu": torch.cuda.is_available(), "bf16": compute_dtype() == torch.bfloat16}
+def precision_flags(setting: str = "auto") -> dict[str, bool]:
+    """The Trainer's device keywords every objective's config takes: ``on_gpu`` and ``bf16``.
+
+    ``bf16`` on the CPU is torch's CPU autocast (``use_cpu`` with ``bf16``).
+    """
+    return {"on_gpu": torch.cuda.is_available(), "bf16": compute_dtype(setting) == torch.bfloat16}
 
 
 def device_map() -> dict[str, Any] | None:
@@ -62,11 +69,11 @@ def device_map() -> dict[str, Any] | None:
     return {"": "cpu"}
 
 
-def quantization_config() -> Any:
+def quantization_config(setting: str = "auto") -> Any:
     """4-bit NF4 with double quantization; under FSDP, stored in the compute dtype to shard."""
     from transformers import BitsAndBytesConfig
 
-    dtype = compute_dtype()
+    dtype = compute_dtype(setting)
     extra = {"bnb_4bit_quant_storage": dtype} if use_fsdp() else {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
@@ -77,13 +84,15 @@ def quantization_config() -> Any:
     )
 
 
-def load_base(name: str, *, quantize: bool, trust_remote_code: bool = False) -> Any:
+def load_base(
+    name: str, *, quantize: bool, trust_remote_code: bool = False, dtype: str = "auto"
+) -> Any:
     """Load the base causal LM, in 4-bit or in the compute dtype, on this process's device."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": compute_dtype(), "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": compute_dtype(dtype), "trust_remote_code": trust_remote_code}
     if quantize:
-        kwargs["quantization_config"] = quantization_config()
+        kwargs["quantization_config"] = quantization_config(dtype)
     placement = device_map()
     if placement is not None:
         kwargs["device_map"] = placement
@@ -129,7 +138,12 @@ def lora_config(settings: Any, targets: list[str]) -> Any:
 
 
 def load_policy(
-    name: str, *, quantize: bool, gradient_checkpointing: bool, trust_remote_code: bool = False
+    name: str,
+    *,
+    quantize: bool,
+    gradient_checkpointing: bool,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
 ) -> tuple[Any, bool]:
     """Load the base to train on, prepared for k-bit training where it is 4-bit.
 
@@ -138,7 +152,7 @@ def load_policy(
     """
     from peft import prepare_model_for_kbit_training
 
-    model = load_base(name, quantize=quantize, trust_remote_code=trust_remote_code)
+    model = load_base(name, quantize=quantize, trust_remote_code=trust_remote_code, dtype=dtype)
     if quantize and not use_fsdp():
         model = prepare_model_for_kbit_training(
             model,
@@ -231,7 +245,12 @@ def load_adapter(
 
 
 def merge_adapter(
-    base_name: str, adapter_dir: str | Path, target: str | Path, *, trust_remote_code: bool = False
+    base_name: str,
+    adapter_dir: str | Path,
+    target: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
 ) -> Path:
     """Merge the adapter into a full-precision copy of the base (never into 4-bit weights)."""
     from peft import PeftModel
@@ -239,7 +258,7 @@ def merge_adapter(
 
     base = AutoModelForCausalLM.from_pretrained(
         base_name,
-        dtype=compute_dtype(),
+        dtype=compute_dtype(dtype),
         device_map={"": "cpu"},
         trust_remote_code=trust_remote_code,
     )

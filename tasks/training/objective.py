@@ -162,7 +162,7 @@ class TrlObjective:
         args = config_class(
             **self.trl_config(
                 config,
-                **precision_flags(),
+                **precision_flags(config.dtype),
                 gradient_checkpointing=gradient_checkpointing,
                 train_rows=train_rows,
                 has_eval=bool(eval_rows),

@@ -109,6 +109,7 @@ def prepare(config: TrainConfig, rows: TrainingData | None = None) -> Prepared:
         quantize=config.quantize,
         gradient_checkpointing=config.section().gradient_checkpointing,
         trust_remote_code=config.trust_remote_code,
+        dtype=config.dtype,
     )
     targets = config.lora.target_modules or lora_targets(model)
     trainer = chosen.build_trainer(
@@ -260,6 +261,7 @@ def run(prepared: Prepared, *, tracked: tuple[TrackedRun, ...] = ()) -> TrainRes
                 config.out,
                 Path(config.out) / "merged",
                 trust_remote_code=config.trust_remote_code,
+                dtype=config.dtype,
             )
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out=config.out, metrics=metrics)

@@ -308,6 +308,27 @@ class TestTrain:
         assert not any("lora" in n for n, _ in merged.named_parameters())
         assert torch.allclose(_logits(merged, tokenizer), _logits(adapter, tokenizer), atol=1e-4)
 
+    def test_bfloat16_trains_in_bfloat16_on_the_cpu(self, dataset, tiny_model, tmp_path):
+        """dtype=bfloat16: the base's weights and the trainer's autocast are bf16 (the CPU's
+        2x), the loss is finite and the LoRA weights moved."""
+        from agir_retrain.tasks.training.program import prepare, run
+
+        prepared = prepare(
+            _config(dataset, tiny_model, tmp_path / "out", quantize=False, dtype="bfloat16")
+        )
+        assert prepared.trainer.args.bf16 is True
+        base_weights = [p for n, p in prepared.trainer.model.named_parameters() if "lora" not in n]
+        assert {p.dtype for p in base_weights} == {torch.bfloat16}
+        lora = {
+            n: p.detach().clone()
+            for n, p in prepared.trainer.model.named_parameters()
+            if "lora_B" in n
+        }
+        result = run(prepared)
+        assert math.isfinite(result.metrics.train.train_loss)
+        after = dict(prepared.trainer.model.named_parameters())
+        assert any(not torch.equal(after[n].detach(), before) for n, before in lora.items())
+
     def test_default_reference_is_the_base_with_the_adapter_disabled(
         self, dataset, tiny_model, tmp_path, adapter_switches
     ):
