@@ -68,6 +68,21 @@ MAX_STRATEGIES = 10
 MAX_STRATEGY_CHARS = 500
 
 
+BASIC_ENV = (
+    "Here's also an additional environment information that you can use to aid you in this "
+    'process, encoded in "EnvInfo" XML tag, those are\n<BasicEnvInfos>\n<BasicEnvInfo>\n'
+    "From `free -m` :\n- total_system_memory: {total_memory}\n- available_system_memory: "
+    "{available_memory}\n- running_memory: {running_memory}\n"
+    "From `df -m /` :\n- total_storage: {total_storage}\n- available_storage: "
+    "{available_storage}\n</BasicEnvInfo>\n</BasicEnvInfos>"
+)
+SPECIAL_ENV = (
+    "Here's also additional environment informations that you can use to aid you in this "
+    'process, encoded in "SpecialEnvInfos" XML tag, those are\n<SpecialEnvInfos>\n'
+    "{body}\n</SpecialEnvInfos>"
+)
+
+
 def basic_env_block(
     *,
     total_memory: float,
@@ -77,24 +92,19 @@ def basic_env_block(
     available_storage: float,
 ) -> str:
     """A ``<BasicEnvInfos>`` message with memory and storage figures (MiB)."""
-    return (
-        "Here's also an additional environment information that you can use to aid you in this "
-        'process, encoded in "EnvInfo" XML tag, those are\n<BasicEnvInfos>\n<BasicEnvInfo>\n'
-        f"From `free -m` :\n- total_system_memory: {total_memory}\n- available_system_memory: "
-        f"{available_memory}\n- running_memory: {running_memory}\n"
-        f"From `df -m /` :\n- total_storage: {total_storage}\n- available_storage: "
-        f"{available_storage}\n</BasicEnvInfo>\n</BasicEnvInfos>"
+    return BASIC_ENV.format(
+        total_memory=total_memory,
+        available_memory=available_memory,
+        running_memory=running_memory,
+        total_storage=total_storage,
+        available_storage=available_storage,
     )
 
 
 def special_env_block(outputs: list[str]) -> str:
     """A ``<SpecialEnvInfos>`` message quoting the getter codes' output."""
     body = "\n".join(f"<SpecialEnvInfo>\n{out.strip()}\n</SpecialEnvInfo>" for out in outputs)
-    return (
-        "Here's also additional environment informations that you can use to aid you in this "
-        'process, encoded in "SpecialEnvInfos" XML tag, those are\n<SpecialEnvInfos>\n'
-        f"{body.strip()}\n</SpecialEnvInfos>"
-    )
+    return SPECIAL_ENV.format(body=body.strip())
 
 
 def fenced(code_text: str) -> str:

@@ -95,8 +95,14 @@ class RunPlay:
         self.state = self.task.scenario
         self.prefix = [
             (_message(Role.SYSTEM, self.prompts.system), "system_plist"),
-            (_message(Role.USER, basic_env_message(self.task.scenario)), "get_basic_env_plist"),
-            (_message(Role.USER, special_env_message(self.task.scenario)), "get_special_env_plist"),
+            (
+                _message(Role.USER, basic_env_message(self.task.scenario, self.prompts)),
+                "get_basic_env_plist",
+            ),
+            (
+                _message(Role.USER, special_env_message(self.task.scenario, self.prompts)),
+                "get_special_env_plist",
+            ),
         ]
         self.strategy_block = [
             (_message(Role.USER, self.prompts.strategies_request), "get_strats_req_plist")

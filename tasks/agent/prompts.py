@@ -32,6 +32,8 @@ class PromptSet:
     strategies_regen: str
     code_request: str
     code_regen: str
+    basic_env: str  # {total_memory} ... {available_storage}, MiB
+    special_env: str  # {body}: the getters' output
 
 
 AGIR = PromptSet(
@@ -40,6 +42,8 @@ AGIR = PromptSet(
     strategies_regen=agir_prompts.STRATS_REGEN,
     code_request=agir_prompts.CODE_REQUEST,
     code_regen=agir_prompts.CODE_REGEN,
+    basic_env=agir_prompts.BASIC_ENV,
+    special_env=agir_prompts.SPECIAL_ENV,
 )
 
 COMPACT = PromptSet(
@@ -54,6 +58,12 @@ COMPACT = PromptSet(
         "The program failed when run on {run_context}:\n{error_context}\n\n"
         'Fix it so that it does this: "{strat}". Answer with one ```python code block.'
     ),
+    # The same blocks, without the agent's preambles (a fifth of a prompt's tokens).
+    basic_env=(
+        "<BasicEnvInfos>\nmemory (MiB): total {total_memory}, available {available_memory}\n"
+        "disk (MiB): total {total_storage}, available {available_storage}\n</BasicEnvInfos>"
+    ),
+    special_env="<SpecialEnvInfos>\n{body}\n</SpecialEnvInfos>",
 )
 
 PROMPT_SETS: dict[PromptStyle, PromptSet] = {"agir": AGIR, "compact": COMPACT}
@@ -72,10 +82,12 @@ def basic_env_figures(scenario: Scenario) -> dict[str, float]:
     }
 
 
-def basic_env_message(scenario: Scenario, figures: dict[str, float] | None = None) -> str:
+def basic_env_message(
+    scenario: Scenario, prompts: PromptSet, figures: dict[str, float] | None = None
+) -> str:
     """The ``<BasicEnvInfos>`` block of the machine a scenario stands for (or of ``figures``)."""
     figures = figures or basic_env_figures(scenario)
-    return agir_prompts.basic_env_block(
+    return prompts.basic_env.format(
         total_memory=figures["total_system_memory"],
         available_memory=figures["available_system_memory"],
         running_memory=figures["running_memory"],
@@ -84,6 +96,6 @@ def basic_env_message(scenario: Scenario, figures: dict[str, float] | None = Non
     )
 
 
-def special_env_message(scenario: Scenario) -> str:
+def special_env_message(scenario: Scenario, prompts: PromptSet) -> str:
     """The ``<SpecialEnvInfos>`` block: the scenario's description stands for the getters' output."""
-    return agir_prompts.special_env_block([describe_scenario(scenario)])
+    return prompts.special_env.format(body=describe_scenario(scenario))

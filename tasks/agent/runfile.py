@@ -19,9 +19,8 @@ from agir_retrain.tasks.agent.play import RunPlay
 from agir_retrain.tasks.agent.prompts import (
     basic_env_figures,
     basic_env_message,
-    special_env_message,
 )
-from agir_retrain.tasks.environment.scenario import scenario_to_json
+from agir_retrain.tasks.environment.scenario import describe_scenario, scenario_to_json
 from agir_retrain.tasks.io import join, write_bytes_atomic
 
 RUNS_FOLDER = "runs"
@@ -51,7 +50,7 @@ def _folder_name(task_id: str) -> str:
 def run_document(run: RunPlay, model_name: str) -> dict[str, Any]:
     """The run as the agent's v4 JSON document."""
     basic = [basic_env_figures(run.task.scenario)]
-    snapshots = [[special_env_message(run.task.scenario)]]
+    snapshots = [[describe_scenario(run.task.scenario)]]  # what the getters would have printed
     history = [[dict(message), tag] for message, tag in run.prefix]
     block = [[dict(message), tag] for message, tag in run.strategy_block]
     copies = []
@@ -85,7 +84,10 @@ def run_document(run: RunPlay, model_name: str) -> dict[str, Any]:
     env_history = [
         history[0],
         [
-            {"role": "user", "content": basic_env_message(run.task.scenario, env_basic)},
+            {
+                "role": "user",
+                "content": basic_env_message(run.task.scenario, run.prompts, env_basic),
+            },
             "get_basic_env_plist",
         ],
     ]
