@@ -57,6 +57,25 @@ def test_every_junk_file_lies_under_a_folder_its_strategies_name():
                 )
 
 
+def test_every_strategy_has_junk_to_free_and_a_rule_that_keeps_the_protected():
+    for seed in SEEDS:
+        generated = generate_scenario(seed)
+        for rule in generated.rules:
+            chosen = [f for f in generated.scenario.files if _selects(rule, f)]
+            assert chosen, (seed, rule)
+            assert {f.kind for f in chosen} == {FileKind.JUNK}, (seed, rule)
+
+
+def _selects(rule, f) -> bool:
+    name = f.path.rsplit("/", 1)[1]
+    return (
+        f.path.startswith(rule.folder + "/")
+        and (not rule.suffixes or name.endswith(rule.suffixes))
+        and name.startswith(rule.prefix)
+        and (rule.older_than_days is None or f.age_days > rule.older_than_days)
+    )
+
+
 def test_look_alikes_share_folders_with_junk():
     """Most scenarios keep a protected file in the same folder as junk: care is needed."""
     shared = 0

@@ -114,7 +114,7 @@ def old_backups(files: FileSet, rng: random.Random) -> list[Strategy]:
     database = rng.choice(("orders", "users", "crm", "inventory"))
     folder = f"/srv/backups/{database}"
     keep_days = rng.choice((3, 5, 7))
-    for day in range(1, rng.randint(8, 14)):
+    for day in range(1, keep_days + rng.randint(2, 7)):  # some dumps older than kept
         kind = JUNK if day > keep_days else PROTECTED
         age = day - 1 + rng.uniform(0.05, 0.5)  # day k's dump is between k-1 and k days old
         files.add(f"{folder}/{database}-day{day:02d}.sql.gz", size(rng, 100, 500), kind, age)

@@ -20,8 +20,9 @@ def rotated_logs(files: FileSet, rng: random.Random) -> list[Strategy]:
     app = rng.choice(APPS)
     folder = rng.choice((f"/var/log/{app}", f"/var/log/{app}", f"/srv/{app}/logs"))
     cutoff = rng.choice((7, 10, 14, 30))
-    rotations = rng.randint(4, 9)
     step = rng.choice((1, 2, 3, 7))
+    # enough rotations that at least one is past the cutoff (the strategy has junk to free)
+    rotations = max(rng.randint(4, 9), cutoff // step + 1 + rng.randint(0, 2))
     for n in range(1, rotations + 1):
         age = n * step + rng.uniform(0.1, 0.9)
         # rotations younger than the cutoff are kept: deleting them is damage
