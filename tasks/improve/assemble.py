@@ -19,6 +19,7 @@ from agir_retrain.tasks.improve.report import report_markdown as improve_markdow
 from agir_retrain.tasks.io import exists, join, read_bytes, write_bytes_atomic, write_json_atomic
 from agir_retrain.tasks.objectives import objective
 from agir_retrain.tasks.settings.improve import ImproveConfig
+from agir_retrain.tasks.training.metrics import TrainingMetrics
 
 IMPROVE_JSON, IMPROVE_MD, IMPROVE_PNG = "improve.json", "improve.md", "improve.png"
 CARD_SECTION = "## Generations"
@@ -101,10 +102,7 @@ def _training(config: ImproveConfig, number: int) -> tuple[int, float, int | Non
     location = join(plan.paths(config, number).adapter, ADAPTER_METRICS)
     if not exists(location):
         return None
-    metrics = orjson.loads(read_bytes(location))
-    train = metrics.get("train", {})
-    return (
-        int(metrics["data"]["train"]["rows_out"]),
-        float(train.get("train_runtime_s") or 0.0),
-        train.get("peak_host_memory_bytes"),
-    )
+    metrics = TrainingMetrics.from_json(orjson.loads(read_bytes(location)))
+    train = metrics.train
+    peak = train.peak_gpu_memory_bytes or train.peak_host_memory_bytes
+    return metrics.data.train.rows_out, train.train_runtime_s or 0.0, peak

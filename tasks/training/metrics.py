@@ -71,6 +71,7 @@ class TrainSummary:
     train_runtime_s: float | None = None
     epoch: float | None = None
     peak_gpu_memory_bytes: int | None = None
+    peak_host_memory_bytes: int | None = None  # the training process's peak RSS
     values: dict[str, float] = field(default_factory=dict)
 
 
@@ -162,6 +163,11 @@ class TrainingMetrics:
                         if train.peak_gpu_memory_bytes is not None
                         else {}
                     ),
+                    **(
+                        {"peak_host_memory_bytes": train.peak_host_memory_bytes}
+                        if train.peak_host_memory_bytes is not None
+                        else {}
+                    ),
                 },
                 "evaluation": {
                     split: {**values.values, "rows": values.rows, "loss": values.loss}
@@ -177,7 +183,14 @@ class TrainingMetrics:
     def from_json(cls, value: dict[str, Any]) -> TrainingMetrics:
         """Read the layout ``to_json`` writes (and that of runs before ``objective`` existed)."""
         data, train = value["data"], dict(value["train"])
-        known = ("global_step", "train_loss", "train_runtime", "epoch", "peak_gpu_memory_bytes")
+        known = (
+            "global_step",
+            "train_loss",
+            "train_runtime",
+            "epoch",
+            "peak_gpu_memory_bytes",
+            "peak_host_memory_bytes",
+        )
         return cls(
             objective=value.get("objective", ORIGINAL),
             base_model=value["base_model"],
@@ -204,6 +217,7 @@ class TrainingMetrics:
                 train_runtime_s=train.get("train_runtime"),
                 epoch=train.get("epoch"),
                 peak_gpu_memory_bytes=train.get("peak_gpu_memory_bytes"),
+                peak_host_memory_bytes=train.get("peak_host_memory_bytes"),
                 values={k: v for k, v in train.items() if k not in known},
             ),
             evaluation={
@@ -291,6 +305,8 @@ def metrics_rows(metrics: TrainingMetrics) -> list[tuple[str, str]]:
         )
     if train.peak_gpu_memory_bytes is not None:
         rows.append(("peak GPU memory", f"{train.peak_gpu_memory_bytes / 2**30:.2f} GiB"))
+    if train.peak_host_memory_bytes is not None:
+        rows.append(("peak host memory", f"{train.peak_host_memory_bytes / 2**30:.2f} GiB"))
     rows.append(
         (
             "tracked in",

@@ -301,16 +301,20 @@ def _eval_split(metrics: dict[str, float], prefix: str, rows: int) -> EvalSplit:
 
 
 def train_summary(values: dict[str, float], global_step: int) -> TrainSummary:
-    """The trainer's end-of-training figures, with this process's peak GPU memory."""
+    """The trainer's end-of-training figures, with this process's peak GPU and host memory."""
+    import resource
+
     import torch
 
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return TrainSummary(
         global_step=global_step,
         train_loss=values.get("train_loss"),
         train_runtime_s=values.get("train_runtime"),
         epoch=values.get("epoch"),
         peak_gpu_memory_bytes=peak,
+        peak_host_memory_bytes=host,
         values={
             k: v for k, v in values.items() if k not in ("train_loss", "train_runtime", "epoch")
         },
