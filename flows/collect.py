@@ -44,19 +44,14 @@ def sampler_spec(config: CollectConfig) -> SamplerSpec:
     """What each sampling actor holds: the base model, the adapter if any, how to sample."""
     from agir_retrain.tasks.models.resolve import resolve_model
 
-    adapters = ((config.label(), config.adapter),) if config.adapter else ()
-    return SamplerSpec(
+    return SamplerSpec.from_pool(
+        config.sampling,
         base_model=resolve_model(config.base_model),
         base_label=config.label() if not config.adapter else "base",
-        adapters=adapters,
+        adapters=((config.label(), config.adapter),) if config.adapter else (),
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
-        max_prompt_tokens=config.sampling.max_prompt_tokens,
-        max_prompt_chars_per_message=config.sampling.max_prompt_chars_per_message,
         seed=config.seed,
-        cpus=config.sampling.cpus_per_actor,
-        gpus=config.sampling.gpus_per_actor,
-        load_in_4bit=config.sampling.load_in_4bit,
     )
 
 

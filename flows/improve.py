@@ -132,18 +132,14 @@ def sample_heldout(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]
     if exists(target):
         return
     heldout = config.heldout
-    spec = SamplerSpec(
+    spec = SamplerSpec.from_pool(
+        config.sampling,
         base_model=resolve_model(config.base_model),
         base_label="base",
         adapters=((here.label, here.adapter),) if number > 0 else (),
         temperature=heldout.temperature,
         max_new_tokens=heldout.max_new_tokens,
-        max_prompt_tokens=config.sampling.max_prompt_tokens,
-        max_prompt_chars_per_message=config.sampling.max_prompt_chars_per_message,
         seed=heldout.seed,
-        cpus=config.sampling.cpus_per_actor,
-        gpus=config.sampling.gpus_per_actor,
-        load_in_4bit=config.sampling.load_in_4bit,
     )
     requests = sample_requests(tasks, [here.label], heldout.samples)
     batches = plan_sample_batches(requests, config.sampling.batch_size)

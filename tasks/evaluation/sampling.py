@@ -23,7 +23,7 @@ from agir_retrain.tasks.dataset.garble import Garbler
 from agir_retrain.tasks.environment.contract import Completion, EvalTask
 from agir_retrain.tasks.records import GarbleRequest, Message, PromptKind, Role
 from agir_retrain.tasks.settings.base import SamplingDtype
-from agir_retrain.tasks.settings.evaluation import EvaluateConfig
+from agir_retrain.tasks.settings.evaluation import EvaluateConfig, SamplingPoolSettings
 from agir_retrain.tasks.settings.models import GarbleSettings
 
 log = logging.getLogger(__name__)
@@ -59,21 +59,44 @@ class SamplerSpec:
     dtype: SamplingDtype = "auto"
 
     @classmethod
+    def from_pool(
+        cls,
+        pool: SamplingPoolSettings,
+        *,
+        base_model: str,
+        base_label: str,
+        adapters: tuple[tuple[str, str], ...],
+        temperature: float,
+        max_new_tokens: int,
+        seed: int,
+    ) -> SamplerSpec:
+        """A spec whose actors are set up as ``pool`` says (``base_model`` already resolved)."""
+        return cls(
+            base_model=base_model,
+            base_label=base_label,
+            adapters=adapters,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            max_prompt_tokens=pool.max_prompt_tokens,
+            max_prompt_chars_per_message=pool.max_prompt_chars_per_message,
+            seed=seed,
+            cpus=pool.cpus_per_actor,
+            gpus=pool.gpus_per_actor,
+            load_in_4bit=pool.load_in_4bit,
+            dtype=pool.dtype,
+        )
+
+    @classmethod
     def from_config(cls, config: EvaluateConfig, base_model: str) -> SamplerSpec:
         """The spec of an evaluation (``base_model`` already resolved to a folder or hub id)."""
-        return cls(
+        return cls.from_pool(
+            config.sampling,
             base_model=base_model,
             base_label=config.base_label,
             adapters=tuple(config.adapter_paths()),
             temperature=config.temperature,
             max_new_tokens=config.max_new_tokens,
-            max_prompt_tokens=config.sampling.max_prompt_tokens,
-            max_prompt_chars_per_message=config.sampling.max_prompt_chars_per_message,
             seed=config.seed,
-            cpus=config.sampling.cpus_per_actor,
-            gpus=config.sampling.gpus_per_actor,
-            load_in_4bit=config.sampling.load_in_4bit,
-            dtype=config.sampling.dtype,
         )
 
     def garble_settings(self) -> GarbleSettings:
