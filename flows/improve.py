@@ -20,7 +20,9 @@ the plot (``improve.md``, ``improve.png``, ``improve.json``, an artifact) are re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
@@ -40,6 +42,7 @@ from agir_retrain.tasks.improve.assemble import (
     assemble_report,
     objective_rows,
     publish_report,
+    record_stage,
 )
 from agir_retrain.tasks.io import exists, join
 from agir_retrain.tasks.prefect_tasks import StageProgress
@@ -97,24 +100,37 @@ def generation(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]) ->
                 stopped=f"generation {number - 1}'s runs gave no rows for "
                 f"{config.train.objective} to learn from (no run freed space)",
             )
-        train(plan.train_config(config, number))
+        with _timed(config, number, "train"):
+            train(plan.train_config(config, number))
     if not here.evaluated():
-        sample_heldout(config, number, tasks)
-        merged = [
-            c
-            for n in range(number + 1)
-            for c in read_completions(join(plan.paths(config, n).eval, MODEL_COMPLETIONS))
-        ]
-        completions = join(here.eval, ALL_COMPLETIONS)
-        write_completions(completions, merged)
-        evaluate(plan.evaluate_config(config, number, completions))
+        with _timed(config, number, "sample"):
+            sample_heldout(config, number, tasks)
+        with _timed(config, number, "evaluate"):
+            merged = [
+                c
+                for n in range(number + 1)
+                for c in read_completions(join(plan.paths(config, n).eval, MODEL_COMPLETIONS))
+            ]
+            completions = join(here.eval, ALL_COMPLETIONS)
+            write_completions(completions, merged)
+            evaluate(plan.evaluate_config(config, number, completions))
     if number < config.generations:
         if not here.collected():
-            collect_flow(plan.collect_config(config, number))
+            with _timed(config, number, "collect"):
+                collect_flow(plan.collect_config(config, number))
         if not here.built():
-            build_dataset(plan.build_config(config, number))
+            with _timed(config, number, "build"):
+                build_dataset(plan.build_config(config, number))
     logger.info("generation %d done (%s)", number, here.root)
     return GenerationOutcome(number=number)
+
+
+@contextmanager
+def _timed(config: ImproveConfig, number: int, stage: str) -> Iterator[None]:
+    """Record the stage's wall time once it has finished (a failed stage records none)."""
+    start = time.perf_counter()
+    yield
+    record_stage(config, number, stage, time.perf_counter() - start)
 
 
 def sample_heldout(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]) -> None:

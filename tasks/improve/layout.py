@@ -23,6 +23,8 @@ DATASET_REPORT = "report.json"
 ADAPTER_METRICS = "metrics.json"
 EVAL_REPORT = "eval.json"
 COMPLETIONS = "completions.jsonl"
+TIMING = "timing.json"  # wall seconds of each finished stage of the generation
+STAGES = ("train", "sample", "evaluate", "collect", "build")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,11 @@ class GenerationPaths:
     def eval(self) -> str:
         """This generation's evaluation on the held-out tasks."""
         return join(self.root, "eval")
+
+    @property
+    def timing(self) -> str:
+        """The generation's stage timings (written as each stage finishes)."""
+        return join(self.root, TIMING)
 
     def collected(self) -> bool:
         """Whether collecting finished."""

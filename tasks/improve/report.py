@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from agir_retrain.tasks.evaluation.metrics import (
     EvalReport,
@@ -38,6 +38,7 @@ class GenerationRow:
     peak_memory_bytes: int | None
     metrics: ModelMetrics
     vs_base: PairedDifference | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +62,7 @@ def generation_rows(
     learned_from: Sequence[str],
     collected: Sequence[dict[str, int] | None],
     training: Sequence[tuple[int, float, int | None] | None],
+    stage_seconds: Sequence[dict[str, float]] | None = None,
 ) -> list[GenerationRow]:
     """Join each generation's facts with its model's metrics in the last evaluation."""
     metrics = {m.model: m for m in report.models}
@@ -79,6 +81,7 @@ def generation_rows(
                 peak_memory_bytes=trained[2] if trained else None,
                 metrics=metrics[label],
                 vs_base=versus.get(label),
+                stage_seconds=dict(stage_seconds[number]) if stage_seconds else {},
             )
         )
     return rows
@@ -92,6 +95,7 @@ FACTS = (
     "training rows",
     "train time",
     "peak memory",
+    "wall time by stage (min)",
 )
 YARDSTICK = (
     "gen",
@@ -125,6 +129,7 @@ def table_cells(report: ImproveReport) -> tuple[list[list[str]], list[list[str]]
                 "-"
                 if row.peak_memory_bytes is None
                 else f"{row.peak_memory_bytes / 2**30:.2f} GiB",
+                " · ".join(f"{k} {v / 60:.1f}" for k, v in row.stage_seconds.items()) or "-",
             ]
         )
         yardstick.append(

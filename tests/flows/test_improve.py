@@ -106,6 +106,9 @@ def test_two_generations_killed_halfway_resume_to_the_end(tmp_path, tiny_model, 
     assert report["rows"][0]["collected"]["first_try"] > 0  # the reference agent's runs
     assert report["rows"][1]["train_seconds"] > 0
     assert report["rows"][1]["peak_memory_bytes"] > 100 << 20  # the training process's RSS
+    assert set(report["rows"][1]["stage_seconds"]) == {
+        "train", "sample", "evaluate", "collect", "build"
+    }  # fmt: skip
     lineage = json.loads((out / "gen-2" / "adapter" / "lineage.json").read_text())
     assert [g["dataset"] for g in lineage["generations"]] == [
         str(out / "gen-0" / "dataset"),
