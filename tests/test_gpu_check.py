@@ -6,6 +6,7 @@ blocked as they are absent on the GPU machine, so the script cannot rot between 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -131,6 +132,31 @@ def test_grpo_is_skipped_with_the_probes_reason_without_bwrap(
     assert row["reason"] == "bubblewrap cannot run episodes here: bwrap is not installed on this machine"  # fmt: skip
     assert check.part_status([sandbox, row])["status"] == "skipped"
     assert not (tmp_path / "w").exists()  # nothing was built or fitted
+
+
+def test_the_loops_code_imports_without_the_absent_packages(check: ModuleType, tmp_path: Path) -> None:  # fmt: skip
+    """What the improve part runs imports where polars, orjson, prefect and ray are absent,
+    and writes a scenario as orjson does (the attempts records hold one per attempt)."""
+    from agir_retrain.tasks.environment.generator import generate_scenario
+    from agir_retrain.tasks.environment.scenario import scenario_to_json
+
+    code = (
+        "import hashlib, sys\n"
+        "import benchmarks.gpu_check.improve, benchmarks.gpu_check.loop\n"
+        "from agir_retrain.tasks.agent import collect, episodes, heldout, reference, runfile\n"
+        "from agir_retrain.tasks.evaluation.sampling import CompletionSampler\n"
+        "from agir_retrain.tasks.improve import plan\n"
+        "from agir_retrain.tasks.records import GarbleRequest\n"
+        "from agir_retrain.tasks.environment.generator import generate_scenario\n"
+        "from agir_retrain.tasks.environment.scenario import scenario_to_json\n"
+        "assert 'polars' not in sys.modules or sys.modules['polars'] is None\n"
+        "print(hashlib.sha256(b''.join(scenario_to_json(generate_scenario(s).scenario) for s in range(40))).hexdigest())\n"
+    )  # fmt: skip
+    env = check.child_env(check.make_plan(check.make_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)])), tuple(ABSENT_ON_GPU))  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with_orjson = b"".join(scenario_to_json(generate_scenario(s).scenario) for s in range(40))
+    assert done.stdout.strip() == hashlib.sha256(with_orjson).hexdigest()
 
 
 def _improve_config(check: ModuleType, tmp_path: Path) -> object:
