@@ -4,7 +4,7 @@
     bash benchmarks/fetch_gpu_wheels.sh
     pip install --no-index --no-deps .gpu-wheels/*.whl && python -m benchmarks.gpu_check --out $OUT/gpu-check
 
-    # the same code paths at a tiny shape on the CPU (< 3 minutes), as the test suite runs it
+    # the same code paths at a tiny shape on the CPU (~1.5 minutes), as the test suite runs it
     python -m benchmarks.gpu_check --cpu-smoke --out /tmp/gpu-check-smoke
 
 Parts, each in its own process with its own time limit (a part that fails or runs out of
@@ -118,6 +118,11 @@ def child_env(plan: Plan, block: tuple[str, ...]) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if plan.smoke:
+        # One torch thread on the CPU: beside another busy process on a shared 2-core machine,
+        # two threads spin at torch's barriers (improve's 100-step fit: 217 s with two, 15 s
+        # with one; the whole smoke run 3 min with two, 1 min 20 s with one, measured here).
+        env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
@@ -218,7 +223,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--out", required=True, help="folder for gpu_check.json and logs/")
     parser.add_argument(
-        "--cpu-smoke", action="store_true", help="tiny shape on the CPU (< 3 minutes)"
+        "--cpu-smoke", action="store_true", help="tiny shape on the CPU (~1.5 minutes)"
     )
     parser.add_argument("--work", default=str(ROOT / "bench-out" / "gpu-check"), help="models, data and runs (kept between runs, reused)")  # fmt: skip
     parser.add_argument("--shape", choices=[s for s in SHAPES if s != "tiny"], default="qwen2-7b")

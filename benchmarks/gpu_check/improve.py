@@ -281,12 +281,6 @@ def run_improve(plan: Plan, results: Results) -> None:
     from agir_retrain.tasks.agent.episodes import LocalEpisodes
 
     sizes = SMOKE_SIZES if plan.smoke else GPU_SIZES
-    if plan.smoke and not cuda():
-        import torch
-
-        # One thread: beside another busy process on 2 shared cores, two threads spin at
-        # each of torch's barriers (a 100-step fit went from ~10 s to 200+ s with two).
-        torch.set_num_threads(1)
     with results.attempt("sandbox") as probe:
         probe.update(probe_bwrap())
     with results.attempt("improve_base", layers=plan.short_layers) as base:
