@@ -36,7 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gpu_check.common import Plan, Results, build_model, cuda, peak_gb, release_gpu
+from benchmarks.gpu_check.common import (
+    Plan,
+    Results,
+    build_model,
+    model_dir,
+    peak_gb,
+    release_gpu,
+)
 from benchmarks.gpu_check.dpo import step_timer, tokens_per_s
 from benchmarks.gpu_check.grpo import fit_policy, probe_bwrap, sandbox_reason
 from benchmarks.gpu_check.loop import (
@@ -85,7 +92,9 @@ def improve_config(plan: Plan, base: str, sizes: Sizes) -> Any:
     from agir_retrain.tasks.settings.improve import HeldoutSettings, ImproveConfig
     from agir_retrain.tasks.settings.train import TrainConfig
 
-    on_gpu = cuda()
+    # The plan's mode, not torch: nothing here may start torch before the episode processes
+    # fork (a GPU run where CUDA is missing samples on the CPU: the sampler falls back).
+    on_gpu = not plan.smoke
     sampling = SamplingPoolSettings(
         batch_size=sizes.batch_size,
         actors=1,
@@ -283,11 +292,7 @@ def run_improve(plan: Plan, results: Results) -> None:
     sizes = SMOKE_SIZES if plan.smoke else GPU_SIZES
     with results.attempt("sandbox") as probe:
         probe.update(probe_bwrap())
-    with results.attempt("improve_base", layers=plan.short_layers) as base:
-        base.update(build_model(plan, short=True))
-    if "folder" not in base:
-        return  # the row says why
-    config = improve_config(plan, base["folder"], sizes)
+    config = improve_config(plan, str(model_dir(plan, short=True)), sizes)
     if probe.get("runs"):
         reason = sandbox_reason(config.environment.interpreter)
     else:
@@ -298,6 +303,8 @@ def run_improve(plan: Plan, results: Results) -> None:
         results.add(kind="improve_episodes", status="skipped", reason=reason)
         run_generation(plan, results, config, sizes, UnrunEpisodes(reason), judged=False)
         return
+    # The episode processes fork at the reference collection, before torch or CUDA starts
+    # a thread here (a fork beside other threads may inherit a held lock).
     with LocalEpisodes(config.environment, sizes.workers) as episodes:
         run_generation(plan, results, config, sizes, episodes, judged=True)
 
@@ -316,6 +323,10 @@ def run_generation(plan: Plan, results: Results, config: Any, sizes: Sizes,
             row.update(sft_rows=len(rows), judged=False)
     if not row.get("sft_rows"):
         return  # the row says why: it failed, or no attempt succeeded
+    with results.attempt("improve_base", layers=plan.short_layers) as base:
+        base.update(build_model(plan, short=True))
+    if base.get("folder") != config.base_model:
+        return  # the row says why
     with results.attempt("improve_fit", layers=plan.short_layers) as fit:
         dataset = Path(stages.paths(config, 0).dataset)
         fit.update(fit_policy(plan, Path(config.base_model), dataset, name="improve",
