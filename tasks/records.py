@@ -4,6 +4,11 @@ A run file becomes ``Run`` records (one per copy strategy agent); a run becomes
 ``ScoredRecord`` rows (seed table 1) and ``Pair`` rows (seed table 2); anything that
 could not be read becomes a ``Quarantined`` entry. Frames are always built with the
 schema named here, never inferred.
+
+The schemas (``SCORED_SCHEMA``, ``MESSAGES_DTYPE``, ...) are built on first use, so
+``from ... import SCORED_SCHEMA`` works as usual while the record types import without
+polars: the GPU machine has none, and sampling there (``Garbler``'s ``GarbleRequest``)
+and collecting (``tasks/agent``) need only the types.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-
-import polars as pl
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from agir_retrain.tasks.chat import Role
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class Outcome(StrEnum):
@@ -115,6 +123,8 @@ class QuarantineReason(StrEnum):
 
 
 def _enum(values: type[StrEnum]) -> pl.Enum:
+    import polars as pl
+
     return pl.Enum([member.value for member in values])
 
 
@@ -126,8 +136,18 @@ class Message:
     content: str
 
 
-MESSAGE_DTYPE = pl.Struct({"role": _enum(Role), "content": pl.String})
-MESSAGES_DTYPE = pl.List(MESSAGE_DTYPE)
+@cache
+def _message_dtype() -> pl.Struct:
+    import polars as pl
+
+    return pl.Struct({"role": _enum(Role), "content": pl.String})
+
+
+@cache
+def _messages_dtype() -> pl.List:
+    import polars as pl
+
+    return pl.List(_message_dtype())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,9 +160,13 @@ class Attempt:
     code: str | None  # the text inside the ```python fence; None when there is no fence
 
 
-ATTEMPT_DTYPE = pl.Struct(
-    {"index": pl.Int32, "outcome": _enum(Outcome), "message": pl.String, "code": pl.String}
-)
+@cache
+def _attempt_dtype() -> pl.Struct:
+    import polars as pl
+
+    return pl.Struct(
+        {"index": pl.Int32, "outcome": _enum(Outcome), "message": pl.String, "code": pl.String}
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +223,8 @@ def run_schema(file_schemas: Sequence[str]) -> pl.Schema:
     The run-format registry (``runs/formats/registry.py``) names them, built-in formats
     first, so a new format needs no edit here (``tables.register_table``).
     """
+    import polars as pl
+
     return pl.Schema(
         {
             "run_id": pl.String,
@@ -207,11 +233,11 @@ def run_schema(file_schemas: Sequence[str]) -> pl.Schema:
             "file_schema": pl.Enum(list(file_schemas)),
             "model_name": pl.String,
             "strategy": pl.String,
-            "conversation": MESSAGES_DTYPE,
+            "conversation": _messages_dtype(),
             "strategy_turns": pl.Int32,
             "code_turns": pl.Int32,
-            "env_getter_prompt": MESSAGES_DTYPE,
-            "attempts": pl.List(ATTEMPT_DTYPE),
+            "env_getter_prompt": _messages_dtype(),
+            "attempts": pl.List(_attempt_dtype()),
             "space_freed_raw": pl.Float64,
             "space_freed_bytes": pl.Float64,
             "unit_convention": _enum(UnitConvention),
@@ -241,17 +267,21 @@ class ScoredRecord:
     score_bytes: float
 
 
-SCORED_SCHEMA = pl.Schema(
-    {
-        "run_id": pl.String,
-        "attempt_index": pl.Int32,
-        "outcome": _enum(Outcome),
-        "prompt_kind": _enum(PromptKind),
-        "response_kind": _enum(ResponseKind),
-        "response": pl.String,
-        "score_bytes": pl.Float64,
-    }
-)
+@cache
+def _scored_schema() -> pl.Schema:
+    import polars as pl
+
+    return pl.Schema(
+        {
+            "run_id": pl.String,
+            "attempt_index": pl.Int32,
+            "outcome": _enum(Outcome),
+            "prompt_kind": _enum(PromptKind),
+            "response_kind": _enum(ResponseKind),
+            "response": pl.String,
+            "score_bytes": pl.Float64,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,20 +311,24 @@ class Pair:
         return self.garble_method is not GarbleMethod.NONE
 
 
-PAIR_SCHEMA = pl.Schema(
-    {
-        "run_id": pl.String,
-        "source": pl.String,
-        "rule": _enum(PairRule),
-        "prompt_kind": _enum(PromptKind),
-        "chosen": pl.String,
-        "rejected": pl.String,
-        "score_chosen": pl.Float64,
-        "score_rejected": pl.Float64,
-        "garble_method": _enum(GarbleMethod),
-        "rejected_attempt_index": pl.Int32,
-    }
-)
+@cache
+def _pair_schema() -> pl.Schema:
+    import polars as pl
+
+    return pl.Schema(
+        {
+            "run_id": pl.String,
+            "source": pl.String,
+            "rule": _enum(PairRule),
+            "prompt_kind": _enum(PromptKind),
+            "chosen": pl.String,
+            "rejected": pl.String,
+            "score_chosen": pl.Float64,
+            "score_rejected": pl.Float64,
+            "garble_method": _enum(GarbleMethod),
+            "rejected_attempt_index": pl.Int32,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,14 +341,18 @@ class Quarantined:
     detail: str
 
 
-QUARANTINE_SCHEMA = pl.Schema(
-    {
-        "source": pl.String,
-        "run_id": pl.String,
-        "reason": _enum(QuarantineReason),
-        "detail": pl.String,
-    }
-)
+@cache
+def _quarantine_schema() -> pl.Schema:
+    import polars as pl
+
+    return pl.Schema(
+        {
+            "source": pl.String,
+            "run_id": pl.String,
+            "reason": _enum(QuarantineReason),
+            "detail": pl.String,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,14 +370,18 @@ class GarbleRequest:
         return f"{self.run_id}/{self.prompt_kind.value}"
 
 
-GARBLE_REQUEST_SCHEMA = pl.Schema(
-    {
-        "run_id": pl.String,
-        "prompt_kind": _enum(PromptKind),
-        "prompt": MESSAGES_DTYPE,
-        "chosen": pl.String,
-    }
-)
+@cache
+def _garble_request_schema() -> pl.Schema:
+    import polars as pl
+
+    return pl.Schema(
+        {
+            "run_id": pl.String,
+            "prompt_kind": _enum(PromptKind),
+            "prompt": _messages_dtype(),
+            "chosen": pl.String,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,14 +397,38 @@ class GarbleResult:
     new_tokens: int
 
 
-GARBLE_RESULT_SCHEMA = pl.Schema(
-    {
-        "run_id": pl.String,
-        "prompt_kind": _enum(PromptKind),
-        "rejected": pl.String,
-        "garble_method": _enum(GarbleMethod),
-        "draws": pl.Int32,
-        "seed": pl.Int64,
-        "new_tokens": pl.Int32,
-    }
-)
+@cache
+def _garble_result_schema() -> pl.Schema:
+    import polars as pl
+
+    return pl.Schema(
+        {
+            "run_id": pl.String,
+            "prompt_kind": _enum(PromptKind),
+            "rejected": pl.String,
+            "garble_method": _enum(GarbleMethod),
+            "draws": pl.Int32,
+            "seed": pl.Int64,
+            "new_tokens": pl.Int32,
+        }
+    )
+
+
+_SCHEMAS = {
+    "MESSAGE_DTYPE": _message_dtype,
+    "MESSAGES_DTYPE": _messages_dtype,
+    "ATTEMPT_DTYPE": _attempt_dtype,
+    "SCORED_SCHEMA": _scored_schema,
+    "PAIR_SCHEMA": _pair_schema,
+    "QUARANTINE_SCHEMA": _quarantine_schema,
+    "GARBLE_REQUEST_SCHEMA": _garble_request_schema,
+    "GARBLE_RESULT_SCHEMA": _garble_result_schema,
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Build a schema on first use (polars is imported only then)."""
+    if name in _SCHEMAS:
+        schema = globals()[name] = _SCHEMAS[name]()
+        return schema
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,9 @@ blocked as they are absent on the GPU machine, so the script cannot rot between 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -93,6 +95,7 @@ def test_a_part_past_its_limit_is_stopped_and_recorded(check: ModuleType, tmp_pa
     plan = check.make_plan(args)
     (tmp_path / "logs").mkdir()
     env = check.child_env(plan, ())
+    assert env["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")  # smoke: one thread
     # One second is far too little to import torch: the part must be killed, not waited for.
     part = check.run_part("qlora_dpo", plan, tmp_path, env, limit_s=1.0)
     assert part["status"] == "timed_out"
@@ -133,9 +136,99 @@ def test_grpo_is_skipped_with_the_probes_reason_without_bwrap(
     assert not (tmp_path / "w").exists()  # nothing was built or fitted
 
 
+def test_the_loops_code_imports_without_the_absent_packages(check: ModuleType, tmp_path: Path) -> None:  # fmt: skip
+    """What the improve part runs imports where polars, orjson, prefect and ray are absent,
+    and writes a scenario as orjson does (the attempts records hold one per attempt)."""
+    from agir_retrain.tasks.environment.generator import generate_scenario
+    from agir_retrain.tasks.environment.scenario import scenario_to_json
+
+    code = (
+        "import hashlib, sys\n"
+        "import benchmarks.gpu_check.improve, benchmarks.gpu_check.loop\n"
+        "from agir_retrain.tasks.agent import collect, episodes, heldout, reference, runfile\n"
+        "from agir_retrain.tasks.evaluation.sampling import CompletionSampler\n"
+        "from agir_retrain.tasks.improve import plan\n"
+        "from agir_retrain.tasks.records import GarbleRequest\n"
+        "from agir_retrain.tasks.environment.generator import generate_scenario\n"
+        "from agir_retrain.tasks.environment.scenario import scenario_to_json\n"
+        "assert 'polars' not in sys.modules or sys.modules['polars'] is None\n"
+        "print(hashlib.sha256(b''.join(scenario_to_json(generate_scenario(s).scenario) for s in range(40))).hexdigest())\n"
+    )  # fmt: skip
+    env = check.child_env(check.make_plan(check.make_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)])), tuple(ABSENT_ON_GPU))  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with_orjson = b"".join(scenario_to_json(generate_scenario(s).scenario) for s in range(40))
+    assert done.stdout.strip() == hashlib.sha256(with_orjson).hexdigest()
+
+
+def _improve_config(check: ModuleType, tmp_path: Path) -> object:
+    from benchmarks.gpu_check.improve import SMOKE_SIZES, improve_config
+
+    args = check.make_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path / "w")])  # fmt: skip
+    return improve_config(check.make_plan(args), str(tmp_path / "base"), SMOKE_SIZES)
+
+
+def test_improve_samples_as_the_flows_do(check: ModuleType, tmp_path: Path) -> None:
+    from agir_retrain.flows.collect import sampler_spec as flow_spec
+    from agir_retrain.tasks.improve import plan
+    from benchmarks.gpu_check.loop import heldout_spec, sampler_spec
+
+    config = _improve_config(check, tmp_path)
+    for number in (0, 1):  # the reference start's settings, then the adapter's
+        collecting = plan.collect_config(config, number)
+        assert sampler_spec(collecting) == flow_spec(collecting)
+    gen1 = sampler_spec(plan.collect_config(config, 1))
+    assert gen1.adapters == (("gen1", plan.paths(config, 1).adapter),)
+    assert gen1.base_label == "base"
+    # The part's held-out settings equal the collection's, so one sampler serves both.
+    assert heldout_spec(config, 1) == gen1
+
+
+def test_improve_sft_rows_are_the_successful_attempts_once(tmp_path: Path) -> None:
+    from benchmarks.gpu_check.loop import sft_rows
+
+    prompt = [{"role": "user", "content": "free space"}]
+    attempts = [
+        {"task_id": "gen-1", "run_index": 0, "strategy": 0, "outcome": "deletion_fail",
+         "freed_bytes": 0, "prompt": prompt, "reply": "bad"},
+        {"task_id": "gen-1", "run_index": 0, "strategy": 0, "outcome": "success",
+         "freed_bytes": 10, "prompt": prompt, "reply": "good"},
+        {"task_id": "gen-1", "run_index": 1, "strategy": 0, "outcome": "success",
+         "freed_bytes": 10, "prompt": prompt, "reply": "good"},  # the same row again
+    ]  # fmt: skip
+    record = tmp_path / "attempts" / "gen-1" / "full_agent_data_x.jsonl"
+    record.parent.mkdir(parents=True)
+    record.write_text("".join(json.dumps(a) + "\n" for a in attempts))
+    (row,) = sft_rows(str(tmp_path))
+    assert row["prompt"] == prompt
+    assert row["completion"] == [{"role": "assistant", "content": "good"}]
+    assert (row["score"], row["prompt_kind"], row["run_id"]) == (10, "code", "gen-1#0/0")
+
+
+def test_improve_without_bubblewrap_runs_no_program(check: ModuleType, tmp_path: Path) -> None:
+    from agir_retrain.tasks.agent.collect import collect
+    from agir_retrain.tasks.agent.outcomes import check_reply
+    from agir_retrain.tasks.agent.reference import reference_policy
+    from agir_retrain.tasks.improve import plan
+    from benchmarks.gpu_check.loop import UnrunEpisodes, unjudged_reference_rows
+
+    config = _improve_config(check, tmp_path)
+    rows = unjudged_reference_rows(config)
+    assert len(rows) >= config.scenarios  # each strategy of each training scenario
+    for row in rows:
+        assert check_reply(row["completion"][0]["content"]).failed is None  # a program
+        assert row["prompt"][-1]["role"] == "user"  # the code request
+    # Every run ends at its first program, excluded with the reason; nothing ran.
+    collecting = plan.collect_config(config, 0)
+    report = collect(collecting, sample=reference_policy, run_episodes=UnrunEpisodes("no bwrap here"))  # fmt: skip
+    assert report.runs_excluded == config.scenarios * collecting.runs_per_task
+    assert report.runs_written == 0
+    assert sum(report.attempts_by_outcome.values()) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.timeout(1500)  # ~3 min on an idle 2-core machine; far more when it is shared
+@pytest.mark.timeout(1500)  # ~1.5 min here (a torch thread a part); more on a shared machine
 def test_cpu_smoke_reports_every_part(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(
@@ -152,7 +245,7 @@ def test_cpu_smoke_reports_every_part(tmp_path: Path) -> None:
     assert report["machine"]["versions"]["torch"]
     assert report["machine"]["cpus"]
     parts = report["parts"]
-    assert set(parts) == {"qlora_dpo", "lora_dpo", "sampling", "fsdp_qlora", "grpo"}
+    assert set(parts) == {"qlora_dpo", "lora_dpo", "sampling", "fsdp_qlora", "grpo", "improve"}
     for name, part in parts.items():
         assert part["status"] == "ok" or part.get("reason"), (name, part)
         for row in part["rows"]:
@@ -203,7 +296,63 @@ def test_cpu_smoke_reports_every_part(tmp_path: Path) -> None:
         assert grpo["seconds_per_step"] > 0
         assert grpo["adapter_saved"]
         assert grpo["peak_gpu_memory_gb"] is None  # no GPU here
+    _check_improve(parts["improve"], report["summary"]["improve"])
     assert set(report["summary"]["parts"]) == set(parts)
+
+
+def _check_improve(part: dict, summary: dict) -> None:
+    """One generation of the loop ran on its own code: what each stage must have made."""
+    from benchmarks.gpu_check.improve import SMOKE_SIZES as SIZES
+
+    kinds = {r["kind"]: r for r in part["rows"]}
+    runs = SIZES.scenarios * SIZES.runs_per_task
+    sandbox_runs = bool(kinds["sandbox"].get("runs"))
+    if sandbox_runs:
+        assert part["status"] == "ok", part
+    else:  # only the episodes are skipped, with the reason
+        assert part["status"] == "skipped", part
+        assert "bubblewrap" in part["reason"], part
+    for kind in ("improve_base", "improve_reference", "improve_fit", "improve_train", "improve_collect", "improve_heldout"):  # fmt: skip
+        assert kinds[kind]["status"] == "ok", kinds[kind]
+    reference, fit = kinds["improve_reference"], kinds["improve_fit"]
+    assert reference["sft_rows"] > 0
+    if sandbox_runs:  # the reference agent's programs ran in bubblewrap
+        assert reference["runs_written"] == runs
+        assert reference["episodes"] == sum(reference["attempts_by_outcome"].values()) > 0
+        assert reference["episodes_per_s"] > 0
+    assert fit["fit_loss_last"] < fit["fit_loss_first"]
+    train = kinds["improve_train"]
+    assert train["steps"] == SIZES.sft_steps
+    assert train["tokens_per_s"] > 0
+    assert train["seconds_per_step"] > 0
+    assert train["adapter_saved"]
+    assert train["quantized"]
+    assert train["peak_gpu_memory_gb"] is None  # no GPU here
+    collected = kinds["improve_collect"]
+    assert collected["model"] == "gen1"
+    assert collected["runs_written"] + collected["runs_excluded"] == runs
+    assert 1 <= collected["waves"] <= 9  # 3 strategies x 3 attempts at most
+    # Strategies are given: every reply is a code attempt, and every attempt whose program
+    # parsed and compiled ran as an episode (without bubblewrap: ended its run, unrun).
+    outcomes = collected["attempts_by_outcome"]
+    assert collected["replies"] >= runs
+    if sandbox_runs:
+        assert sum(outcomes.values()) == collected["replies"]
+        ran = outcomes["container_fail"] + outcomes["deletion_fail"] + outcomes["success"]
+        assert collected["episodes"] == ran
+    else:
+        assert sum(outcomes.values()) + collected["programs_not_run"] == collected["replies"]
+        assert collected["programs_not_run"] == collected["runs_excluded"]
+        assert collected["episodes"] == 0
+    assert 0 < collected["sampled_tokens"] <= collected["replies"] * SIZES.new_tokens
+    assert collected["sampling_tokens_per_s"] > 0
+    assert collected["replies_per_s"] > 0
+    heldout = kinds["improve_heldout"]
+    assert heldout["adapter_replies"] == heldout["base_replies"] == heldout["tasks"] * SIZES.heldout_samples  # fmt: skip
+    assert heldout["adapter_tokens_per_s"] > 0
+    assert heldout["base_tokens_per_s"] > 0
+    assert summary["train_tokens_per_s"] == train["tokens_per_s"]
+    assert summary["collect_sampling_tokens_per_s"] == collected["sampling_tokens_per_s"]
 
 
 @pytest.mark.slow  # imports torch and transformers

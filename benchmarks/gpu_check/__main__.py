@@ -4,7 +4,7 @@
     bash benchmarks/fetch_gpu_wheels.sh
     pip install --no-index --no-deps .gpu-wheels/*.whl && python -m benchmarks.gpu_check --out $OUT/gpu-check
 
-    # the same code paths at a tiny shape on the CPU (< 3 minutes), as the test suite runs it
+    # the same code paths at a tiny shape on the CPU (~1.5 minutes), as the test suite runs it
     python -m benchmarks.gpu_check --cpu-smoke --out /tmp/gpu-check-smoke
 
 Parts, each in its own process with its own time limit (a part that fails or runs out of
@@ -17,6 +17,11 @@ time is recorded and the next one runs; what it measured before is kept):
   fsdp_qlora  4. FSDP-QLoRA (one process) writes an adapter, which is reloaded and checked
   grpo        5. bubblewrap probe; where it runs, 2 GRPO steps with the sandbox's reward on
               the short model (part 4's), fitted briefly so some programs run
+  improve     6. one generation of the improve loop on the loop's own code (no Prefect, Ray
+              or polars): the reference agent collects (bwrap), SFT steps through the
+              training program, the model collects with its new adapter (CompletionSampler,
+              waves, bwrap episodes) and samples the held-out tasks: generation and
+              training speed on the short model (part 4's), fitted briefly so it writes code
 Writes DIR/gpu_check.json (machine, versions, date, every figure) and DIR/logs/, and
 prints one table last. See docs/gpu-check.md.
 """
@@ -46,9 +51,11 @@ ABSENT_ON_GPU = ("polars", "orjson", "prefect", "ray")
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets",
             "pydantic", "pandas", "pyarrow", "huggingface_hub", "agir-retrain")  # fmt: skip
 # Run order: the headline figures first, so a short window still gets them.
-ORDER = ("qlora_dpo", "fsdp_qlora", "sampling", "grpo", "lora_dpo")
+ORDER = ("qlora_dpo", "fsdp_qlora", "sampling", "grpo", "lora_dpo", "improve")
 # grpo: ~15 s of imports, the short model's fit (~25 s) and 4-bit load, 2 steps, the outputs.
-GPU_TIMEOUTS_S = {"qlora_dpo": 330, "fsdp_qlora": 90, "sampling": 90, "grpo": 150, "lora_dpo": 130}  # fmt: skip
+# improve: imports, the fit (~15 s), a 4-bit load and 6 SFT steps, a bf16 load and ~2,000
+# decode steps over the collection's waves and the held-out samples (docs/gpu-check.md).
+GPU_TIMEOUTS_S = {"qlora_dpo": 330, "fsdp_qlora": 90, "sampling": 90, "grpo": 150, "lora_dpo": 130, "improve": 150}  # fmt: skip
 # Generous: on a shared 2-core machine one import of torch + TRL can take a minute.
 SMOKE_TIMEOUTS_S = dict.fromkeys(PARTS, 300)
 
@@ -111,6 +118,11 @@ def child_env(plan: Plan, block: tuple[str, ...]) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if plan.smoke:
+        # One torch thread on the CPU: beside another busy process on a shared 2-core machine,
+        # two threads spin at torch's barriers (improve's 100-step fit: 217 s with two, 15 s
+        # with one; the whole smoke run 3 min with two, 1 min 20 s with one, measured here).
+        env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
@@ -211,7 +223,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--out", required=True, help="folder for gpu_check.json and logs/")
     parser.add_argument(
-        "--cpu-smoke", action="store_true", help="tiny shape on the CPU (< 3 minutes)"
+        "--cpu-smoke", action="store_true", help="tiny shape on the CPU (~1.5 minutes)"
     )
     parser.add_argument("--work", default=str(ROOT / "bench-out" / "gpu-check"), help="models, data and runs (kept between runs, reused)")  # fmt: skip
     parser.add_argument("--shape", choices=[s for s in SHAPES if s != "tiny"], default="qwen2-7b")

@@ -19,6 +19,7 @@ mean and spread, the share of programs that ran, seconds per step, and peak GPU 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import statistics
@@ -125,34 +126,52 @@ def write_grpo_data(plan: Plan) -> tuple[Path, Path]:
     return folder, scenario
 
 
-def fit_policy(plan: Plan, base: Path, data: Path) -> dict[str, Any]:
-    """Fit every weight of ``base`` to the program-writing rows (Adam), once; save beside it.
+def fit_policy(
+    plan: Plan,
+    base: Path,
+    data: Path,
+    *,
+    name: str = "grpo",
+    max_rows: int | None = None,
+    steps: int = FIT_STEPS,
+    completion_only: bool = False,
+) -> dict[str, Any]:
+    """Fit every weight of ``base`` to the rows of ``data/sft/train.jsonl`` (Adam), once; save
+    it beside ``base`` as ``<base>-<name>-fitted`` (reused while the rows are the same).
 
-    A random model writes no program that runs: every reward of a group would be equal.
-    After a brief fit some samples run (not asserted here: the loss and the ran share
-    say how well it took on this shape).
+    A random model writes no program that runs: every reward of a group would be equal,
+    and no collected attempt would reach the sandbox. After a brief fit some samples run
+    (not asserted here: the loss and the ran share say how well it took on this shape).
+    ``completion_only`` puts the loss on the completions alone and, on a GPU, computes in
+    bf16 autocast (the agent's prompts are ~1,000 tokens: float32 would take ~0.5 s a step
+    at the real widths).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = base.with_name(base.name + "-grpo-fitted")
+    folder = base.with_name(f"{base.name}-{name}-fitted")
+    rows = [json.loads(line) for line in (data / "sft" / "train.jsonl").read_text().splitlines()]
+    rows = rows[:max_rows]
+    digest = hashlib.sha256(json.dumps([rows, steps], sort_keys=True).encode()).hexdigest()[:16]
     if (folder / "fit.json").exists():
-        return {"folder": str(folder), "reused": True, **json.loads((folder / "fit.json").read_text())}  # fmt: skip
+        saved = json.loads((folder / "fit.json").read_text())
+        if saved.get("rows_sha256", digest) == digest:
+            return {"folder": str(folder), "reused": True, **saved}
     started = time.perf_counter()
     device = "cuda" if cuda() else "cpu"
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
-    rows = [json.loads(line) for line in (data / "sft" / "train.jsonl").read_text().splitlines()]
-    texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]  # fmt: skip
-    batch = tokenizer(texts, return_tensors="pt", padding=True).to(device)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    batch, labels = _fit_batch(tokenizer, rows, completion_only=completion_only)
+    batch, labels = batch.to(device), labels.to(device)
     # The tiny model learns at 3e-3 in 60 steps (tests/training); wide layers sum many more
     # inputs, so a smaller rate and clipped gradients keep their activations in range.
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if plan.smoke else 1e-3)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=completion_only and cuda())
     losses = []
-    for _ in range(FIT_STEPS):
-        loss = model(**batch, labels=labels).loss
+    for _ in range(steps):
+        with autocast:
+            loss = model(**batch, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -162,13 +181,31 @@ def fit_policy(plan: Plan, base: Path, data: Path) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     model.to(torch.bfloat16).save_pretrained(staging, max_shard_size="4GB")
     tokenizer.save_pretrained(staging)
-    fit = {"fit_steps": FIT_STEPS, "fit_loss_first": round(losses[0], 4), "fit_loss_last": round(losses[-1], 4)}  # fmt: skip
+    fit = {"fit_steps": steps, "fit_rows": len(rows), "fit_loss_first": round(losses[0], 4),
+           "fit_loss_last": round(losses[-1], 4), "rows_sha256": digest}  # fmt: skip
     (staging / "fit.json").write_text(json.dumps(fit))
     del model, optimizer
     release_gpu()
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return {"folder": str(folder), "reused": False, "fit_s": round(time.perf_counter() - started, 1), **fit}  # fmt: skip
+
+
+def _fit_batch(tokenizer: Any, rows: list[dict[str, Any]], *, completion_only: bool) -> tuple[Any, Any]:  # fmt: skip
+    """The rows as one padded batch, and its labels: -100 on padding, and on the prompts
+    when ``completion_only`` (the batch is then padded on the right, so prompts come first)."""
+    texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]  # fmt: skip
+    if not completion_only:
+        batch = tokenizer(texts, return_tensors="pt", padding=True)
+        return batch, batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    tokenizer.padding_side = side  # the tokenizer is saved with the fitted model as it was
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for i, row in enumerate(rows):
+        prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)  # fmt: skip
+        labels[i, : len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
+    return batch, labels
 
 
 def step_clock() -> Any:

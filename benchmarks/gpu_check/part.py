@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.gpu_check.common import Plan, Results
 
-PARTS = ("qlora_dpo", "lora_dpo", "sampling", "fsdp_qlora", "grpo")
+PARTS = ("qlora_dpo", "lora_dpo", "sampling", "fsdp_qlora", "grpo", "improve")
 
 
 def run_part(name: str, plan: Plan, results: Results, logs: Path) -> None:
@@ -33,6 +33,10 @@ def run_part(name: str, plan: Plan, results: Results, logs: Path) -> None:
         from benchmarks.gpu_check.grpo import run_grpo
 
         run_grpo(plan, results)
+    elif name == "improve":
+        from benchmarks.gpu_check.improve import run_improve
+
+        run_improve(plan, results)
     else:
         raise SystemExit(f"unknown part {name!r}; parts: {', '.join(PARTS)}")
 

@@ -12,6 +12,7 @@ _LABELS = (
     "max_length",
     "short",
     "layers",
+    "generation",
     "status",
     "reason",
     "wall_s",
@@ -51,8 +52,29 @@ def summarise(parts: dict[str, Any]) -> dict[str, Any]:
         for r in parts.get("sampling", {}).get("rows", [])
         if r.get("kind") == "sampling" and r["status"] == "ok"
     }
+    summary["improve"] = _improve(parts)
     summary["parts"] = {name: part["status"] for name, part in parts.items()}
     return summary
+
+
+# The improve part's headline figures: (its row's kind, the figure), by the summary's name.
+_IMPROVE_FIGURES = {
+    "train_tokens_per_s": ("improve_train", "tokens_per_s"),
+    "train_seconds_per_step": ("improve_train", "seconds_per_step"),
+    "train_peak_gpu_memory_gb": ("improve_train", "peak_gpu_memory_gb"),
+    "collect_sampling_tokens_per_s": ("improve_collect", "sampling_tokens_per_s"),
+    "collect_replies_per_s": ("improve_collect", "replies_per_s"),
+    "collect_waves": ("improve_collect", "waves"),
+    "collect_episodes_per_s": ("improve_collect", "episodes_per_s"),
+    "reference_episodes_per_s": ("improve_reference", "episodes_per_s"),
+    "heldout_adapter_vs_base_tokens_per_s": ("improve_heldout", "adapter_vs_base_tokens_per_s"),
+}
+
+
+def _improve(parts: dict[str, Any]) -> dict[str, Any]:
+    """One generation of the loop: training and generation speed, from the rows measured."""
+    rows = {r["kind"]: r for r in parts.get("improve", {}).get("rows", []) if r["status"] == "ok"}
+    return {name: rows[kind].get(key) for name, (kind, key) in _IMPROVE_FIGURES.items() if kind in rows}  # fmt: skip
 
 
 def _figures(row: dict[str, Any]) -> str:
@@ -78,7 +100,7 @@ def render_table(report: dict[str, Any]) -> None:
         for row in part["rows"]:
             label = " ".join(
                 f"{k}={row[k]}"
-                for k in ("kind", "quantize", "mode", "max_length", "short")
+                for k in ("kind", "quantize", "mode", "max_length", "short", "generation")
                 if k in row
             )
             table.add_row(name, label, row["status"], str(row.get("wall_s", "")), _figures(row))

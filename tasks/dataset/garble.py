@@ -17,7 +17,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agir_retrain.tasks.chat import render_prompt, trim_message
 from agir_retrain.tasks.models.sampler import Sampler
@@ -27,15 +27,29 @@ from agir_retrain.tasks.records import (
     GarbleResult,
     PromptKind,
 )
-
-# Requests are made with the pairs they complete (runs stage); named here for callers.
-from agir_retrain.tasks.runs.pairing import (
-    REQUEST_MAX_CHARS_PER_MESSAGE as REQUEST_MAX_CHARS_PER_MESSAGE,
-)
-from agir_retrain.tasks.runs.pairing import garble_requests as garble_requests
 from agir_retrain.tasks.settings.models import GarbleSettings
 
+if TYPE_CHECKING:
+    # Requests are made with the pairs they complete (runs stage); named here for callers.
+    from agir_retrain.tasks.runs.pairing import (
+        REQUEST_MAX_CHARS_PER_MESSAGE as REQUEST_MAX_CHARS_PER_MESSAGE,
+    )
+    from agir_retrain.tasks.runs.pairing import garble_requests as garble_requests
+
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """``garble_requests`` and ``REQUEST_MAX_CHARS_PER_MESSAGE``, from the runs stage on first use.
+
+    The pairing module needs polars, which sampling on the GPU machine has not.
+    """
+    if name in ("garble_requests", "REQUEST_MAX_CHARS_PER_MESSAGE"):
+        from agir_retrain.tasks.runs import pairing
+
+        return getattr(pairing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SEED_MASK = (1 << 63) - 1
 

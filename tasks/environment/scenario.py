@@ -110,9 +110,7 @@ def scenario_to_json(scenario: Scenario) -> bytes:
     data: dict[str, Any] = {"name": scenario.name, "seed": scenario.seed, "files": files}
     if scenario.description:
         data["description"] = scenario.description
-    import orjson  # here: loading must work without it (see _json_loads)
-
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    return _json_dumps(data)
 
 
 def _parse_file(entry: Any, where: str) -> ScenarioFile:
@@ -256,6 +254,16 @@ def _human(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+def _json_dumps(data: dict[str, Any]) -> bytes:
+    """orjson's indented JSON, or the standard library's same layout on GPU machines without
+    orjson (collect's attempts record there, in the GPU check)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps(data, indent=2, ensure_ascii=False).encode() + b"\n"
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def _json_loads(raw: bytes) -> Any:
