@@ -90,7 +90,7 @@ def model_loop(model: str, scenarios: int, workers: int, max_new_tokens: int) ->
     """The loop played by a model on a local Ray actor pool, as the collect flow plays it."""
     from transformers import AutoTokenizer
 
-    from agir_retrain.flows.collect import sampler_spec
+    from agir_retrain.tasks.agent.collect import sampler_spec
     from agir_retrain.tasks.evaluation.sampling import plan_sample_batches
     from agir_retrain.tasks.models.resolve import resolve_model
     from agir_retrain.tasks.ray_pool import SamplerPool, ray_session

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from agir_retrain.tasks.agent.collect import collect, collect_tasks, plan_runs
+from agir_retrain.tasks.agent.collect import collect, collect_tasks, plan_runs, sampler_spec
 from agir_retrain.tasks.agent.episodes import LocalEpisodes
 from agir_retrain.tasks.agent.reference import reference_policy
 from agir_retrain.tasks.agent.report import CollectReport
-from agir_retrain.tasks.evaluation.sampling import SampleRequest, SamplerSpec, plan_sample_batches
+from agir_retrain.tasks.evaluation.sampling import SampleRequest, plan_sample_batches
 from agir_retrain.tasks.io import join, write_json_atomic
 from agir_retrain.tasks.prefect_tasks import StageProgress
 from agir_retrain.tasks.settings.collect import CollectConfig
@@ -38,21 +38,6 @@ class CollectResult:
     out: str
     runs: str
     report: CollectReport
-
-
-def sampler_spec(config: CollectConfig) -> SamplerSpec:
-    """What each sampling actor holds: the base model, the adapter if any, how to sample."""
-    from agir_retrain.tasks.models.resolve import resolve_model
-
-    return SamplerSpec.from_pool(
-        config.sampling,
-        base_model=resolve_model(config.base_model),
-        base_label=config.label() if not config.adapter else "base",
-        adapters=((config.label(), config.adapter),) if config.adapter else (),
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-    )
 
 
 @flow(name="collect")

@@ -135,12 +135,7 @@ def _timed(config: ImproveConfig, number: int, stage: str) -> Iterator[None]:
 
 def sample_heldout(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]) -> None:
     """Sample generation ``number``'s held-out completions once (kept for later generations)."""
-    from agir_retrain.tasks.evaluation.sampling import (
-        SamplerSpec,
-        plan_sample_batches,
-        sample_requests,
-    )
-    from agir_retrain.tasks.models.resolve import resolve_model
+    from agir_retrain.tasks.evaluation.sampling import plan_sample_batches, sample_requests
     from agir_retrain.tasks.ray_pool import ray_session, sample_on_actor_pool
 
     here = plan.paths(config, number)
@@ -148,15 +143,7 @@ def sample_heldout(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]
     if exists(target):
         return
     heldout = config.heldout
-    spec = SamplerSpec.from_pool(
-        config.sampling,
-        base_model=resolve_model(config.base_model),
-        base_label="base",
-        adapters=((here.label, here.adapter),) if number > 0 else (),
-        temperature=heldout.temperature,
-        max_new_tokens=heldout.max_new_tokens,
-        seed=heldout.seed,
-    )
+    spec = plan.heldout_spec(config, number)
     requests = sample_requests(tasks, [here.label], heldout.samples)
     batches = plan_sample_batches(requests, config.sampling.batch_size)
     with (

@@ -169,7 +169,7 @@ def _improve_config(check: ModuleType, tmp_path: Path) -> object:
 
 
 def test_improve_samples_as_the_flows_do(check: ModuleType, tmp_path: Path) -> None:
-    from agir_retrain.flows.collect import sampler_spec as flow_spec
+    from agir_retrain.tasks.agent.collect import sampler_spec as flow_spec
     from agir_retrain.tasks.improve import plan
     from benchmarks.gpu_check.loop import heldout_spec, sampler_spec
 

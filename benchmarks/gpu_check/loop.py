@@ -1,7 +1,7 @@
 """What the improve part measures the loop with, beside the loop's own code.
 
-- ``sampler_spec`` and ``heldout_spec``: the ``SamplerSpec`` the collect and improve flows
-  build (they import Prefect, which the GPU machine lacks; the suite checks they agree);
+- ``sampler_spec`` and ``heldout_spec``: the ``SamplerSpec`` collecting and improve's
+  held-out sampling build (the domain's own functions, which import no Prefect);
 - ``Meter`` and ``TokenCount``: time and count a collection's waves, replies, episodes and
   the new tokens its sampler drew;
 - ``sft_rows``: generation 0's SFT rows from a collection's attempts records, as the
@@ -20,47 +20,17 @@ from typing import Any
 
 
 def sampler_spec(config: Any) -> Any:
-    """What collecting with ``config`` (a ``CollectConfig``) samples with: ``flows/collect.py``'s
-    ``sampler_spec``, which imports Prefect (the suite checks the two agree)."""
-    from agir_retrain.tasks.evaluation.sampling import SamplerSpec
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    """What collecting with ``config`` (a ``CollectConfig``) samples with: the collect flow's."""
+    from agir_retrain.tasks.agent.collect import sampler_spec as collect_spec
 
-    adapters = ((config.label(), config.adapter),) if config.adapter else ()
-    return SamplerSpec(
-        base_model=resolve_model(config.base_model),
-        base_label=config.label() if not config.adapter else "base",
-        adapters=adapters,
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        max_prompt_tokens=config.sampling.max_prompt_tokens,
-        max_prompt_chars_per_message=config.sampling.max_prompt_chars_per_message,
-        seed=config.seed,
-        cpus=config.sampling.cpus_per_actor,
-        gpus=config.sampling.gpus_per_actor,
-        load_in_4bit=config.sampling.load_in_4bit,
-    )
+    return collect_spec(config)
 
 
 def heldout_spec(config: Any, number: int) -> Any:
-    """What ``flows/improve.py``'s ``sample_heldout`` samples generation ``number`` with."""
-    from agir_retrain.tasks.evaluation.sampling import SamplerSpec
-    from agir_retrain.tasks.improve import plan
-    from agir_retrain.tasks.synth.tiny_model import resolve_model
+    """What ``improve`` samples generation ``number``'s held-out completions with."""
+    from agir_retrain.tasks.improve.plan import heldout_spec as improve_spec
 
-    here, heldout = plan.paths(config, number), config.heldout
-    return SamplerSpec(
-        base_model=resolve_model(config.base_model),
-        base_label="base",
-        adapters=((here.label, here.adapter),) if number > 0 else (),
-        temperature=heldout.temperature,
-        max_new_tokens=heldout.max_new_tokens,
-        max_prompt_tokens=config.sampling.max_prompt_tokens,
-        max_prompt_chars_per_message=config.sampling.max_prompt_chars_per_message,
-        seed=heldout.seed,
-        cpus=config.sampling.cpus_per_actor,
-        gpus=config.sampling.gpus_per_actor,
-        load_in_4bit=config.sampling.load_in_4bit,
-    )
+    return improve_spec(config, number)
 
 
 class Meter:

@@ -23,7 +23,7 @@ from agir_retrain.tasks.environment.contract import Scenario
 from agir_retrain.tasks.environment.generator import generate_scenario, is_generated_name
 from agir_retrain.tasks.environment.scenario import load_scenario
 from agir_retrain.tasks.errors import ConfigError
-from agir_retrain.tasks.evaluation.sampling import SampleRequest
+from agir_retrain.tasks.evaluation.sampling import SampleRequest, SamplerSpec
 from agir_retrain.tasks.io import exists
 from agir_retrain.tasks.settings.collect import CollectConfig
 
@@ -47,6 +47,22 @@ SampleFn = Callable[[Sequence[SampleRequest]], dict[str, str]]
 """Draws one completion per request; returns each request's text by its ``task_id`` (key)."""
 EpisodeFn = Callable[[Sequence[EpisodeJob]], list[CarriedEpisode]]
 """Runs each job's episode, results in the jobs' order."""
+
+
+def sampler_spec(config: CollectConfig) -> SamplerSpec:
+    """What each sampling actor of a collection holds: the base, the adapter if any, how to
+    sample (the sampling section)."""
+    from agir_retrain.tasks.models.resolve import resolve_model
+
+    return SamplerSpec.from_pool(
+        config.sampling,
+        base_model=resolve_model(config.base_model),
+        base_label=config.label() if not config.adapter else "base",
+        adapters=((config.label(), config.adapter),) if config.adapter else (),
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
 
 
 def collect_tasks(config: CollectConfig) -> list[AgentTask]:

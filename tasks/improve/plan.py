@@ -6,6 +6,7 @@ checked (and resumed) without running anything.
 
 from __future__ import annotations
 
+from agir_retrain.tasks.evaluation.sampling import SamplerSpec
 from agir_retrain.tasks.improve.layout import HELDOUT_TASKS, GenerationPaths
 from agir_retrain.tasks.io import join
 from agir_retrain.tasks.settings.build import BuildDatasetConfig
@@ -111,3 +112,20 @@ def learned_from(config: ImproveConfig, number: int) -> str:
         sources.append(f"gen {n} runs ({who}{extra})")
     window = "" if config.window == "all" else f", window {config.window}"
     return "; ".join(sources) + window
+
+
+def heldout_spec(config: ImproveConfig, number: int) -> SamplerSpec:
+    """What generation ``number``'s held-out completions are sampled with (the base, its
+    adapter if any, the held-out temperature and budget, the sampling section)."""
+    from agir_retrain.tasks.models.resolve import resolve_model
+
+    here, heldout = paths(config, number), config.heldout
+    return SamplerSpec.from_pool(
+        config.sampling,
+        base_model=resolve_model(config.base_model),
+        base_label="base",
+        adapters=((here.label, here.adapter),) if number > 0 else (),
+        temperature=heldout.temperature,
+        max_new_tokens=heldout.max_new_tokens,
+        seed=heldout.seed,
+    )
