@@ -19,8 +19,8 @@ from agir_retrain.tasks.agent.prompts import PROMPT_SETS
 from agir_retrain.tasks.agent.report import CollectReport, RunSummary, summarise_run
 from agir_retrain.tasks.agent.runfile import RUNS_FOLDER, run_file_path, write_run
 from agir_retrain.tasks.environment.carry import CarriedEpisode
-from agir_retrain.tasks.environment.contract import Scenario
-from agir_retrain.tasks.environment.generator import generate_scenario, is_generated_name
+from agir_retrain.tasks.environment.contract import Scenario, StoppedBy
+from agir_retrain.tasks.environment.generator import generated_for
 from agir_retrain.tasks.environment.scenario import load_scenario
 from agir_retrain.tasks.errors import ConfigError
 from agir_retrain.tasks.evaluation.sampling import SampleRequest, SamplerSpec
@@ -28,9 +28,6 @@ from agir_retrain.tasks.io import exists
 from agir_retrain.tasks.settings.collect import CollectConfig
 
 log = logging.getLogger(__name__)
-
-HARNESS = "harness"  # an episode whose sandbox could not run: not the program's outcome
-HARNESS_RETRIES = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,13 +72,14 @@ def collect_tasks(config: CollectConfig) -> list[AgentTask]:
     seen: set[str] = set()
     for ref in config.scenario_refs()[: config.max_tasks]:
         scenario = load_scenario(ref)
-        strategies = generate_scenario(int(ref[4:])).strategies if is_generated_name(ref) else ()
+        generated = generated_for(ref)
+        strategies = generated.strategies if generated else ()
         if config.strategies == "given" and not strategies:
             raise ConfigError(
                 f"scenario {ref!r} has no strategies of its own: strategies=given needs "
                 "generated scenarios (gen-<seed>), or use strategies=model"
             )
-        task_id = scenario.name if is_generated_name(ref) or "/" not in ref else ref
+        task_id = scenario.name if generated or "/" not in ref else ref
         if task_id in seen:
             raise ConfigError(f"scenario {ref!r} is named twice: each task once")
         seen.add(task_id)
@@ -146,31 +144,20 @@ def play_runs(
 
 
 def _run_pending(runs: Sequence[RunPlay], model: str, run_episodes: EpisodeFn) -> None:
-    """Run the runs' pending programs; a sandbox that fails is retried, then the run excluded."""
-    todo = list(runs)
-    for attempt in range(HARNESS_RETRIES + 1):
-        if not todo:
-            return
-        jobs = [
-            EpisodeJob(
-                key=run.step_key,
-                model=model,
-                completion=run.pending_program or "",
-                scenario=run.state,
-            )
-            for run in todo
-        ]
-        results = run_episodes(jobs)
-        retry = []
-        for run, result in zip(todo, results, strict=True):
-            if result.episode.stopped_by == HARNESS:
-                if attempt < HARNESS_RETRIES:
-                    retry.append(run)
-                else:
-                    run.exclude(f"the sandbox could not run: {result.episode.stderr_tail[-200:]}")
-                continue
+    """Run the runs' pending programs. An episode whose sandbox failed (after the episode's
+    own retries: ``environment.harness_retries``) is not the program's outcome: its run is
+    excluded, never written with a failure the model did not make."""
+    jobs = [
+        EpisodeJob(
+            key=run.step_key, model=model, completion=run.pending_program or "", scenario=run.state
+        )
+        for run in runs
+    ]
+    for run, result in zip(runs, run_episodes(jobs), strict=True):
+        if result.episode.stopped_by is StoppedBy.HARNESS:
+            run.exclude(f"the sandbox could not run a program: {result.episode.note[:200]}")
+        else:
             run.take_episode(result.episode, result.after)
-        todo = retry
 
 
 def _finish_if_done(run: RunPlay, on_finished: Callable[[RunPlay], None]) -> bool:

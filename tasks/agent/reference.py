@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 
 from agir_retrain.tasks.environment.families import Rule
-from agir_retrain.tasks.environment.generator import generate_scenario, is_generated_name
+from agir_retrain.tasks.environment.generator import generated_for
 from agir_retrain.tasks.evaluation.sampling import SampleRequest
 
 MISTAKE_SHARE = 0.3  # of first attempts
@@ -75,10 +75,11 @@ def reference_reply(key: str) -> str:
     """The reference agent's reply to the step ``key`` (``<task>#<run>/code/<s>/<attempt>``)."""
     task, _, step = key.partition("#")
     parts = step.split("/")
-    if len(parts) != 4 or parts[1] != "code" or not is_generated_name(task):
+    generated = generated_for(task)
+    if len(parts) != 4 or parts[1] != "code" or generated is None:
         raise ValueError(f"the reference agent codes given strategies of gen-<seed> tasks: {key}")
     strategy, attempt = int(parts[2]), int(parts[3])
-    rule = generate_scenario(int(task[4:])).rules[strategy]
+    rule = generated.rules[strategy]
     rng = random.Random(hashlib.blake2b(key.rsplit("/", 1)[0].encode()).digest())
     program = reference_program(rule, style=rng.randrange(2))
     if attempt == 1 and rng.random() < MISTAKE_SHARE:

@@ -72,6 +72,16 @@ def generate_scenario(seed: int) -> GeneratedScenario:
     )
 
 
+def generated_for(name: str) -> GeneratedScenario | None:
+    """The generated scenario a ``gen-<seed>`` name stands for; None for any other name."""
+    if not is_generated_name(name):
+        return None
+    return generate_scenario(int(name[len(GENERATED_PREFIX) :]))
+
+
 def scenario_by_name(name: str) -> Scenario:
     """The generated scenario a ``gen-<seed>`` name stands for."""
-    return generate_scenario(int(name[len(GENERATED_PREFIX) :])).scenario
+    generated = generated_for(name)
+    if generated is None:
+        raise ValueError(f"{name!r} is not a generated scenario's name (gen-<seed>)")
+    return generated.scenario

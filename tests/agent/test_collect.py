@@ -302,3 +302,27 @@ def test_the_reference_agent_writes_a_corpus_that_reads_whole(tmp_path, bwrap_wo
         r.run_class.value for p in _run_files(config.out) for r in read_run_file(str(p)).runs
     ]
     assert sorted(classes) == sorted([k for k, n in report.runs_by_class.items() for _ in range(n)])
+
+
+def test_a_sandbox_that_cannot_run_excludes_the_run_instead_of_failing_it(tmp_path, bwrap_works):
+    """No episode folder can be made (the work dir is a file): the harness's failure, never
+    the model's; the run is not written, and the report counts it."""
+    from agir_retrain.tasks.agent.reference import reference_policy
+
+    from agir_retrain.tasks.environment.episode import sandbox_for
+
+    not_a_folder = tmp_path / "work"
+    not_a_folder.mkdir()
+    config = _config(
+        tmp_path / "out", scenarios=["gen-2"], strategies="given", policy="reference",
+        runs_per_task=1,
+        environment={"work_dir": str(not_a_folder), "harness_retries": 0, "limits": {"wall_s": 5}},
+    )  # fmt: skip
+    sandbox_for(config.environment)  # checked (once per process) while the folder is one
+    not_a_folder.rmdir()
+    not_a_folder.write_text("")
+    with LocalEpisodes(config.environment, 1) as episodes:
+        report = collect(config, sample=reference_policy, run_episodes=episodes)
+    assert (report.runs_written, report.runs_excluded) == (0, 1)
+    assert report.attempts_by_outcome["container_fail"] == 0  # nothing booked as the model's
+    assert not _run_files(config.out)
