@@ -308,7 +308,6 @@ def test_a_sandbox_that_cannot_run_excludes_the_run_instead_of_failing_it(tmp_pa
     """No episode folder can be made (the work dir is a file): the harness's failure, never
     the model's; the run is not written, and the report counts it."""
     from agir_retrain.tasks.agent.reference import reference_policy
-
     from agir_retrain.tasks.environment.episode import sandbox_for
 
     not_a_folder = tmp_path / "work"

