@@ -92,7 +92,7 @@ def generation(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]) ->
     """One generation: train its adapter, judge it, and (before the last) collect and build."""
     logger = get_run_logger()
     here = plan.paths(config, number)
-    if number > 0 and not here.trained():
+    if not here.finished("train"):
         rows = objective_rows(config.train.objective, plan.paths(config, number - 1).dataset)
         if rows == 0:
             return GenerationOutcome(
@@ -102,9 +102,10 @@ def generation(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]) ->
             )
         with _timed(config, number, "train"):
             train(plan.train_config(config, number))
-    if not here.evaluated():
+    if not here.finished("sample"):
         with _timed(config, number, "sample"):
             sample_heldout(config, number, tasks)
+    if not here.finished("evaluate"):
         with _timed(config, number, "evaluate"):
             merged = [
                 c
@@ -115,10 +116,10 @@ def generation(config: ImproveConfig, number: int, tasks: Sequence[EvalTask]) ->
             write_completions(completions, merged)
             evaluate(plan.evaluate_config(config, number, completions))
     if number < config.generations:
-        if not here.collected():
+        if not here.finished("collect"):
             with _timed(config, number, "collect"):
                 collect_flow(plan.collect_config(config, number))
-        if not here.built():
+        if not here.finished("build"):
             with _timed(config, number, "build"):
                 build_dataset(plan.build_config(config, number))
     logger.info("generation %d done (%s)", number, here.root)

@@ -54,7 +54,7 @@ def assemble_report(config: ImproveConfig, evaluated: int, stopped: str | None) 
         learned_from=[plan.learned_from(config, n) for n in numbers],
         collected=[_collected(config, n) for n in numbers],
         training=[_training(config, n) for n in numbers],
-        stage_seconds=[_timing(config, n) for n in numbers],
+        stage_seconds=[plan.paths(config, n).stage_seconds() for n in numbers],
     )
     report = ImproveReport(
         objective=config.train.objective,
@@ -109,14 +109,9 @@ def _training(config: ImproveConfig, number: int) -> tuple[int, float, int | Non
     return metrics.data.train.rows_out, train.train_runtime_s or 0.0, peak
 
 
-def _timing(config: ImproveConfig, number: int) -> dict[str, float]:
-    location = plan.paths(config, number).timing
-    return dict(orjson.loads(read_bytes(location))) if exists(location) else {}
-
-
 def record_stage(config: ImproveConfig, number: int, stage: str, seconds: float) -> None:
     """Add a finished stage's wall time to the generation's ``timing.json``."""
     location = plan.paths(config, number).timing
-    timing = _timing(config, number)
+    timing = plan.paths(config, number).stage_seconds()
     timing[stage] = round(seconds, 1)
     write_json_atomic(location, timing)

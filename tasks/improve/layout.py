@@ -7,19 +7,22 @@
     <out>/gen-1/eval/       the base and generations 1.. on the held-out tasks
     <out>/gen-1/collect/ ...
 
-A stage is finished when its last file exists (each stage writes it last, atomically), so
-a killed run resumes at the first unfinished stage.
+A stage is finished when its wall time is in the generation's ``timing.json``: it is
+recorded after the stage's last file, atomically, so a run killed at any moment resumes at
+the first stage whose time is missing (a stage killed after its output but before its time
+runs again, which every stage allows: they overwrite their outputs atomically).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agir_retrain.tasks.io import exists, join
+import orjson
+
+from agir_retrain.tasks.io import exists, join, read_bytes
 
 HELDOUT_TASKS = "heldout_tasks.jsonl"
 COLLECT_REPORT = "collect_report.json"
-DATASET_REPORT = "report.json"
 ADAPTER_METRICS = "metrics.json"
 EVAL_REPORT = "eval.json"
 COMPLETIONS = "completions.jsonl"
@@ -69,18 +72,12 @@ class GenerationPaths:
         """The generation's stage timings (written as each stage finishes)."""
         return join(self.root, TIMING)
 
-    def collected(self) -> bool:
-        """Whether collecting finished."""
-        return exists(join(self.collect, COLLECT_REPORT))
+    def stage_seconds(self) -> dict[str, float]:
+        """The wall seconds of each finished stage (empty before the first one)."""
+        return dict(orjson.loads(read_bytes(self.timing))) if exists(self.timing) else {}
 
-    def built(self) -> bool:
-        """Whether the dataset was built."""
-        return exists(join(self.dataset, DATASET_REPORT))
-
-    def trained(self) -> bool:
-        """Whether the adapter was trained (generation 0 never is: it is the base)."""
-        return self.number == 0 or exists(join(self.adapter, ADAPTER_METRICS))
-
-    def evaluated(self) -> bool:
-        """Whether the evaluation finished."""
-        return exists(join(self.eval, EVAL_REPORT))
+    def finished(self, stage: str) -> bool:
+        """Whether ``stage`` (one of ``STAGES``) finished; generation 0 is never trained."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}")
+        return (stage == "train" and self.number == 0) or stage in self.stage_seconds()

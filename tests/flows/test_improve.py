@@ -44,6 +44,23 @@ class TestPlan:
         assert train.out == str(tmp_path / "gen-2" / "adapter")
         assert "reference agent" in plan.learned_from(config, 2)
 
+    def test_a_stage_is_finished_once_its_time_is_recorded_not_when_its_files_are(self, tmp_path):
+        from agir_retrain.tasks.improve.assemble import record_stage
+
+        config = ImproveConfig(out=str(tmp_path), base_model="m", scenarios=2)
+        one = plan.paths(config, 1)
+        Path(one.eval).mkdir(parents=True)
+        Path(one.eval, "eval.json").write_text("{}")  # killed after the output, before the time
+        assert not one.finished("evaluate")
+        record_stage(config, 1, "evaluate", 2.04)
+        record_stage(config, 1, "sample", 7.0)
+        assert one.finished("evaluate") and one.finished("sample")
+        assert not one.finished("train")
+        assert one.stage_seconds() == {"evaluate": 2.0, "sample": 7.0}
+        assert plan.paths(config, 0).finished("train")  # generation 0 is the base
+        with pytest.raises(ValueError, match="unknown stage 'judge'"):
+            one.finished("judge")
+
     def test_held_out_seeds_never_overlap_the_training_ones(self):
         with pytest.raises(ValueError, match="overlap the training seeds"):
             ImproveConfig(scenarios=50, heldout={"first_seed": 40})
