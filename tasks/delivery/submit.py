@@ -68,12 +68,26 @@ def accelerate_config_path(launch: LaunchSettings) -> Path:
     return path
 
 
+def cpu_threads_per_process(launch: LaunchSettings) -> int:
+    """Threads each rank computes with on CPU: the setting, else OMP_NUM_THREADS, else a share.
+
+    accelerate sets OMP_NUM_THREADS=1 for any launch not marked CPU-only, which on a machine
+    without a GPU trains on one core of many (measured: docs/benchmarks.md).
+    """
+    if launch.cpu_threads_per_process is not None:
+        return launch.cpu_threads_per_process
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, len(os.sched_getaffinity(0)) // launch.num_processes)
+
+
 def accelerate_command(config_file: str | Path, launch: LaunchSettings) -> list[str]:
     """The command that runs the training program under ``accelerate launch``."""
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(accelerate_config_path(launch)),
         "--num_processes", str(launch.num_processes),
+        "--num_cpu_threads_per_process", str(cpu_threads_per_process(launch)),
         "--main_process_port", str(launch.main_process_port),
         "-m", "agir_retrain.tasks.training",
         "--config", str(config_file),

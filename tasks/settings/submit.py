@@ -24,6 +24,12 @@ class LaunchSettings(Section):
     main_process_port: PositiveInt = Field(
         29500, description="Rendezvous port of a multi-process launch."
     )
+    cpu_threads_per_process: PositiveInt | None = Field(
+        None,
+        description="CPU threads of each process (OMP_NUM_THREADS); None: the CPUs this process "
+        "may use divided by num_processes, or OMP_NUM_THREADS where it is set (accelerate "
+        "alone gives one thread to a launch that is not marked CPU-only).",
+    )
 
 
 class SubmitSettings(Section):

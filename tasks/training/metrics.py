@@ -72,6 +72,7 @@ class TrainSummary:
     epoch: float | None = None
     peak_gpu_memory_bytes: int | None = None
     peak_host_memory_bytes: int | None = None  # the training process's peak RSS
+    cpu_threads: int | None = None  # torch's intra-op threads in the (first) rank
     values: dict[str, float] = field(default_factory=dict)
 
 
@@ -168,6 +169,7 @@ class TrainingMetrics:
                         if train.peak_host_memory_bytes is not None
                         else {}
                     ),
+                    **({"cpu_threads": train.cpu_threads} if train.cpu_threads is not None else {}),
                 },
                 "evaluation": {
                     split: {**values.values, "rows": values.rows, "loss": values.loss}
@@ -190,6 +192,7 @@ class TrainingMetrics:
             "epoch",
             "peak_gpu_memory_bytes",
             "peak_host_memory_bytes",
+            "cpu_threads",
         )
         return cls(
             objective=value.get("objective", ORIGINAL),
@@ -218,6 +221,7 @@ class TrainingMetrics:
                 epoch=train.get("epoch"),
                 peak_gpu_memory_bytes=train.get("peak_gpu_memory_bytes"),
                 peak_host_memory_bytes=train.get("peak_host_memory_bytes"),
+                cpu_threads=train.get("cpu_threads"),
                 values={k: v for k, v in train.items() if k not in known},
             ),
             evaluation={
@@ -307,6 +311,8 @@ def metrics_rows(metrics: TrainingMetrics) -> list[tuple[str, str]]:
         rows.append(("peak GPU memory", f"{train.peak_gpu_memory_bytes / 2**30:.2f} GiB"))
     if train.peak_host_memory_bytes is not None:
         rows.append(("peak host memory", f"{train.peak_host_memory_bytes / 2**30:.2f} GiB"))
+    if train.cpu_threads is not None:
+        rows.append(("CPU threads", str(train.cpu_threads)))
     rows.append(
         (
             "tracked in",

@@ -315,6 +315,7 @@ def train_summary(values: dict[str, float], global_step: int) -> TrainSummary:
         epoch=values.get("epoch"),
         peak_gpu_memory_bytes=peak,
         peak_host_memory_bytes=host,
+        cpu_threads=torch.get_num_threads(),
         values={
             k: v for k, v in values.items() if k not in ("train_loss", "train_runtime", "epoch")
         },

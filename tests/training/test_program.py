@@ -472,6 +472,25 @@ class TestLaunch:
         # The same steps see twice the rows when two ranks share the batches.
         assert double["train"]["epoch"] == pytest.approx(2 * single["train"]["epoch"])
         assert (tmp_path / "two" / "adapter_model.safetensors").is_file()
+        # Each rank computes with its share of the CPUs (accelerate alone would give it one).
+        from agir_retrain.tasks.delivery.submit import cpu_threads_per_process
+
+        assert single["train"]["cpu_threads"] == cpu_threads_per_process(one.launch)
+        assert double["train"]["cpu_threads"] == cpu_threads_per_process(two.launch)
+
+    def test_cpu_threads_are_the_setting_else_omp_else_a_share_of_the_cpus(self, monkeypatch):
+        from agir_retrain.tasks.delivery.submit import accelerate_command, cpu_threads_per_process
+
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+        assert cpu_threads_per_process(LaunchSettings(num_processes=2)) == 4
+        assert cpu_threads_per_process(LaunchSettings(num_processes=16)) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert cpu_threads_per_process(LaunchSettings()) == 3
+        chosen = LaunchSettings(cpu_threads_per_process=5)
+        assert cpu_threads_per_process(chosen) == 5
+        command = accelerate_command("c.yaml", chosen)
+        assert command[command.index("--num_cpu_threads_per_process") + 1] == "5"
 
     def test_failed_job_raises_with_its_own_error(self, tmp_path):
         from agir_retrain.tasks.delivery.submit import submit_local
