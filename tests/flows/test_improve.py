@@ -54,7 +54,8 @@ class TestPlan:
         assert not one.finished("evaluate")
         record_stage(config, 1, "evaluate", 2.04)
         record_stage(config, 1, "sample", 7.0)
-        assert one.finished("evaluate") and one.finished("sample")
+        assert one.finished("evaluate")
+        assert one.finished("sample")
         assert not one.finished("train")
         assert one.stage_seconds() == {"evaluate": 2.0, "sample": 7.0}
         assert plan.paths(config, 0).finished("train")  # generation 0 is the base
