@@ -5,7 +5,8 @@
 # Each rank gets its share of the container's CPUs (accelerate alone would give it one).
 set -eu
 processes="${NUM_PROCESSES:-1}"
-threads="${OMP_NUM_THREADS:-$(( $(nproc) / processes ))}"
+cpus=$(python -c "import os; print(len(os.sched_getaffinity(0)))")  # images may lack nproc
+threads="${OMP_NUM_THREADS:-$(( cpus / processes ))}"
 [ "$threads" -ge 1 ] || threads=1
 exec python -m accelerate.commands.launch \
     --config_file "${ACCELERATE_CONFIG:-/app/agir_retrain/container/accelerate/single_gpu.yaml}" \

@@ -15,9 +15,8 @@ runs again, which every stage allows: they overwrite their outputs atomically).
 
 from __future__ import annotations
 
+import json  # not orjson: the GPU check imports this where orjson is absent
 from dataclasses import dataclass
-
-import orjson
 
 from agir_retrain.tasks.io import exists, join, read_bytes
 
@@ -74,7 +73,7 @@ class GenerationPaths:
 
     def stage_seconds(self) -> dict[str, float]:
         """The wall seconds of each finished stage (empty before the first one)."""
-        return dict(orjson.loads(read_bytes(self.timing))) if exists(self.timing) else {}
+        return dict(json.loads(read_bytes(self.timing))) if exists(self.timing) else {}
 
     def finished(self, stage: str) -> bool:
         """Whether ``stage`` (one of ``STAGES``) finished; generation 0 is never trained."""
